@@ -1,0 +1,94 @@
+"""Adagrad (Duchi, Hazan & Singer, 2011)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from . import _validation as check
+from ._engine import FusableOptimizer, step_counter
+from .transforms import Scalar, accumulate_square_, add_l2_penalty, descend_, oriented_grad
+
+
+def adagrad_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    scalars: Any,
+    *,
+    maximize: bool,
+    has_weight_decay: bool,
+) -> None:
+    step_size, weight_decay, eps = scalars
+    for i, param in enumerate(params):
+        grad = oriented_grad(grads[i], maximize)
+        if has_weight_decay:
+            grad = add_l2_penalty(grad, param, weight_decay)
+        total = accumulate_square_(sums[i], grad)
+        descend_(param, grad / (total.sqrt() + eps), step_size)
+
+
+class Adagrad(FusableOptimizer):
+    """Adagrad, a drop-in for `torch.optim.Adagrad`: same arguments, defaults, state and trajectory."""
+
+    _update = staticmethod(adagrad_update)
+    _state_names = ("sum",)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check.check_lr(lr)
+        check.check_nonnegative("lr_decay", lr_decay)
+        check.check_nonnegative("weight_decay", weight_decay)
+        check.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
+        check.check_nonnegative("eps", eps, label="epsilon")
+        check.check_implementation_flags("Adagrad", foreach, fused, differentiable=differentiable)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+        # Like torch.optim.Adagrad, the state exists from construction on (state_dicts match torch's).
+        for group in self.param_groups:
+            for param in group["params"]:
+                self._init_state(param, group)
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        value = group["initial_accumulator_value"]
+        state = self.state[param]
+        state["step"] = step_counter()
+        state["sum"] = torch.full_like(
+            param, complex(value, value) if param.is_complex() else value, memory_format=torch.preserve_format
+        )
+
+    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+        lr = float(group["lr"])
+        return (
+            lr / (1 + (step - 1) * float(group["lr_decay"])),
+            float(group["weight_decay"]),
+            float(group["eps"]),
+        )
+
+    def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {"maximize": bool(group["maximize"]), "has_weight_decay": float(group["weight_decay"]) != 0}

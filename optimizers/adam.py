@@ -1,0 +1,170 @@
+"""Adam (Kingma & Ba, 2015) and AdamW (Loshchilov & Hutter, 2019)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from . import _validation as check
+from ._engine import FusableOptimizer, step_counter, zeros_like
+from .transforms import (
+    Scalar,
+    adam_denominator,
+    add_l2_penalty,
+    descend_,
+    ema_,
+    ema_of_square_,
+    oriented_grad,
+    running_max_,
+    shrink_weights_,
+)
+
+
+def adam_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor] | None,
+    scalars: Any,
+    *,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    has_weight_decay: bool,
+) -> None:
+    beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, weight_decay, shrink = scalars
+    for i, param in enumerate(params):
+        grad = oriented_grad(grads[i], maximize)
+        if has_weight_decay:
+            if decoupled_weight_decay:
+                shrink_weights_(param, shrink)
+            else:
+                grad = add_l2_penalty(grad, param, weight_decay)
+        ema_(exp_avgs[i], grad, beta1, one_minus_beta1)
+        second_moment = ema_of_square_(exp_avg_sqs[i], grad, beta2, one_minus_beta2)
+        if amsgrad:
+            second_moment = running_max_(max_exp_avg_sqs[i], second_moment)
+        descend_(param, exp_avgs[i] / adam_denominator(second_moment, bc2_sqrt, eps), step_size)
+
+
+class Adam(FusableOptimizer):
+    """Adam, a drop-in for `torch.optim.Adam`: same arguments, defaults, state and trajectory.
+
+    `decoupled_weight_decay=True` gives AdamW. `foreach` is accepted for compatibility; `fused=True`
+    forces the compiled step, `fused=False` the eager one, `None` picks by size (see `_engine`).
+    """
+
+    _update = staticmethod(adam_update)
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-3,
+        betas: tuple[Scalar, Scalar] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check.check_lr(lr)
+        check.check_nonnegative("eps", eps, label="epsilon")
+        check.check_betas(betas)
+        check.check_nonnegative("weight_decay", weight_decay)
+        check.check_implementation_flags(
+            type(self).__name__, foreach, fused, capturable=capturable, differentiable=differentiable
+        )
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        state["step"] = step_counter()
+        state["exp_avg"] = zeros_like(param)
+        state["exp_avg_sq"] = zeros_like(param)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = zeros_like(param)
+
+    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self._state_names if group["amsgrad"] else self._state_names[:2]
+
+    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+        lr = float(group["lr"])
+        beta1, beta2 = (float(b) for b in group["betas"])
+        weight_decay = float(group["weight_decay"])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        return (
+            beta1,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            lr / bias_correction1,
+            bias_correction2**0.5,
+            float(group["eps"]),
+            weight_decay,
+            1 - lr * weight_decay,
+        )
+
+    def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {
+            "amsgrad": bool(group["amsgrad"]),
+            "maximize": bool(group["maximize"]),
+            "decoupled_weight_decay": bool(group["decoupled_weight_decay"]),
+            "has_weight_decay": float(group["weight_decay"]) != 0,
+        }
+
+
+class AdamW(Adam):
+    """AdamW, a drop-in for `torch.optim.AdamW`: Adam with decoupled weight decay (default 1e-2)."""
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-3,
+        betas: tuple[Scalar, Scalar] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )

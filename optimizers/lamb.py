@@ -1,0 +1,105 @@
+"""LAMB: layer-wise adaptive moments for large batches (You et al., 2019, arXiv:1904.00962, Alg. 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from . import _validation as check
+from ._engine import FusableOptimizer, step_counter, zeros_like
+from .transforms import (
+    Scalar,
+    adam_denominator,
+    descend_,
+    ema_,
+    ema_of_square_,
+    oriented_grad,
+    trust_ratio,
+)
+
+
+def lamb_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    scalars: Any,
+    *,
+    maximize: bool,
+    has_weight_decay: bool,
+) -> None:
+    beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc1, bc2_sqrt, eps, weight_decay, lr = scalars
+    for i, param in enumerate(params):
+        grad = oriented_grad(grads[i], maximize)
+        first_moment = ema_(exp_avgs[i], grad, beta1, one_minus_beta1)
+        second_moment = ema_of_square_(exp_avg_sqs[i], grad, beta2, one_minus_beta2)
+        update = first_moment * inv_bc1 / adam_denominator(second_moment, bc2_sqrt, eps)
+        if has_weight_decay:
+            update = update + weight_decay * param
+        weight_norm, update_norm = param.norm(), update.norm()
+        ratio = trust_ratio(weight_norm, update_norm, weight_norm / update_norm)
+        descend_(param, update, lr * ratio)
+
+
+class LAMB(FusableOptimizer):
+    """LAMB: Adam's direction plus decoupled weight decay, rescaled per tensor by ||w|| / ||update||.
+
+    x <- x - lr * (||x|| / ||r + wd*x||) * (r + wd*x), r = m_hat / (sqrt(v_hat) + eps); the trust ratio
+    is 1 where either norm is zero (freshly zeroed weights, zero update).
+    """
+
+    _update = staticmethod(lamb_update)
+    _state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-3,
+        betas: tuple[Scalar, Scalar] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        check.check_lr(lr)
+        check.check_nonnegative("eps", eps, label="epsilon")
+        check.check_betas(betas)
+        check.check_nonnegative("weight_decay", weight_decay)
+        check.check_implementation_flags("LAMB", foreach, fused)
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        state["step"] = step_counter()
+        state["exp_avg"] = zeros_like(param)
+        state["exp_avg_sq"] = zeros_like(param)
+
+    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return (
+            beta1,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            1 / (1 - beta1**step),
+            (1 - beta2**step) ** 0.5,
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            float(group["lr"]),
+        )
+
+    def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {"maximize": bool(group["maximize"]), "has_weight_decay": float(group["weight_decay"]) != 0}

@@ -1,0 +1,118 @@
+"""LARS: layer-wise adaptive rate scaling (You, Gitman & Ginsburg, 2017, arXiv:1708.03888, Alg. 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from . import _validation as check
+from ._engine import FusableOptimizer, zeros_like
+from .transforms import (
+    Scalar,
+    add_l2_penalty,
+    descend_,
+    heavy_ball_,
+    nesterov_direction,
+    oriented_grad,
+    trust_ratio,
+)
+
+
+def lars_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor] | None,
+    scalars: Any,
+    *,
+    maximize: bool,
+    has_momentum: bool,
+    nesterov: bool,
+) -> None:
+    lr, weight_decay, momentum, trust_coefficient, eps = scalars
+    for i, param in enumerate(params):
+        grad = oriented_grad(grads[i], maximize)
+        weight_norm, grad_norm = param.norm(), grad.norm()
+        local_lr = trust_coefficient * weight_norm / (grad_norm + weight_decay * weight_norm + eps)
+        direction = add_l2_penalty(grad, param, weight_decay) * trust_ratio(weight_norm, grad_norm, local_lr)
+        if has_momentum:
+            buffer = heavy_ball_(momentum_buffers[i], direction, momentum, 1.0)
+            direction = nesterov_direction(direction, buffer, momentum) if nesterov else buffer
+        descend_(param, direction, lr)
+
+
+class LARS(FusableOptimizer):
+    """LARS: SGD with momentum whose step is rescaled per tensor by the local LR
+    trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps) (1 where ||w|| or ||g|| is zero).
+
+    The paper keeps the global LR inside the momentum buffer (v = m*v + lr*local_lr*(g + wd*w); w -= v);
+    here, as in torch's SGD, it multiplies the buffer (buf = m*buf + local_lr*(g + wd*w); w -= lr*buf),
+    which is the same trajectory for a constant LR and lets LR schedules act immediately.
+    """
+
+    _update = staticmethod(lars_update)
+    _state_names = ("momentum_buffer",)
+    _counts_steps = False
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0,
+        trust_coefficient: float = 1e-3,
+        eps: float = 1e-8,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        check.check_lr(lr)
+        check.check_nonnegative("momentum", momentum)
+        check.check_nonnegative("weight_decay", weight_decay)
+        check.check_nonnegative("trust_coefficient", trust_coefficient)
+        check.check_nonnegative("eps", eps, label="epsilon")
+        if nesterov and momentum <= 0:
+            raise ValueError(
+                f"Nesterov momentum requires a momentum (got momentum={momentum}); use momentum > 0"
+            )
+        check.check_implementation_flags("LARS", foreach, fused)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "trust_coefficient": trust_coefficient,
+            "eps": eps,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def _is_fresh(self, state: dict[str, Any], group: dict[str, Any]) -> bool:
+        return float(group["momentum"]) != 0 and "momentum_buffer" not in state
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        self.state[param]["momentum_buffer"] = zeros_like(param)
+
+    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self._state_names if float(group["momentum"]) != 0 else ()
+
+    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+        return (
+            float(group["lr"]),
+            float(group["weight_decay"]),
+            float(group["momentum"]),
+            float(group["trust_coefficient"]),
+            float(group["eps"]),
+        )
+
+    def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {
+            "maximize": bool(group["maximize"]),
+            "has_momentum": float(group["momentum"]) != 0,
+            "nesterov": bool(group["nesterov"]),
+        }

@@ -1,0 +1,111 @@
+"""Stochastic gradient descent with momentum (Polyak's heavy ball, or Nesterov's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+from torch.optim.optimizer import ParamsT
+
+from . import _validation as check
+from ._engine import FusableOptimizer, zeros_like
+from .transforms import Scalar, add_l2_penalty, descend_, heavy_ball_, nesterov_direction, oriented_grad
+
+
+def momentum_scalars(group: dict[str, Any], first_step: bool) -> tuple[float, float]:
+    """(buffer decay, direction scale) for `heavy_ball_`: a buffer's first step copies the direction."""
+    if first_step:
+        return 0.0, 1.0
+    return float(group["momentum"]), 1 - float(group["dampening"])
+
+
+def sgd_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor] | None,
+    scalars: Any,
+    *,
+    maximize: bool,
+    has_weight_decay: bool,
+    has_momentum: bool,
+    nesterov: bool,
+) -> None:
+    lr, weight_decay, momentum, buffer_decay, direction_scale = scalars
+    for i, param in enumerate(params):
+        direction = oriented_grad(grads[i], maximize)
+        if has_weight_decay:
+            direction = add_l2_penalty(direction, param, weight_decay)
+        if has_momentum:
+            buffer = heavy_ball_(momentum_buffers[i], direction, buffer_decay, direction_scale)
+            direction = nesterov_direction(direction, buffer, momentum) if nesterov else buffer
+        descend_(param, direction, lr)
+
+
+class SGD(FusableOptimizer):
+    """SGD, a drop-in for `torch.optim.SGD`: same arguments, defaults, state and trajectory."""
+
+    _update = staticmethod(sgd_update)
+    _state_names = ("momentum_buffer",)
+    _counts_steps = False
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: Scalar = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check.check_lr(lr)
+        check.check_nonnegative("momentum", momentum)
+        check.check_in_unit_interval("dampening", dampening, closed_right=True)
+        check.check_nonnegative("weight_decay", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                f"Nesterov momentum requires a momentum and zero dampening (got momentum={momentum}, "
+                f"dampening={dampening}); use momentum > 0 and dampening=0, or nesterov=False"
+            )
+        check.check_implementation_flags("SGD", foreach, fused, differentiable=differentiable)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def _is_fresh(self, state: dict[str, Any], group: dict[str, Any]) -> bool:
+        return float(group["momentum"]) != 0 and "momentum_buffer" not in state
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        self.state[param]["momentum_buffer"] = zeros_like(param)
+
+    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self._state_names if float(group["momentum"]) != 0 else ()
+
+    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+        return (
+            float(group["lr"]),
+            float(group["weight_decay"]),
+            float(group["momentum"]),
+            *momentum_scalars(group, first_step=step == 0.0),
+        )
+
+    def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {
+            "maximize": bool(group["maximize"]),
+            "has_weight_decay": float(group["weight_decay"]) != 0,
+            "has_momentum": float(group["momentum"]) != 0,
+            "nesterov": bool(group["nesterov"]),
+        }

@@ -1,0 +1,318 @@
+"""Turn a stored optsweep experiment into two tables: one row per trial, and per-epoch curves.
+
+Status of a trial (the project's vocabulary, decided here once):
+
+- ``error``: Tune says ERROR, or (when the experiment state is unreadable) the trial left an
+  ``error.txt`` and did not finish. A trial that failed, was retried by Tune and then finished has
+  an ``error.txt`` too, but Tune's TERMINATED status is trusted over it.
+- ``diverged``: a result line says ``diverged: true``.
+- ``completed``: it reported ``settings.max_epochs`` epochs (without ``max_epochs``: its last line
+  carries ``test_acc``, which only the final epoch reports).
+- ``stopped_early``: Tune terminated it before that (the ASHA scheduler).
+- ``incomplete``: PENDING/RUNNING/PAUSED when the driver stopped; listed, never counted.
+
+A diverged trial's last line holds finite sentinels (val_acc 0, losses 1e9), not measurements, so
+its best_val_acc only looks at the epochs before it diverged, and its final_* and test_acc are NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.tune_files import (
+    NotAnExperimentError,
+    RawTrial,
+    find_tune_experiments,
+    read_tune_experiment,
+)
+
+COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, INCOMPLETE = (
+    "completed",
+    "stopped_early",
+    "diverged",
+    "error",
+    "incomplete",
+)
+STATUSES = (COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, INCOMPLETE)
+FINISHED = (COMPLETED, STOPPED_EARLY)  # trials whose accuracy is a valid measurement
+
+FIXED_HPARAMS = ("lr", "weight_decay", "schedule")
+METRIC_COLUMNS = (
+    "status",
+    "epochs",
+    "best_val_acc",
+    "final_val_acc",
+    "final_train_loss",
+    "test_acc",
+    "time_s",
+    "node_id",
+)
+_NOT_HPARAMS = {"optimizer", "seed", "settings"}
+_LEADING_SETTINGS = ("dataset", "model", "max_epochs")
+_TAIL_COLUMNS = ("tune_status", "error_message", "trial_dir")
+CURVE_COLUMNS = (
+    "trial_id",
+    "optimizer",
+    "config_id",
+    "seed",
+    "status",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "test_acc",
+    "epoch_lr",
+    "epoch_time_s",
+    "samples_per_s",
+    "diverged",
+    "time_total_s",
+    "node_id",
+)
+# Per-epoch metrics that a diverged line fills with sentinels.
+_SENTINEL_METRICS = ("train_loss", "val_loss", "val_acc", "test_acc")
+_UNFINISHED_TUNE_STATUSES = {"PENDING", "RUNNING", "PAUSED"}
+
+
+@dataclass
+class Experiment:
+    """Both tables of one experiment directory."""
+
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def load(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per trial (every planned trial once, finished or not), columns in the order
+    trial_id, optimizer, seed, lr, weight_decay, schedule, <other hyperparameters, sorted>,
+    status, epochs, best_val_acc, final_val_acc, final_train_loss, test_acc, time_s, node_id,
+    config_id, <run settings: dataset, model, max_epochs, ...>, tune_status, error_message, trial_dir.
+
+    Raises FileNotFoundError for a missing directory and NotAnExperimentError for a directory
+    without any Ray Tune experiment below it.
+    """
+    return read_experiment(experiment_dir).trials
+
+
+def curves(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Per-epoch metrics of every trial that reported any, one row per (trial, epoch).
+
+    ``epoch_lr`` is the learning rate in effect during the epoch (``lr`` in result.json; renamed
+    so it cannot be confused with the configured ``lr`` of the trials table). On a diverged
+    epoch the losses and accuracies are NaN instead of Tune's sentinels.
+    """
+    return read_experiment(experiment_dir).curves
+
+
+def read_experiment(experiment_dir: str | os.PathLike[str]) -> Experiment:
+    """Read every Tune experiment below `experiment_dir` into the trials and curves tables."""
+    root = Path(experiment_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"no such experiment directory: {root}")
+    if not root.is_dir():
+        raise NotAnExperimentError(f"not an experiment directory (not a directory at all): {root}")
+    tune_dirs = find_tune_experiments(root)
+    if not tune_dirs:
+        raise NotAnExperimentError(f"not an experiment directory (no Ray Tune experiment below it): {root}")
+    raw = [trial for tune_dir in tune_dirs for trial in read_tune_experiment(tune_dir)]
+    for trial in raw:
+        trial.results = _one_line_per_epoch(trial.results)
+    rows = [_trial_row(trial, root) for trial in raw]
+    _assign_config_ids(rows)
+    return Experiment(trials=_trials_frame(rows), curves=_curves_frame(raw, rows))
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of a trial config: every top-level key except optimizer, seed,
+    settings and Tune's own ``__*`` keys. Non-scalar values become JSON strings so that a
+    configuration stays hashable."""
+    return {
+        key: _scalar(value)
+        for key, value in config.items()
+        if key not in _NOT_HPARAMS and not key.startswith("__")
+    }
+
+
+def classify(
+    tune_status: str | None,
+    has_error_file: bool,
+    diverged: bool,
+    reached_end: bool,
+    last_done: bool,
+) -> str:
+    """The trial status (see the module docstring for the rules)."""
+    if tune_status == "ERROR":
+        return ERROR
+    known = tune_status in _UNFINISHED_TUNE_STATUSES or tune_status == "TERMINATED"
+    if not known and has_error_file and not (diverged or reached_end):
+        return ERROR
+    if diverged:
+        return DIVERGED
+    if reached_end:
+        return COMPLETED
+    if tune_status == "TERMINATED":
+        return STOPPED_EARLY
+    if tune_status in _UNFINISHED_TUNE_STATUSES:
+        return INCOMPLETE
+    # No readable state: Tune writes done=true on the last line of a trial it stopped.
+    return STOPPED_EARLY if last_done else INCOMPLETE
+
+
+def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
+    config = trial.config
+    settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+    max_epochs = _int_or_none(settings.get("max_epochs"))
+    results = trial.results
+    last = results[-1] if results else {}
+    diverged = any(r.get("diverged") is True for r in results)
+    epochs = _epoch_of(last) or 0
+    if max_epochs is not None:
+        reached_end = epochs >= max_epochs
+    else:
+        reached_end = _finite(last.get("test_acc")) is not None
+    status = classify(
+        trial.tune_status,
+        trial.error_message is not None,
+        diverged,
+        reached_end,
+        last.get("done") is True,
+    )
+    clean = [r for r in results if r.get("diverged") is not True]
+    val_accs = [v for v in (_finite(r.get("val_acc")) for r in clean) if v is not None]
+    final = None if diverged or not results else last
+    return {
+        "trial_id": trial.trial_id,
+        "optimizer": str(config.get("optimizer", trial.tune_dir.name)),
+        "seed": config.get("seed"),
+        "hparams": hyperparameters(config),
+        "status": status,
+        "epochs": epochs,
+        "best_val_acc": max(val_accs) if val_accs else math.nan,
+        "final_val_acc": _nan_if_none(_finite(final.get("val_acc"))) if final else math.nan,
+        "final_train_loss": _nan_if_none(_finite(final.get("train_loss"))) if final else math.nan,
+        "test_acc": _nan_if_none(_finite(final.get("test_acc"))) if final else math.nan,
+        "time_s": _nan_if_none(_finite(last.get("time_total_s"))),
+        "node_id": last.get("node_id"),
+        "settings": {key: _scalar(value) for key, value in settings.items()},
+        "tune_status": trial.tune_status,
+        "error_message": trial.error_message,
+        "trial_dir": str(trial.trial_dir.relative_to(root)) if trial.trial_dir else None,
+    }
+
+
+def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
+    """Number each optimizer's distinct configurations in order of their first trial id."""
+    ids: dict[tuple[str, str], str] = {}
+    counts: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: (r["optimizer"], r["trial_id"])):
+        key = (row["optimizer"], json.dumps(row["hparams"], sort_keys=True, default=str))
+        if key not in ids:
+            counts[row["optimizer"]] = counts.get(row["optimizer"], 0) + 1
+            ids[key] = f"{row['optimizer']}-c{counts[row['optimizer']]:02d}"
+        row["config_id"] = ids[key]
+
+
+def _trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    hparam_names = sorted({k for r in rows for k in r["hparams"]} - set(FIXED_HPARAMS))
+    hparam_columns = [*FIXED_HPARAMS, *hparam_names]
+    setting_names = {k for r in rows for k in r["settings"]}
+    setting_order = [k for k in _LEADING_SETTINGS if k in setting_names]
+    setting_order += sorted(setting_names - set(_LEADING_SETTINGS))
+    head = ["trial_id", "optimizer", "seed", *hparam_columns, *METRIC_COLUMNS, "config_id"]
+    # A run setting whose name is already a column keeps a prefix rather than overwriting it.
+    setting_columns = {k: (f"settings_{k}" if k in head else k) for k in setting_order}
+    records = []
+    for row in sorted(rows, key=lambda r: (r["optimizer"], r["trial_id"])):
+        record = {c: row[c] for c in ("trial_id", "optimizer", "seed", *METRIC_COLUMNS, "config_id")}
+        record.update({c: row["hparams"].get(c) for c in hparam_columns})
+        record.update({setting_columns[k]: row["settings"].get(k) for k in setting_order})
+        record.update({c: row[c] for c in _TAIL_COLUMNS})
+        records.append(record)
+    columns = [*head, *setting_columns.values(), *_TAIL_COLUMNS]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    frame["seed"] = _maybe_int(frame["seed"])
+    frame["epochs"] = frame["epochs"].astype("int64")
+    for column in ("best_val_acc", "final_val_acc", "final_train_loss", "test_acc", "time_s"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def _curves_frame(raw: list[RawTrial], rows: list[dict[str, Any]]) -> pd.DataFrame:
+    records = []
+    for trial, row in zip(raw, rows, strict=True):
+        meta = {key: row[key] for key in ("optimizer", "config_id", "seed", "status")}
+        for result in trial.results:
+            epoch = _epoch_of(result)
+            if epoch is None:
+                continue
+            diverged = result.get("diverged") is True
+            record = {"trial_id": trial.trial_id, **meta, "epoch": epoch, "diverged": diverged}
+            for key in ("train_loss", "val_loss", "val_acc", "test_acc", "epoch_time_s", "samples_per_s"):
+                value = _finite(result.get(key))
+                record[key] = math.nan if value is None or (diverged and key in _SENTINEL_METRICS) else value
+            record["epoch_lr"] = _nan_if_none(_finite(result.get("lr")))
+            record["time_total_s"] = _nan_if_none(_finite(result.get("time_total_s")))
+            record["node_id"] = result.get("node_id")
+            records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=list(CURVE_COLUMNS))
+    frame = frame.sort_values(["optimizer", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
+    frame["seed"] = _maybe_int(frame["seed"])
+    frame["epoch"] = frame["epoch"].astype("int64")
+    frame["diverged"] = frame["diverged"].astype(bool)
+    return frame
+
+
+def _one_line_per_epoch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Result lines in epoch order, one per epoch. A trial restored from a checkpoint repeats the
+    epochs after that checkpoint; the later line (the run that went on) wins."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for result in results:
+        epoch = _epoch_of(result)
+        if epoch is not None:
+            by_epoch[epoch] = result
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _epoch_of(result: dict[str, Any]) -> int | None:
+    epoch = result.get("epoch", result.get("training_iteration"))
+    return _int_or_none(epoch)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _maybe_int(column: pd.Series) -> pd.Series:
+    """Integer-valued columns (seeds) as nullable integers, anything else untouched."""
+    values = column.dropna()
+    if all(_int_or_none(v) is not None for v in values):
+        return column.astype("Int64")
+    return column

@@ -1,0 +1,196 @@
+"""The report's figures, drawn with matplotlib's object API (`Figure`, not pyplot): no global
+backend is touched, so it runs headless and leaves a notebook's inline backend alone.
+
+Every function returns a `matplotlib.figure.Figure` (or None when the plot does not apply).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
+
+from analysis.binning import axis_groups, format_value
+from analysis.heatmap import lr_wd_heatmap
+from analysis.loading import COMPLETED, DIVERGED, FINISHED, STOPPED_EARLY
+from analysis.summary import configurations
+
+__all__ = ["learning_curves", "lr_sensitivity", "lr_wd_heatmap", "optimizer_colors", "tuning_budget"]
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_WIDE = (8.0, 4.8)
+
+
+def optimizer_colors(optimizers: list[str] | pd.Series) -> dict[str, str]:
+    """One fixed color per optimizer name (sorted), the same in every figure."""
+    names = sorted(set(optimizers))
+    return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
+
+
+def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) -> Figure:
+    """Best validation accuracy against learning rate (log axis), per optimizer.
+
+    Dots are trials (filled: completed, hollow: stopped early by the scheduler); the line joins
+    the best configuration mean at each learning rate (per log bin, for random search) among the
+    configurations allowed to be chosen; a star marks each optimizer's chosen configuration;
+    crosses on the bottom strip are trials that diverged at that learning rate.
+    """
+    colors = optimizer_colors(trials["optimizer"])
+    configs = configurations(trials)
+    fig = Figure(figsize=(9.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for optimizer, color in colors.items():
+        mine = trials[(trials["optimizer"] == optimizer) & trials["lr"].notna()]
+        for status, face in ((COMPLETED, color), (STOPPED_EARLY, "none")):
+            points = mine[mine["status"] == status]
+            ax.scatter(
+                points["lr"],
+                points["best_val_acc"],
+                s=18,
+                facecolors=face,
+                edgecolors=color,
+                alpha=0.5,
+                linewidths=0.8,
+            )
+        envelope = _best_per_lr(configs[(configs["optimizer"] == optimizer) & configs["eligible"]])
+        ax.plot(envelope.index, envelope.to_numpy(), color=color, lw=2, marker="o", ms=4, label=optimizer)
+        diverged = mine[mine["status"] == DIVERGED]
+        ax.scatter(
+            diverged["lr"],
+            np.full(len(diverged), 0.03),
+            marker="x",
+            color=color,
+            s=36,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
+    if summary is not None:
+        best = summary[summary["config_id"].notna()]
+        ax.scatter(
+            best["lr"],
+            best["mean"],
+            marker="*",
+            s=220,
+            c=[colors[o] for o in best["optimizer"]],
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=5,
+        )
+    ax.set_xscale("log")
+    _fit_log_x(ax, trials["lr"])
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("Learning-rate sensitivity")
+    ax.grid(True, which="major", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], ls="", marker="o", color="grey", label="trial (completed)"),
+        Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="trial (stopped early)"),
+        Line2D([], [], ls="", marker="*", ms=12, mec="black", color="grey", label="chosen configuration"),
+        Line2D([], [], ls="", marker="x", color="grey", label="diverged (bottom strip)"),
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    _pad_bottom(ax)
+    return fig
+
+
+def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Validation accuracy and training loss per epoch of each optimizer's chosen configuration:
+    thin lines are its seeds, the thick line their mean, the band their min-max range."""
+    colors = optimizer_colors(summary["optimizer"])
+    fig = Figure(figsize=(10.0, 4.4), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for row in summary[summary["config_id"].notna()].itertuples(index=False):
+        runs = curves[(curves["config_id"] == row.config_id) & curves["status"].isin(FINISHED)]
+        color = colors[row.optimizer]
+        label = f"{row.optimizer} ({row.config_id}, lr={format_value(row.lr)}, {row.n_seeds} seeds)"
+        for ax, metric in ((acc_ax, "val_acc"), (loss_ax, "train_loss")):
+            wide = runs.pivot_table(index="epoch", columns="trial_id", values=metric, aggfunc="last")
+            if wide.empty:
+                continue
+            ax.plot(wide.index, wide.to_numpy(), color=color, lw=0.8, alpha=0.35)
+            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
+            ax.plot(wide.index, wide.mean(axis=1), color=color, lw=2.2, label=label)
+    acc_ax.set_ylabel("validation accuracy")
+    loss_ax.set_ylabel("training loss (log scale)")
+    loss_ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+    loss_ax.yaxis.set_major_formatter(plain)
+    loss_ax.yaxis.set_minor_formatter(plain)
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Learning curves of each optimizer's chosen configuration (seeds: thin lines, band: range)")
+    return fig
+
+
+def tuning_budget(budget: pd.DataFrame) -> Figure:
+    """Expected best configuration score after k random configurations (Dodge et al. 2019), per
+    optimizer, with a ±1 standard deviation band clipped to the scores' range (the best of k
+    draws can never leave it)."""
+    colors = optimizer_colors(budget["optimizer"])
+    fig = Figure(figsize=_WIDE, layout="constrained")
+    ax = fig.subplots()
+    for optimizer, curve in budget.groupby("optimizer", sort=True):
+        color = colors[optimizer]
+        low = (curve["expected_max"] - curve["std"]).clip(lower=curve["score_min"])
+        high = (curve["expected_max"] + curve["std"]).clip(upper=curve["score_max"])
+        ax.fill_between(curve["k"], low, high, color=color, alpha=0.15, lw=0)
+        n = int(curve["n_configs"].iloc[0])
+        ax.plot(
+            curve["k"],
+            curve["expected_max"],
+            color=color,
+            lw=2,
+            marker="o" if n <= 30 else None,
+            ms=3,
+            label=f"{optimizer} ({n} configurations)",
+        )
+    ax.set_xlabel("configurations tried at random (k)")
+    ax.set_ylabel("expected best validation accuracy")
+    ax.set_title(
+        "Tuning budget: expected best result after k random configurations\n"
+        "(band: ±1 std, clipped to the range of scores)",
+        fontsize=11,
+    )
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+    return fig
+
+
+def _best_per_lr(configs: pd.DataFrame) -> pd.Series:
+    """The highest configuration mean per learning rate (per log bin when lr was sampled)."""
+    configs = configs[configs["lr"].notna() & configs["mean"].notna()]
+    if configs.empty:
+        return pd.Series(dtype=float)
+    keys, _ = axis_groups(configs["lr"].to_numpy(dtype=float))
+    best = configs.groupby(keys)["mean"].idxmax()
+    chosen = configs.loc[best.to_numpy()]
+    return pd.Series(chosen["mean"].to_numpy(), index=chosen["lr"].to_numpy()).sort_index()
+
+
+def _fit_log_x(ax: Axes, values: pd.Series) -> None:
+    """Show every value (diverged ones are drawn in axes coordinates, which autoscaling ignores)."""
+    positive = values[values > 0]
+    if len(positive):
+        low, high = np.log10(positive.min()), np.log10(positive.max())
+        margin = max(0.1 * (high - low), 0.15)
+        ax.set_xlim(10 ** (low - margin), 10 ** (high + margin))
+
+
+def _pad_bottom(ax: Axes) -> None:
+    """Leave room under the lowest point for the strip of diverged markers, and shade the strip so
+    its crosses do not read as accuracies."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(low - 0.08 * (high - low), high)
+    strip = Rectangle((0.0, 0.0), 1.0, 0.06, transform=ax.transAxes, color="#fbe3e1", zorder=0, lw=0)
+    ax.add_patch(strip)
+    label = {"ha": "left", "va": "center", "fontsize": 7, "color": "#a50f15"}
+    ax.text(0.005, 0.03, "diverged", transform=ax.transAxes, **label)

@@ -1,0 +1,33 @@
+"""The report command: `python -m analysis.report EXPERIMENT_DIR` (re)writes EXPERIMENT_DIR/report/.
+
+A missing directory, or one without a Ray Tune experiment, is a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from analysis.reporting import write_report
+from analysis.tune_files import NotAnExperimentError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Write EXPERIMENT_DIR/report/ (tables, plots, report.md) from a stored experiment.",
+    )
+    parser.add_argument("experiment_dir", help="experiment directory (one Ray Tune experiment per optimizer)")
+    args = parser.parse_args(argv)
+    try:
+        out = write_report(args.experiment_dir)
+    except (FileNotFoundError, NotAnExperimentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

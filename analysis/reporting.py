@@ -1,0 +1,97 @@
+"""Write `EXPERIMENT_DIR/report/`: trials.csv, summary.csv, tuning_budget.csv, report.md, PNGs.
+
+Reads only files (no Ray, no project code), so it works on a copied or half-finished experiment
+and can be rerun at any time; every file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from analysis import atomic, plots
+from analysis.caveats import caveats
+from analysis.loading import DIVERGED, FINISHED, read_experiment
+from analysis.markdown import ReportContent, render
+from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from analysis.summary import summarize, tuning_budget
+from analysis.tune_files import REPORT_DIR_NAME
+from analysis.verdict import verdict
+
+# File name -> (alt text, one-line caption).
+FIGURES = {
+    "lr_sensitivity.png": (
+        "Learning-rate sensitivity",
+        "Best validation accuracy against learning rate; line: best configuration per learning rate, "
+        "star: chosen configuration, crosses at the bottom: diverged trials.",
+    ),
+    "learning_curves.png": (
+        "Learning curves",
+        "Validation accuracy and training loss of each optimizer's chosen configuration; thin lines are "
+        "seeds, the band their range.",
+    ),
+    "tuning_budget.png": (
+        "Tuning budget",
+        "Expected best validation accuracy after k random configurations (band: ±1 std).",
+    ),
+    "lr_wd_heatmap.png": (
+        "Learning rate x weight decay",
+        "Best configuration mean for each learning rate and weight decay; 'div k/n': every configuration "
+        "there had a diverged seed (k of n seeds diverged); '*': too few finished seeds to be chosen; "
+        "blank: not tried.",
+    ),
+}
+
+
+def write_report(
+    experiment_dir: str | os.PathLike[str],
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Path:
+    """(Re)write the report of an experiment directory and return the report directory.
+
+    Raises FileNotFoundError / NotAnExperimentError like `analysis.load`.
+    """
+    root = Path(experiment_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        experiment = read_experiment(root)
+    data_notes = [f"Reading the data: {w.message}" for w in caught]
+    trials, curves = experiment.trials, experiment.curves
+    summary = summarize(trials, n_resamples=n_resamples, seed=seed)
+    budget = tuning_budget(trials)
+
+    out = root / REPORT_DIR_NAME
+    out.mkdir(exist_ok=True)
+    has_result = bool(summary["n_seeds"].gt(0).any())
+    has_points = bool((trials["lr"].notna() & trials["status"].isin([*FINISHED, DIVERGED])).any())
+    figures = {
+        "lr_sensitivity.png": plots.lr_sensitivity(trials, summary) if has_points else None,
+        "learning_curves.png": plots.learning_curves(curves, summary) if has_result else None,
+        "tuning_budget.png": plots.tuning_budget(budget) if not budget.empty else None,
+        "lr_wd_heatmap.png": plots.lr_wd_heatmap(trials),
+    }
+    for name, figure in figures.items():
+        if figure is None:
+            (out / name).unlink(missing_ok=True)  # a stale figure from an earlier report would mislead
+        else:
+            atomic.save_figure(out / name, figure)
+
+    optimizers = " vs ".join(sorted(trials["optimizer"].unique())) or "no trials"
+    content = ReportContent(
+        title=f"Optimizer comparison: {optimizers} ({root.resolve().name})",
+        trials=trials,
+        summary=summary,
+        budget=budget,
+        verdict=verdict(summary),
+        caveats=caveats(trials, summary),
+        figures=[(name, *FIGURES[name]) for name, figure in figures.items() if figure is not None],
+        data_notes=data_notes,
+    )
+    atomic.write_csv(out / "trials.csv", trials)
+    atomic.write_csv(out / "summary.csv", summary)
+    atomic.write_csv(out / "tuning_budget.csv", budget)
+    atomic.write_text(out / "report.md", render(content))
+    return out

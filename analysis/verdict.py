@@ -1,0 +1,142 @@
+"""Compare optimizers from a summary table and say what the evidence supports, in words.
+
+Two optimizers are called different only if the 95% bootstrap intervals of their best
+configurations do not overlap. That rule is conservative (intervals can overlap while the
+difference is still significant), which is the side to err on in a report. An interval from a
+single seed is degenerate and never supports a claim either way.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.stats import Interval
+
+FEW_SEEDS = 5  # below this, percentile bootstrap intervals are known to be too narrow
+BEATS = "beats"
+NO_DIFFERENCE = "no significant difference"
+UNDETERMINED = "undetermined"
+
+
+def compare(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of optimizers with a result: columns first, second (first has the higher mean),
+    mean_first, mean_second, difference, intervals_overlap and conclusion, one of
+    "beats", "no significant difference" or "undetermined" (a side has fewer than two seeds)."""
+    ranked = _with_results(summary)
+    rows = []
+    for i, first in ranked.iterrows():
+        for _, second in ranked.iloc[i + 1 :].iterrows():
+            rows.append(
+                {
+                    "first": first["optimizer"],
+                    "second": second["optimizer"],
+                    "mean_first": first["mean"],
+                    "mean_second": second["mean"],
+                    "difference": first["mean"] - second["mean"],
+                    "intervals_overlap": _interval(first).overlaps(_interval(second)),
+                    "conclusion": _conclusion(first, second),
+                }
+            )
+    columns = ["first", "second", "mean_first", "mean_second", "difference", "intervals_overlap"]
+    return pd.DataFrame(rows, columns=[*columns, "conclusion"])
+
+
+def verdict(summary: pd.DataFrame) -> str:
+    """The answer in a sentence or two, e.g. adam (0.953 ± 0.004, 95% CI [0.950, 0.957], 3 seeds)
+    and sgd (...) show no significant difference (95% bootstrap intervals overlap)."""
+    ranked = _with_results(summary)
+    missing = [o for o in summary["optimizer"] if o not in set(ranked["optimizer"])]
+    if ranked.empty:
+        sentence = "No optimizer has a finished, non-diverged configuration yet, so there is no result."
+        missing = []
+    elif len(ranked) == 1:
+        sentence = f"Only {describe(ranked.iloc[0])} has a result, so there is nothing to compare it with."
+    elif len(ranked) == 2:
+        sentence = _pair_sentence(ranked.iloc[0], ranked.iloc[1])
+    else:
+        sentence = _leader_sentence(ranked)
+    if missing:
+        has, are = ("has", "is") if len(missing) == 1 else ("have", "are")
+        sentence += f" {_join(missing)} {has} no finished, non-diverged configuration and {are} not compared."
+    return sentence
+
+
+def describe(row: pd.Series) -> str:
+    """One summary row in words, e.g. adam (0.953 ± 0.004, 95% CI [0.950, 0.957], 3 seeds)."""
+    n, name, mean = int(row["n_seeds"]), row["optimizer"], row["mean"]
+    if n < 2:
+        return f"{name} ({mean:.3f}, 1 seed)"
+    interval = f"95% CI [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return f"{name} ({mean:.3f} ± {row['std']:.3f}, {interval}, {n} seeds)"
+
+
+def _pair_sentence(first: pd.Series, second: pd.Series) -> str:
+    conclusion = _conclusion(first, second)
+    if conclusion == BEATS:
+        hedge = _few_seeds_hedge(min(first["n_seeds"], second["n_seeds"]))
+        return (
+            f"{first['optimizer']} beats {second['optimizer']}: {describe(first)} vs {describe(second)}; "
+            f"the 95% bootstrap intervals do not overlap{f' ({hedge})' if hedge else ''}."
+        )
+    if conclusion == NO_DIFFERENCE:
+        return (
+            f"{describe(first)} and {describe(second)} show no significant difference "
+            "(95% bootstrap intervals overlap)."
+        )
+    return (
+        f"{describe(first)} is ahead of {describe(second)}, but with a single seed there is no estimate "
+        f"of seed-to-seed variation, so this is no evidence that {first['optimizer']} is better."
+    )
+
+
+def _leader_sentence(ranked: pd.DataFrame) -> str:
+    leader = ranked.iloc[0]
+    groups: dict[str, list[str]] = {BEATS: [], NO_DIFFERENCE: [], UNDETERMINED: []}
+    fewest_beaten = leader["n_seeds"]
+    for _, other in ranked.iloc[1:].iterrows():
+        conclusion = _conclusion(leader, other)
+        groups[conclusion].append(describe(other))
+        if conclusion == BEATS:
+            fewest_beaten = min(fewest_beaten, other["n_seeds"])
+    clauses = []
+    if groups[BEATS]:
+        hedge = _few_seeds_hedge(fewest_beaten)
+        hedge = f"; {hedge}" if hedge else ""
+        clauses.append(f"it beats {_join(groups[BEATS])} (95% bootstrap intervals do not overlap{hedge})")
+    if groups[NO_DIFFERENCE]:
+        clauses.append(
+            f"it shows no significant difference from {_join(groups[NO_DIFFERENCE])} "
+            "(95% bootstrap intervals overlap)"
+        )
+    if groups[UNDETERMINED]:
+        clauses.append(
+            f"it cannot be told apart from {_join(groups[UNDETERMINED])}, since one side has a single seed"
+        )
+    return f"{describe(leader)} has the highest mean; " + "; ".join(clauses) + "."
+
+
+def _few_seeds_hedge(n_seeds: float) -> str:
+    """A warning to attach to a "beats" resting on few seeds (empty if there are enough)."""
+    if n_seeds >= FEW_SEEDS:
+        return ""
+    return f"with {int(n_seeds)} seeds such intervals come out too narrow: confirm with more seeds"
+
+
+def _conclusion(first: pd.Series, second: pd.Series) -> str:
+    a, b = _interval(first), _interval(second)
+    if a.degenerate or b.degenerate:
+        return UNDETERMINED
+    return NO_DIFFERENCE if a.overlaps(b) else BEATS
+
+
+def _interval(row: pd.Series) -> Interval:
+    return Interval(float(row["ci_low"]), float(row["ci_high"]), int(row["n_seeds"]))
+
+
+def _with_results(summary: pd.DataFrame) -> pd.DataFrame:
+    ranked = summary[summary["mean"].notna() & (summary["n_seeds"] > 0)]
+    return ranked.sort_values(["mean", "optimizer"], ascending=[False, True]).reset_index(drop=True)
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

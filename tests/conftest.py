@@ -1,0 +1,38 @@
+"""Shared test fixtures: one local Ray per test session (starting Ray costs seconds on 2 cores)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests import helper modules that sit beside them (optimizer_cases, analysis_fixtures).
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Trials started by the tests may inject faults through marker files (trainables.faults).
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real local Ray with 2 CPUs, shared by every test that needs one; dashboard off."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -13,12 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests import helper modules that sit beside them (optimizer_cases, analysis_fixtures).
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Trials started by the tests may inject faults through marker files (trainables.faults).
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @pytest.fixture(scope="session")
-def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests drop marker files that make trial workers crash (trainables.faults); Ray's workers
+    inherit the variable because it is set before Ray starts."""
+    from trainables import faults
+
+    directory = tmp_path_factory.mktemp("faults")
+    os.environ[faults.ENV] = str(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory, fault_dir: Path) -> Iterator[None]:
     """A real local Ray with 2 CPUs, shared by every test that needs one; dashboard off."""
     import ray
 

@@ -133,19 +133,38 @@ class _TorchvisionSpec:
 
 _TORCHVISION: dict[str, _TorchvisionSpec] = {
     "mnist": _TorchvisionSpec(
-        "mnist", tv_datasets.MNIST, (0.1307,), (0.3081,), (1, 28, 28), 5000, False,
+        "mnist",
+        tv_datasets.MNIST,
+        (0.1307,),
+        (0.3081,),
+        (1, 28, 28),
+        5000,
+        False,
         "the 'MNIST' folder (MNIST/raw/ holding the four unzipped idx files, e.g. train-images-idx3-ubyte)",
         tuple(tv_datasets.MNIST.mirrors),
     ),
     "fashion_mnist": _TorchvisionSpec(
-        "fashion_mnist", tv_datasets.FashionMNIST, (0.2860,), (0.3530,), (1, 28, 28), 5000, False,
+        "fashion_mnist",
+        tv_datasets.FashionMNIST,
+        (0.2860,),
+        (0.3530,),
+        (1, 28, 28),
+        5000,
+        False,
         "the 'FashionMNIST' folder (FashionMNIST/raw/ holding the four unzipped idx files, "
         "e.g. train-images-idx3-ubyte)",
         tuple(tv_datasets.FashionMNIST.mirrors),
     ),
     "cifar10": _TorchvisionSpec(
-        "cifar10", tv_datasets.CIFAR10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32),
-        5000, True, "the extracted 'cifar-10-batches-py' folder", (tv_datasets.CIFAR10.url,),
+        "cifar10",
+        tv_datasets.CIFAR10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        (3, 32, 32),
+        5000,
+        True,
+        "the extracted 'cifar-10-batches-py' folder",
+        (tv_datasets.CIFAR10.url,),
     ),
 }
 
@@ -318,8 +337,12 @@ class ShardedLoader:
             # that each epoch's workers are seeded afresh by set_epoch.
             self._generator = torch.Generator()
             self._loader = DataLoader(
-                dataset, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
-                num_workers=num_workers, generator=self._generator,
+                dataset,
+                batch_size=batch_size,
+                sampler=self.sampler,
+                drop_last=drop_last,
+                num_workers=num_workers,
+                generator=self._generator,
             )
         self.set_epoch(0)
 
@@ -358,6 +381,16 @@ class ShardedLoader:
             yield tuple(t[batch] for t in self._tensors)
 
 
+def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """Rank `rank`'s part of an evaluation split: unlike the padded training shards, every example is in
+    exactly one shard, so metrics summed over ranks are exact."""
+    if world_size == 1:
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[rank::world_size] for t in dataset.tensors))
+    return Subset(dataset, list(range(rank, len(dataset), world_size)))  # type: ignore[arg-type]
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -371,6 +404,12 @@ def make_loader(
 ) -> ShardedLoader:
     """A ShardedLoader over rank `rank`'s shard of `dataset`; see ShardedLoader."""
     return ShardedLoader(
-        dataset, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-        drop_last=drop_last, num_workers=num_workers,
+        dataset,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+        num_workers=num_workers,
     )

@@ -1,0 +1,137 @@
+"""Training checkpoints that are written atomically and never loaded unverified.
+
+A checkpoint is a directory. Rank 0 writes `state.pt` (model, optimizer, schedule, epoch, ...) and every
+rank writes `rng_rank<r>.pt` (its random-number generator states); each file gets a `<file>.sha256`
+digest written after it, and `meta.json` (the epoch) comes last. Every file goes to a temporary name in
+the same directory and is `os.replace`d into place, so a crash leaves either the old file or the new one,
+never half of one; a file whose digest is missing or wrong is refused (`CorruptCheckpointError`), since
+`torch.load` can read a corrupted file without noticing. Everything is loaded with
+`weights_only=True`: state dicts, tensors and plain types only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or altered."""
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.pt"
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` via a temp file in the same directory and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensor_file(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    write_atomic(path, payload)
+    write_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(payload).hexdigest().encode())
+
+
+def load_tensor_file(path: Path) -> Any:
+    """Load a file written by `save_tensor_file`, after checking its digest."""
+    digest_path = path.with_name(path.name + ".sha256")
+    try:
+        payload = path.read_bytes()
+        expected = digest_path.read_text().strip()
+    except OSError as error:
+        raise CorruptCheckpointError(f"{path}: cannot read it or its digest ({error})") from error
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise CorruptCheckpointError(
+            f"{path}: content does not match its sha256 digest (truncated or altered)"
+        )
+    return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+
+
+def save(directory: str | os.PathLike[str], state: dict[str, Any] | None, rank: int, epoch: int) -> None:
+    """Write this rank's part of the checkpoint of `epoch` into `directory`.
+
+    `state` (rank 0 only) is the training state; every rank adds its RNG states.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensor_file(directory / rng_file(rank), capture_rng())
+    if state is not None:
+        save_tensor_file(directory / STATE_FILE, state)
+        write_atomic(directory / META_FILE, json.dumps({"epoch": epoch}).encode())
+
+
+def load(directory: str | os.PathLike[str], rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training state, this rank's RNG states or None if the checkpoint has none for this rank)."""
+    directory = Path(directory)
+    state = load_tensor_file(directory / STATE_FILE)
+    rng_path = directory / rng_file(rank)
+    rng = load_tensor_file(rng_path) if rng_path.exists() else None
+    return state, rng
+
+
+def epoch_of(directory: str | os.PathLike[str]) -> int | None:
+    try:
+        return int(json.loads((Path(directory) / META_FILE).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def capture_rng() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "python": _python_rng_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_rng_to_plain(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]

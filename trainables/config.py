@@ -1,0 +1,126 @@
+"""One flat, typed configuration for a training run (the nanoGPT habit: every knob in one place, logged
+with the results, typos are errors).
+
+A Tune trial's config is flat: `optimizer`, `seed`, `lr`, `weight_decay`, `schedule`, the optimizer's
+other hyperparameters (`momentum`, `beta1`, ...) at the top level, and the fixed run settings under
+`settings`. `TrainConfig.from_trial_config` turns that into a validated TrainConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from dataclasses import dataclass, field
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import optimizers
+from optimizers import schedules
+
+from . import data, models
+
+# Keys of a trial config that are not optimizer hyperparameters.
+NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    hparams: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+    schedule: str = "constant"
+    seed: int = 0
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    data_dir: str | None = None
+    max_epochs: int = 20
+    batch_size: int = 64
+    grad_clip: float | None = None
+    # Mixed precision: None = on where it helps (CUDA), off on the CPU.
+    amp: bool | None = None
+    # A loss above this (or a non-finite one) ends the run as diverged; None = 100 x chance-level loss.
+    divergence_loss: float | None = None
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        data.check_dataset_name(self.dataset)
+        models.check_model_name(self.model)
+        optimizers.optimizer_class(self.optimizer)
+        schedules.check_name(self.schedule)
+        for name in ("max_epochs", "batch_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)}; must be an integer >= 1")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"Invalid cpus_per_worker: {self.cpus_per_worker}; must be > 0")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"Invalid gpus_per_worker: {self.gpus_per_worker}; must be >= 0")
+        if self.max_failures < 0:
+            raise ValueError(f"Invalid max_failures: {self.max_failures}; must be >= 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"Invalid grad_clip: {self.grad_clip}; must be > 0 (or None for no clipping)")
+        if self.divergence_loss is not None and not self.divergence_loss > 0:
+            raise ValueError(f"Invalid divergence_loss: {self.divergence_loss}; must be > 0")
+
+    @classmethod
+    def from_trial_config(cls, config: dict[str, Any]) -> TrainConfig:
+        """Build from a flat Tune trial config (see module docstring)."""
+        hparams = {
+            key: value
+            for key, value in config.items()
+            if key not in NON_HPARAM_KEYS and not key.startswith("__")
+        }
+        settings = dict(config.get("settings", {}))
+        unknown = sorted(set(settings) - set(cls.setting_names()))
+        if unknown:
+            raise ValueError(
+                f"Unknown setting(s) {', '.join(unknown)}; valid: {', '.join(cls.setting_names())}"
+            )
+        return cls(
+            optimizer=config.get("optimizer", cls.optimizer),
+            hparams=hparams,
+            schedule=config.get("schedule", cls.schedule),
+            seed=int(config.get("seed", cls.seed)),
+            **settings,
+        )
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """Fields that come from a trial config's `settings`."""
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in ("optimizer", "hparams", "schedule", "seed")
+        ]
+
+    def divergence_bound(self, num_classes: int) -> float:
+        return self.divergence_loss if self.divergence_loss is not None else 100 * math.log(num_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_types(config: TrainConfig) -> None:
+    hints = get_type_hints(TrainConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        allowed = _allowed_types(hints[f.name])
+        if isinstance(value, bool) and bool not in allowed:
+            ok = False
+        elif isinstance(value, int) and float in allowed and int not in allowed:
+            ok = True  # an int where a float is expected is fine
+        else:
+            ok = isinstance(value, allowed)
+        if not ok:
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"Invalid {f.name}: {value!r} ({type(value).__name__}); must be {names}")
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    if get_origin(hint) in (Union, types.UnionType):
+        return tuple(t for arg in get_args(hint) for t in _allowed_types(arg))
+    origin = get_origin(hint)
+    return (origin,) if origin is not None else (hint,)

@@ -1,0 +1,73 @@
+"""Scheduler decisions for multi-worker trials, delivered to the training loop instead of enforced by
+killing the trial.
+
+Why: on Ray 2.60, when Tune stops a trial whose function runs a multi-worker `TorchTrainer`, the Train
+controller dies without shutting its worker group down, and the Train placement group is left to a
+detached `PlacementGroupCleaner`, which learns that the controller died through the State API. That API
+is served by the dashboard, which `ray[train,tune]` does not install, so the cleaner retries forever
+("Failed to query Ray Train Controller actor state"), the placement group stays reserved and the next
+trial's workers never start (ray-project/ray#54305 reports the same hang). So for these trials the sweep's
+scheduler records its decision here instead of stopping the trial (`sweeps.scheduling`), and the loop,
+which waits for the decision on each epoch it reports, ends the run itself: a run that ends by itself
+releases its placement group.
+
+The channel is a small named actor owned by the sweep driver; each decision is (epoch, stop).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import ray
+
+ACTOR_NAME = "optsweep_scheduler_decisions"
+WAIT_TIMEOUT_S = 60.0
+_POLL_S = 0.02
+
+
+@ray.remote(num_cpus=0)
+class SchedulerDecisions:
+    def __init__(self) -> None:
+        self._decisions: dict[str, tuple[int, bool]] = {}
+
+    def record(self, trial_id: str, epoch: int, stop: bool) -> None:
+        previous = self._decisions.get(trial_id)
+        self._decisions[trial_id] = (epoch, stop or (previous is not None and previous[1]))
+
+    def get(self, trial_id: str) -> tuple[int, bool] | None:
+        return self._decisions.get(trial_id)
+
+
+def create() -> ray.actor.ActorHandle:
+    """The driver's channel (created once per driver process, found again on later calls)."""
+    return SchedulerDecisions.options(name=ACTOR_NAME, get_if_exists=True).remote()
+
+
+def _channel() -> ray.actor.ActorHandle | None:
+    try:
+        return ray.get_actor(ACTOR_NAME)
+    except ValueError:
+        return None
+
+
+def wait_for_stop_decision(trial_id: str, epoch: int, timeout_s: float = WAIT_TIMEOUT_S) -> bool:
+    """Whether the scheduler stopped `trial_id` after `epoch`; False when no scheduler records decisions
+    (FIFO) or none arrives within `timeout_s` (the run then goes on and asks again next epoch)."""
+    channel = _channel()
+    if channel is None:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while True:
+        decision = ray.get(channel.get.remote(trial_id))
+        if decision is not None and decision[0] >= epoch:
+            return decision[1]
+        if time.monotonic() > deadline:
+            print(
+                f"optsweep: no scheduler decision for trial {trial_id} epoch {epoch} "
+                f"after {timeout_s:.0f} s; continuing",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        time.sleep(_POLL_S)

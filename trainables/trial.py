@@ -1,0 +1,70 @@
+"""The Ray Tune function trainable: one call trains one trial config.
+
+Single-worker trials take the fast path: the loop runs right here in the Tune trial process (a
+TorchTrainer costs ~10-20 s to start on a small machine, more than a digits trial's whole training).
+Multi-worker trials build a Ray Train `TorchTrainer` (DDP across workers) whose run is named after the
+Tune trial, so a restarted trial finds its Train run's checkpoints again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import loop, sessions
+from .config import TrainConfig
+
+DRIVER_CPUS = 0.01
+"""What the Tune trial of a multi-worker run reserves for itself: it only waits on its TorchTrainer."""
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`)."""
+    train_config = TrainConfig.from_trial_config(config)
+    if train_config.workers == 1:
+        loop.train(train_config, sessions.TuneSession())
+    else:
+        _run_torch_trainer(train_config, config)
+
+
+def trial_resources(config: TrainConfig) -> dict[str, float]:
+    """What a Tune trial reserves: the whole worker on the fast path, almost nothing for a Train driver."""
+    if config.workers == 1:
+        return {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
+    return {"CPU": DRIVER_CPUS, "GPU": 0.0}
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    session = sessions.TrainWorkerSession(config["__optsweep_trial_id"])
+    loop.train(TrainConfig.from_trial_config(config), session)
+
+
+def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any]) -> None:
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    storage = context.get_storage()
+    use_gpu = train_config.gpus_per_worker > 0
+    resources = {"CPU": train_config.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = train_config.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={**config, "__optsweep_trial_id": trial_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=train_config.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=trial_id,
+            storage_path=f"{storage.storage_fs_path}/{storage.experiment_dir_name}/train_runs",
+            storage_filesystem=storage.storage_filesystem,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()

@@ -189,7 +189,8 @@ def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
     return {
         "trial_id": trial.trial_id,
         "optimizer": str(config.get("optimizer", trial.tune_dir.name)),
-        "seed": config.get("seed"),
+        # Random search sets `seed`; Optuna's Repeater numbers the seeds of a configuration instead.
+        "seed": config.get("seed", config.get("__trial_index__")),
         "hparams": hyperparameters(config),
         "status": status,
         "epochs": epochs,

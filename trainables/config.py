@@ -44,6 +44,9 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 2
+    # Multi-worker trials under a sweep scheduler: wait after each epoch for the scheduler's decision
+    # and end the run when it says stop (trainables.decisions explains why).
+    scheduler_decisions: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -83,7 +86,8 @@ class TrainConfig:
             optimizer=config.get("optimizer", cls.optimizer),
             hparams=hparams,
             schedule=config.get("schedule", cls.schedule),
-            seed=int(config.get("seed", cls.seed)),
+            # Random search sets `seed`; Optuna's Repeater numbers the seeds of a configuration instead.
+            seed=int(config.get("seed", config.get("__trial_index__", cls.seed))),
             **settings,
         )
 

@@ -52,11 +52,14 @@ def _channel() -> ray.actor.ActorHandle | None:
 
 
 def wait_for_stop_decision(trial_id: str, epoch: int, timeout_s: float = WAIT_TIMEOUT_S) -> bool:
-    """Whether the scheduler stopped `trial_id` after `epoch`; False when no scheduler records decisions
-    (FIFO) or none arrives within `timeout_s` (the run then goes on and asks again next epoch)."""
+    """Whether the scheduler stopped `trial_id` after `epoch`; False if no decision arrives within
+    `timeout_s` (the run then goes on and asks again after the next epoch)."""
     channel = _channel()
     if channel is None:
-        return False
+        raise RuntimeError(
+            f"trial {trial_id} waits for scheduler decisions, but the sweep driver's channel "
+            f"{ACTOR_NAME!r} does not exist (create it with trainables.decisions.create() before the sweep)"
+        )
     deadline = time.monotonic() + timeout_s
     while True:
         decision = ray.get(channel.get.remote(trial_id))

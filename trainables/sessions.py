@@ -131,7 +131,7 @@ class TuneSession:
 class TrainWorkerSession:
     """One data-parallel worker of a Ray Train TorchTrainer (DDP: gloo on CPU, NCCL on GPU)."""
 
-    def __init__(self, trial_id: str) -> None:
+    def __init__(self, trial_id: str, scheduler_decisions: bool) -> None:
         import ray.train
         import ray.train.torch
 
@@ -141,6 +141,7 @@ class TrainWorkerSession:
         self.device = ray.train.torch.get_device()
         self.node_id = _node_id()
         self.trial_id = trial_id
+        self.scheduler_decisions = scheduler_decisions
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -161,6 +162,8 @@ class TrainWorkerSession:
 
     def should_stop(self, epoch: int) -> bool:
         """Rank 0 asks whether Tune's scheduler stopped this trial at `epoch`; every rank gets the answer."""
+        if not self.scheduler_decisions:
+            return False
         stop = torch.zeros(1, device=self.device)
         if self.rank == 0 and decisions.wait_for_stop_decision(self.trial_id, epoch):
             stop += 1

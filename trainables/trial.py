@@ -35,8 +35,9 @@ def trial_resources(config: TrainConfig) -> dict[str, float]:
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    session = sessions.TrainWorkerSession(config["__optsweep_trial_id"])
-    loop.train(TrainConfig.from_trial_config(config), session)
+    train_config = TrainConfig.from_trial_config(config)
+    session = sessions.TrainWorkerSession(config["__optsweep_trial_id"], train_config.scheduler_decisions)
+    loop.train(train_config, session)
 
 
 def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any]) -> None:

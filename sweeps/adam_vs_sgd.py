@@ -1,0 +1,39 @@
+"""The headline study: is Adam better than SGD with momentum for this model, once each is tuned fairly?
+
+    python sweeps/adam_vs_sgd.py            # local Ray, CPU, the embedded digits dataset
+    python sweeps/adam_vs_sgd.py --smoke    # a one-minute version
+    python sweeps/adam_vs_sgd.py --help     # every flag (cluster: --address auto, see README)
+
+Each optimizer (SGD with momentum and Nesterov as a choice, Adam, AdamW by default) gets its own search
+space and the same budget: --num-samples configurations x --seeds seeds, early-stopped by ASHA on
+validation accuracy. The report (tables, plots, verdict) lands in <storage-path>/<name>/report/.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sweeps import cli, study
+
+DEFAULTS = cli.StudyArgs(
+    name="adam_vs_sgd",
+    optimizers=("sgd", "adam", "adamw"),
+    num_samples=16,
+    seeds=3,
+    max_epochs=20,
+    dataset="digits",
+    model="mlp",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study.main(
+        argv,
+        prog="python sweeps/adam_vs_sgd.py",
+        description=(__doc__ or "").split("\n\n")[0],
+        defaults=DEFAULTS,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

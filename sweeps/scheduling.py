@@ -1,0 +1,89 @@
+"""Early stopping: Ray Tune's ASHA (or FIFO), made safe for multi-worker trials.
+
+Ray Tune's ASHA never stops a trial whose metric is NaN; the training loop reports finite sentinels
+for diverged runs and ends them itself, so ASHA sees numbers it can compare. For trials that run a
+multi-worker TorchTrainer, a STOP from the scheduler is delivered to the training loop instead of
+enforced (see `trainables.decisions` for why: on Ray 2.60 a stopped multi-worker trial leaks its Train
+placement group and the next trial never starts).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from trainables import decisions
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+
+METRIC = "val_acc"
+MODE = "max"
+TIME_ATTR = "epoch"
+
+
+def build_scheduler(kind: str, max_epochs: int, workers_per_trial: int) -> TrialScheduler:
+    """ASHA on validation accuracy per epoch, or FIFO (every trial runs all its epochs)."""
+    if kind == "fifo":
+        return FIFOScheduler()
+    if kind != "asha":
+        raise ValueError(f"Unknown scheduler {kind!r}; valid: asha, fifo")
+    asha = ASHAScheduler(
+        time_attr=TIME_ATTR,
+        max_t=max_epochs,
+        # The first rung after 1/8 of the epochs: early enough to save time, late enough that a slow
+        # starter (a warmup schedule, SGD at a small LR) is not judged on its first epoch.
+        grace_period=max(1, max_epochs // 8),
+        reduction_factor=3,
+    )
+    return StopAtEpochEnd(asha) if workers_per_trial > 1 else asha
+
+
+class StopAtEpochEnd(TrialScheduler):
+    """Delegates to `inner`, but turns its decisions for multi-worker trials into requests that the
+    training loop honours at the end of the epoch it reported (it waits for each decision)."""
+
+    def __init__(self, inner: TrialScheduler) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def metric(self) -> str | None:
+        return self.inner.metric
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        if not _awaits_decisions(trial) or TIME_ATTR not in result:
+            return decision
+        decisions.create().record.remote(trial.trial_id, int(result[TIME_ATTR]), decision == self.STOP)
+        return self.CONTINUE
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()
+
+
+def _awaits_decisions(trial: Trial) -> bool:
+    """Set by the sweep (settings.scheduler_decisions) on the multi-worker trials it schedules with ASHA."""
+    return bool(trial.config.get("settings", {}).get("scheduler_decisions", False))

@@ -1,0 +1,180 @@
+"""Per-optimizer search spaces: the nuisance hyperparameters tuned for each optimizer.
+
+In an optimizer comparison the optimizer is the scientific parameter; its learning rate, momentum,
+betas, eps and weight decay are nuisance parameters, tuned per optimizer with the same budget
+(google-research/tuning_playbook). Every space here is sampled two ways: `sample(rng)` for random
+search (configurations drawn up front, so all seeds of a configuration share it exactly) and
+`suggest(trial)` as an Optuna define-by-run function for TPE. Optuna-only helper choices are named
+with a leading `__`, which the rest of optsweep ignores.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+import optimizers
+
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+"""The LR schedules swept by default: every optimizer gets the same choice."""
+
+
+class Param(Protocol):
+    def sample(self, rng: np.random.Generator) -> Any: ...
+    def suggest(self, trial: Any, name: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=True)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class OneMinusLogUniform:
+    """1 - x with x log-uniform in [1 - high, 1 - low]: momenta and betas near 1 (0.9, 0.99, 0.999)."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return 1.0 - LogUniform(1.0 - self.high, 1.0 - self.low).sample(rng)
+
+    def suggest(self, trial: Any, name: str) -> float:
+        complement = trial.suggest_float(f"__one_minus_{name}", 1.0 - self.high, 1.0 - self.low, log=True)
+        return 1.0 - complement
+
+
+@dataclass(frozen=True)
+class LogUniformOrZero:
+    """0 with probability `p_zero`, else log-uniform: weight decay, where "none" is a real contender."""
+
+    low: float
+    high: float
+    p_zero: float = 0.25
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return 0.0 if rng.uniform() < self.p_zero else LogUniform(self.low, self.high).sample(rng)
+
+    def suggest(self, trial: Any, name: str) -> float:
+        if trial.suggest_categorical(f"__{name}_is_zero", [True, False]):
+            return 0.0
+        return trial.suggest_float(name, self.low, self.high, log=True)
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[Any, ...]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        value = self.options[int(rng.integers(len(self.options)))]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.options))
+
+
+_BETAS = {"beta1": OneMinusLogUniform(0.8, 0.98), "beta2": OneMinusLogUniform(0.9, 0.9995)}
+
+SPACES: dict[str, dict[str, Param]] = {
+    "sgd": {
+        "lr": LogUniform(1e-3, 1.0),
+        "momentum": OneMinusLogUniform(0.5, 0.99),
+        "nesterov": Choice((False, True)),
+        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
+    },
+    "adam": {
+        "lr": LogUniform(1e-4, 1e-1),
+        **_BETAS,
+        "eps": LogUniform(1e-10, 1e-6),
+        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
+    },
+    "adamw": {
+        "lr": LogUniform(1e-4, 1e-1),
+        **_BETAS,
+        "eps": LogUniform(1e-10, 1e-6),
+        "weight_decay": LogUniformOrZero(1e-5, 1e-1),
+    },
+    "adagrad": {
+        "lr": LogUniform(1e-3, 1.0),
+        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
+    },
+    "rmsprop": {
+        "lr": LogUniform(1e-5, 1e-1),
+        "alpha": OneMinusLogUniform(0.9, 0.999),
+        "momentum": Uniform(0.0, 0.9),
+        "centered": Choice((False, True)),
+        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
+    },
+    "lamb": {
+        "lr": LogUniform(1e-4, 1e-1),
+        **_BETAS,
+        "weight_decay": LogUniformOrZero(1e-5, 1e-1),
+    },
+    "lars": {
+        # The trust ratio (1e-3 * ||w|| / ||g||) scales the step, so LARS wants much larger global LRs.
+        "lr": LogUniform(1e-1, 1e2),
+        "momentum": OneMinusLogUniform(0.5, 0.99),
+        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
+    },
+}
+
+assert set(SPACES) == set(optimizers.names()), "every registered optimizer needs a search space"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The space of one optimizer: its nuisance hyperparameters and the LR schedule."""
+
+    optimizer: str
+    params: dict[str, Param]
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return {name: param.sample(rng) for name, param in self.params.items()}
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Optuna define-by-run: suggest every hyperparameter, return the derived values."""
+        return {name: param.suggest(trial, name) for name, param in self.params.items()}
+
+
+def space_for(
+    optimizer: str,
+    *,
+    lr_range: tuple[float, float] | None = None,
+    schedules: tuple[str, ...] = SCHEDULES,
+) -> SearchSpace:
+    """The search space of `optimizer`, with the LR range overridden if given."""
+    optimizers.optimizer_class(optimizer)  # a clear error for an unknown name
+    params = dict(SPACES[optimizer])
+    if lr_range is not None:
+        params["lr"] = replace(params["lr"], low=lr_range[0], high=lr_range[1])
+    params["schedule"] = Choice(tuple(schedules))
+    return SearchSpace(optimizer, params)
+
+
+def sample_configurations(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` configurations drawn independently of the other optimizers' draws (seeded by name)."""
+    rng = np.random.default_rng([seed, zlib.crc32(space.optimizer.encode())])
+    return [space.sample(rng) for _ in range(n)]

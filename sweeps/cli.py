@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import optimizers
 from optimizers import schedules
-from trainables import data, models
+from trainables import data, decisions, models
 
 from . import spaces
 
@@ -64,6 +64,14 @@ class StudyArgs:
         return self.storage_path.startswith(URI_SCHEMES)
 
     @property
+    def decisions_channel(self) -> str | None:
+        """Multi-worker trials under ASHA get the scheduler's decisions on this channel (see
+        trainables.decisions); None when Tune may stop trials itself."""
+        if self.scheduler == "asha" and self.workers_per_trial > 1:
+            return decisions.channel_name(self.experiment_dir)
+        return None
+
+    @property
     def trials_per_optimizer(self) -> int:
         return self.num_samples * self.seeds
 
@@ -88,7 +96,7 @@ class StudyArgs:
             "workers": self.workers_per_trial,
             "cpus_per_worker": self.cpus_per_worker,
             "gpus_per_worker": self.gpus_per_worker,
-            "scheduler_decisions": self.scheduler == "asha" and self.workers_per_trial > 1,
+            "scheduler_decisions": self.decisions_channel,
         }
 
     def to_json(self) -> dict[str, Any]:

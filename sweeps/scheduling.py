@@ -64,9 +64,10 @@ class StopAtEpochEnd(TrialScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         decision = self.inner.on_trial_result(tune_controller, trial, result)
-        if not _awaits_decisions(trial) or TIME_ATTR not in result:
+        channel = trial.config.get("settings", {}).get("scheduler_decisions")
+        if channel is None or TIME_ATTR not in result:
             return decision
-        decisions.create().record.remote(trial.trial_id, int(result[TIME_ATTR]), decision == self.STOP)
+        decisions.create(channel).record.remote(trial.trial_id, int(result[TIME_ATTR]), decision == self.STOP)
         return self.CONTINUE
 
     def on_trial_complete(
@@ -82,8 +83,3 @@ class StopAtEpochEnd(TrialScheduler):
 
     def debug_string(self) -> str:
         return self.inner.debug_string()
-
-
-def _awaits_decisions(trial: Trial) -> bool:
-    """Set by the sweep (settings.scheduler_decisions) on the multi-worker trials it schedules with ASHA."""
-    return bool(trial.config.get("settings", {}).get("scheduler_decisions", False))

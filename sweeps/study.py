@@ -176,8 +176,8 @@ def _check_cluster(args: cli.StudyArgs) -> None:
             "until the autoscaler adds GPU nodes.",
             flush=True,
         )
-    if args.scheduler == "asha" and args.workers_per_trial > 1:
-        decisions.create()
+    if args.decisions_channel is not None:
+        decisions.create(args.decisions_channel)
 
 
 def _run_optimizer(args: cli.StudyArgs, optimizer: str) -> tune.ResultGrid:
@@ -205,7 +205,12 @@ def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: di
     if args.search == "optuna":
         constants = {"optimizer": optimizer, "settings": settings}
         searcher = Repeater(
-            OptunaSearch(space=functools.partial(_define_by_run, space, constants), seed=args.search_seed),
+            OptunaSearch(
+                space=functools.partial(_define_by_run, space, constants),
+                metric=METRIC,
+                mode=MODE,
+                seed=args.search_seed,
+            ),
             repeat=args.seeds,
             set_index=True,
         )

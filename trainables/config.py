@@ -44,9 +44,9 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 2
-    # Multi-worker trials under a sweep scheduler: wait after each epoch for the scheduler's decision
-    # and end the run when it says stop (trainables.decisions explains why).
-    scheduler_decisions: bool = False
+    # Multi-worker trials under a sweep scheduler: the channel (trainables.decisions) on which to wait
+    # after each epoch for the scheduler's decision, ending the run when it says stop.
+    scheduler_decisions: str | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -11,17 +11,19 @@ scheduler records its decision here instead of stopping the trial (`sweeps.sched
 which waits for the decision on each epoch it reports, ends the run itself: a run that ends by itself
 releases its placement group.
 
-The channel is a small named actor owned by the sweep driver; each decision is (epoch, stop).
+The channel is a small named actor owned by the sweep driver, named after the experiment (so a resumed
+sweep's new driver recreates it under the name the restored trials know); each decision is (epoch, stop).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import zlib
 
 import ray
 
-ACTOR_NAME = "optsweep_scheduler_decisions"
+NAMESPACE = "optsweep"
 WAIT_TIMEOUT_S = 60.0
 _POLL_S = 0.02
 
@@ -39,26 +41,39 @@ class SchedulerDecisions:
         return self._decisions.get(trial_id)
 
 
-def create() -> ray.actor.ActorHandle:
-    """The driver's channel (created once per driver process, found again on later calls)."""
-    return SchedulerDecisions.options(name=ACTOR_NAME, get_if_exists=True).remote()
+def channel_name(experiment: str) -> str:
+    """The channel of the sweep whose experiment directory (or URI) is `experiment`."""
+    return f"scheduler-decisions-{zlib.crc32(experiment.encode()):08x}"
 
 
-def _channel() -> ray.actor.ActorHandle | None:
+_held: dict[str, ray.actor.ActorHandle] = {}
+
+
+def create(name: str) -> ray.actor.ActorHandle:
+    """The driver's channel `name` (created on the first call, found again on later ones). The driver
+    holds a handle for as long as it lives: Ray collects a named actor once no handle to it is left."""
+    if name not in _held:
+        _held[name] = SchedulerDecisions.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote()
+    return _held[name]
+
+
+def _channel(name: str) -> ray.actor.ActorHandle | None:
     try:
-        return ray.get_actor(ACTOR_NAME)
+        return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         return None
 
 
-def wait_for_stop_decision(trial_id: str, epoch: int, timeout_s: float = WAIT_TIMEOUT_S) -> bool:
+def wait_for_stop_decision(
+    channel_name: str, trial_id: str, epoch: int, timeout_s: float = WAIT_TIMEOUT_S
+) -> bool:
     """Whether the scheduler stopped `trial_id` after `epoch`; False if no decision arrives within
     `timeout_s` (the run then goes on and asks again after the next epoch)."""
-    channel = _channel()
+    channel = _channel(channel_name)
     if channel is None:
         raise RuntimeError(
             f"trial {trial_id} waits for scheduler decisions, but the sweep driver's channel "
-            f"{ACTOR_NAME!r} does not exist (create it with trainables.decisions.create() before the sweep)"
+            f"{channel_name!r} does not exist (the sweep creates it with trainables.decisions.create)"
         )
     deadline = time.monotonic() + timeout_s
     while True:

@@ -131,7 +131,7 @@ class TuneSession:
 class TrainWorkerSession:
     """One data-parallel worker of a Ray Train TorchTrainer (DDP: gloo on CPU, NCCL on GPU)."""
 
-    def __init__(self, trial_id: str, scheduler_decisions: bool) -> None:
+    def __init__(self, trial_id: str, scheduler_decisions: str | None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -162,10 +162,12 @@ class TrainWorkerSession:
 
     def should_stop(self, epoch: int) -> bool:
         """Rank 0 asks whether Tune's scheduler stopped this trial at `epoch`; every rank gets the answer."""
-        if not self.scheduler_decisions:
+        if self.scheduler_decisions is None:
             return False
         stop = torch.zeros(1, device=self.device)
-        if self.rank == 0 and decisions.wait_for_stop_decision(self.trial_id, epoch):
+        if self.rank == 0 and decisions.wait_for_stop_decision(
+            self.scheduler_decisions, self.trial_id, epoch
+        ):
             stop += 1
         torch.distributed.broadcast(stop, src=0)
         return bool(stop.item())

@@ -12,23 +12,33 @@ from .scheduling import METRIC
 
 
 class ProgressLine(tune.Callback):
-    """Every `interval_s` seconds and at the end: trials done/running/pending and the best so far."""
+    """At most every `interval_s` seconds when something changed (and at least every `heartbeat_s`), and
+    at the end: trials done/running/pending and the best so far."""
 
-    def __init__(self, label: str, total: int, interval_s: float = 10.0) -> None:
+    def __init__(self, label: str, total: int, interval_s: float = 10.0, heartbeat_s: float = 120.0) -> None:
         self.label = label
         self.total = total
         self.interval_s = interval_s
+        self.heartbeat_s = heartbeat_s
         self._last_print = 0.0
+        self._last_line = ""
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if time.monotonic() - self._last_print >= self.interval_s:
-            self._print(trials)
+        since = time.monotonic() - self._last_print
+        if since >= self.interval_s:
+            line = self._line(trials)
+            if line != self._last_line or since >= self.heartbeat_s:
+                self._print(line)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._print(trials)
+        self._print(self._line(trials))
 
-    def _print(self, trials: list[Any]) -> None:
+    def _print(self, line: str) -> None:
         self._last_print = time.monotonic()
+        self._last_line = line
+        print(line, file=sys.stdout, flush=True)
+
+    def _line(self, trials: list[Any]) -> str:
         status = [t.status for t in trials]
         done = status.count("TERMINATED") + status.count("ERROR")
         diverged = sum(1 for t in trials if (t.last_result or {}).get("diverged"))
@@ -45,4 +55,4 @@ class ProgressLine(tune.Callback):
             parts.append(f"{diverged} diverged, {status.count('ERROR')} errors")
         if best == best:
             parts.append(f"best {METRIC} so far {best:.4f}")
-        print(", ".join(parts), file=sys.stdout, flush=True)
+        return ", ".join(parts)

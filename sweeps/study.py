@@ -11,6 +11,7 @@ their last checkpoint, a finished study just rewrites its report.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -32,9 +33,10 @@ from trainables import data, decisions
 from trainables.config import TrainConfig
 from trainables.trial import run_trial, trial_resources
 
-from . import cli, spaces
+from . import cli, spaces, storage_guard
 from .progress import ProgressLine
 from .scheduling import METRIC, MODE, build_scheduler
+from .storage_guard import StorageError, StorageGuard
 
 # Settings that define a study: a rerun with other values would mix two studies in one directory.
 IDENTITY_FIELDS = (
@@ -54,6 +56,8 @@ IDENTITY_FIELDS = (
     "workers_per_trial",
 )
 STUDY_FILE = "study.json"
+# A full, read-only or forbidden storage path, as Tune's own writes report it.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 LOCK_FILE = ".optsweep.lock"
 
 
@@ -72,6 +76,8 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     started = time.monotonic()
     try:
         with _exclusive(args):
+            if not args.is_remote_storage:
+                storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
             _record_or_check_study(args)
             _connect_ray(args)
             _check_cluster(args)
@@ -80,6 +86,16 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
             report_dir = _write_report(args)
     except cli.UsageError as error:
         return cli.fail(str(error))
+    except (StorageError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in STORAGE_ERRNOS:
+            raise
+        message = str(error) if isinstance(error, StorageError) else f"storage error: {error}"
+        print(
+            f"error: {message}; the experiment is left resumable: fix the storage, then run the same command "
+            "again",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"\nInterrupted. Run the same command again to resume {args.experiment_dir}.", file=sys.stderr)
         return 130
@@ -189,7 +205,9 @@ def _run_optimizer(args: cli.StudyArgs, optimizer: str) -> tune.ResultGrid:
         print(
             f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
         )
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        # Errored trials resume from their last checkpoint too: the error may have been the storage or a
+        # lost node, fixed since; a trial that fails for good fails again within its max_failures.
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         print(
             f"Starting {optimizer}: {args.num_samples} configurations x {args.seeds} seeds = "
@@ -238,11 +256,18 @@ def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: di
             storage_path=args.experiment_dir,
             verbose=0,
             log_to_file=True,
-            callbacks=[ProgressLine(optimizer, args.trials_per_optimizer)],
+            callbacks=_callbacks(args, optimizer),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
+
+
+def _callbacks(args: cli.StudyArgs, optimizer: str) -> list[tune.Callback]:
+    callbacks: list[tune.Callback] = [ProgressLine(optimizer, args.trials_per_optimizer)]
+    if not args.is_remote_storage:
+        callbacks.append(StorageGuard(args.experiment_dir, storage_guard.min_free_bytes()))
+    return callbacks
 
 
 def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: Any) -> dict[str, Any]:

@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-
 @pytest.fixture(scope="session")
 def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where tests drop marker files that make trial workers crash (trainables.faults); Ray's workers

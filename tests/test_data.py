@@ -202,9 +202,13 @@ def _fake_mnist(root, folder: str, n_train: int, n_test: int) -> tuple[np.ndarra
     return images, labels
 
 
-@pytest.mark.parametrize(("name", "folder", "mean", "std"), [
-    ("mnist", "MNIST", 0.1307, 0.3081), ("fashion_mnist", "FashionMNIST", 0.2860, 0.3530),
-])
+@pytest.mark.parametrize(
+    ("name", "folder", "mean", "std"),
+    [
+        ("mnist", "MNIST", 0.1307, 0.3081),
+        ("fashion_mnist", "FashionMNIST", 0.2860, 0.3530),
+    ],
+)
 def test_mnist_like_datasets_from_disk(tmp_path, name, folder, mean, std) -> None:
     images, labels = _fake_mnist(tmp_path, folder, n_train=5100, n_test=30)
     splits = load_splits(name, str(tmp_path), download=False)
@@ -316,8 +320,10 @@ def _epoch_labels(loader) -> list[int]:
 @pytest.mark.parametrize(("n", "world_size"), [(40, 4), (37, 4), (5, 3), (2, 4)])
 def test_rank_shards_are_disjoint_and_cover_the_dataset(n, world_size) -> None:
     ds = _index_dataset(n)
-    shards = [_epoch_labels(make_loader(ds, 3, shuffle=True, seed=1, rank=r, world_size=world_size))
-              for r in range(world_size)]
+    shards = [
+        _epoch_labels(make_loader(ds, 3, shuffle=True, seed=1, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
     assert all(len(s) == math.ceil(n / world_size) for s in shards)
     everything = [i for s in shards for i in s]
     assert set(everything) == set(range(n))

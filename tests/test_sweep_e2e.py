@@ -128,31 +128,24 @@ def _finished_trials(experiment: Path) -> dict[Path, int]:
     return finished
 
 
+def _unfinished_with_two_checkpoints(experiment: Path) -> list[Path]:
+    finished = {p.parent for p in _finished_trials(experiment)}
+    running = {p.parent for p in experiment.glob("*/*/result.json")} - finished
+    return sorted(d for d in running if len(list(d.glob("checkpoint_*"))) == 2)
+
+
+# The CNN makes each trial last a few seconds, so that the driver dies with trials still running.
+RESUME_ARGV = ["--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", "1", "--max-epochs", "15",
+               "--model", "cnn", "--scheduler", "fifo", "--name", "resume"]  # fmt: skip
+
+
 @pytest.mark.timeout(600)
-def test_killed_driver_resumes_without_rerunning_finished_trials(
+def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_second_sweep(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import ray
 
-    # The CNN makes each trial last a few seconds, so that the driver dies with trials still running.
-    argv = [
-        "--optimizers",
-        "sgd,adam",
-        "--num-samples",
-        "3",
-        "--seeds",
-        "1",
-        "--max-epochs",
-        "15",
-        "--model",
-        "cnn",
-        "--scheduler",
-        "fifo",
-        "--name",
-        "resume",
-        "--storage-path",
-        str(tmp_path),
-    ]
+    argv = [*RESUME_ARGV, "--storage-path", str(tmp_path)]
     experiment = tmp_path / "resume"
     driver = subprocess.Popen(
         [sys.executable, adam_vs_sgd.__file__, *argv, "--address", ray.get_runtime_context().gcs_address],
@@ -161,13 +154,22 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
-    while len(_finished_trials(experiment)) < 2 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    while time.monotonic() < deadline and driver.poll() is None:
+        if len(_finished_trials(experiment)) >= 2 and _unfinished_with_two_checkpoints(experiment):
+            break
+        time.sleep(0.1)
     assert driver.poll() is None, driver.communicate()[0].decode()
+    # While it runs, a second sweep on the same experiment is refused instead of interleaving writes.
+    assert adam_vs_sgd.main(argv) == 2
+    assert f"another sweep (pid {driver.pid}) is running on {experiment}" in capsys.readouterr().err
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     finished_before = _finished_trials(experiment)
-    assert len(finished_before) >= 2, driver.stdout.read().decode() if driver.stdout else ""
+    # The kill may also have torn a checkpoint: damage the newest one of each unfinished trial that has two.
+    damaged = _unfinished_with_two_checkpoints(experiment)
+    assert len(finished_before) >= 2 and damaged
+    for trial_dir in damaged:
+        (sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.pt").write_bytes(b"torn write")
 
     assert adam_vs_sgd.main(argv) == 0
     assert "Resuming sgd" in capsys.readouterr().out
@@ -177,6 +179,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
     assert (trials["epochs"] == 15).all()
+    for trial_dir in damaged:  # they fell back to the checkpoint before the damaged one, and said so
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert any(r.get("unusable_checkpoints") == 1 for r in results), trial_dir.name
 
 
 @pytest.mark.timeout(600)

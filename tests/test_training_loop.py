@@ -76,6 +76,8 @@ def test_restart_after_epoch_k_continues_with_identical_metrics(tmp_path: Path, 
     loop.train(config, resumed)
 
     assert [r["epoch"] for r in resumed.reports] == [4, 5, 6]
+    assert resumed.reports[0]["resumed_from_epoch"] == 3 and resumed.reports[0]["unusable_checkpoints"] == 0
+    resumed.reports[0].pop("resumed_from_epoch"), resumed.reports[0].pop("unusable_checkpoints")
     assert _without_timing(resumed.reports) == _without_timing(straight.reports[3:])
 
 
@@ -121,8 +123,9 @@ def test_damaged_checkpoint_is_never_loaded_and_the_previous_one_is_used(
 
     with pytest.raises(checkpoints.CorruptCheckpointError):
         checkpoints.load(state_file.parent, rank=0)
-    state, _ = session.latest_checkpoint()
-    assert state["epoch"] == 2
+    found = session.latest_checkpoint()
+    assert found.state["epoch"] == 2
+    assert found.unusable == ["checkpoint_000003"]
     err = capsys.readouterr().err
     assert "checkpoint_000003 is unusable" in err
     assert "resuming from checkpoint checkpoint_000002" in err
@@ -135,6 +138,7 @@ def test_no_usable_checkpoint_means_a_fresh_start(tmp_path: Path, capsys: pytest
     session = sessions.LocalSession(tmp_path)
     loop.train(TrainConfig(optimizer="adam", hparams={"lr": 1e-3}, max_epochs=4), session)
     assert [r["epoch"] for r in session.reports] == [1, 2, 3, 4]
+    assert session.reports[0]["unusable_checkpoints"] == 3 and session.reports[0]["resumed_from_epoch"] == 0
     err = capsys.readouterr().err
     assert err.count("is unusable") == 3
     assert "none of the 3 checkpoint(s) is usable; training starts from scratch" in err
@@ -199,3 +203,17 @@ def test_trial_config_is_flat_and_typos_are_errors() -> None:
         TrainConfig(workers=0)
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         TrainConfig(dataset="imagenet")
+
+
+def test_ray_checkpoints_fall_back_to_their_older_siblings(tmp_path: Path) -> None:
+    """The Tune/Train sessions get the latest Ray Checkpoint; a damaged one is skipped for the one before."""
+    from ray.train import Checkpoint
+
+    _three_checkpoints(tmp_path)
+    (tmp_path / "checkpoint_000003" / checkpoints.STATE_FILE).write_bytes(b"truncated")
+    found = sessions._load_first_valid(
+        sessions._ray_checkpoint_candidates(Checkpoint.from_directory(str(tmp_path / "checkpoint_000003"))),
+        rank=0,
+    )
+    assert found.state is not None and found.state["epoch"] == 2
+    assert found.unusable == ["checkpoint_000003"]

@@ -39,7 +39,7 @@ class Session(Protocol):
     node_id: str
 
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
-    def latest_checkpoint(self) -> Any: ...
+    def latest_checkpoint(self) -> Any: ...  # sessions.Restored
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
     def should_stop(self, epoch: int) -> bool: ...
 
@@ -48,6 +48,8 @@ class Session(Protocol):
 class _Progress:
     epoch: int = 0
     best_val_acc: float = 0.0
+    resumed_from_epoch: int | None = None  # set when this run continued from a checkpoint
+    unusable_checkpoints: int = 0  # damaged checkpoints skipped on the way
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +90,8 @@ def train(config: TrainConfig, session: Session) -> dict[str, Any]:
 
     bound = config.divergence_bound(splits.num_classes)
     metrics: dict[str, Any] = {}
-    for epoch in range(progress.epoch + 1, config.max_epochs + 1):
+    start_epoch = progress.epoch + 1
+    for epoch in range(start_epoch, config.max_epochs + 1):
         started = time.perf_counter()
         train_loader.set_epoch(epoch)
         lr = float(optimizer.param_groups[0]["lr"])  # in effect for this epoch's first step
@@ -104,6 +107,7 @@ def train(config: TrainConfig, session: Session) -> dict[str, Any]:
         )
         elapsed = time.perf_counter() - started
         metrics = {
+            **_resume_note(progress, first_epoch=epoch == start_epoch),
             "epoch": epoch,
             "lr": lr,
             "epoch_time_s": elapsed,
@@ -221,6 +225,17 @@ def _broadcast_buffers(model: nn.Module) -> None:
             torch.distributed.broadcast(buffer, src=0)
 
 
+def _resume_note(progress: _Progress, first_epoch: bool) -> dict[str, Any]:
+    """On the first report after a restart: where it resumed from and how many damaged checkpoints it
+    skipped (result.json keeps the record; the trial's log has the details)."""
+    if not first_epoch or (progress.resumed_from_epoch is None and not progress.unusable_checkpoints):
+        return {}
+    return {
+        "resumed_from_epoch": progress.resumed_from_epoch or 0,
+        "unusable_checkpoints": progress.unusable_checkpoints,
+    }
+
+
 def _world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
@@ -261,9 +276,11 @@ def _resume(
     progress: _Progress,
 ) -> None:
     found = session.latest_checkpoint()
-    if found is None:
+    progress.unusable_checkpoints = len(found.unusable)
+    if found.state is None:
         return
-    state, rng = found
+    state, rng = found.state, found.rng
+    progress.resumed_from_epoch = int(state["epoch"])
     _unwrapped(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

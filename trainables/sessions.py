@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +16,36 @@ from torch import nn
 
 from . import checkpoints, decisions
 
-Restored = tuple[dict[str, Any], dict[str, Any] | None]
+
+@dataclass
+class Restored:
+    """What a session found to resume from: the training state (None: start from scratch), this rank's
+    RNG states, and the checkpoints it had to skip because they were damaged."""
+
+    state: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    unusable: list[str] = field(default_factory=list)
 
 
 def _say(message: str) -> None:
     print(f"optsweep: {message}", file=sys.stderr, flush=True)
 
 
-def _load_first_valid(candidates: Iterator[tuple[str, Any]], rank: int) -> Restored | None:
-    """Load the first candidate checkpoint that verifies; candidates yield (label, local directory)."""
-    tried = 0
+def _load_first_valid(candidates: Iterator[tuple[str, Any]], rank: int) -> Restored:
+    """Load the newest candidate checkpoint that verifies; candidates yield (label, local directory)."""
+    restored = Restored()
     for label, directory in candidates:
-        tried += 1
         try:
-            restored = checkpoints.load(directory, rank)
+            restored.state, restored.rng = checkpoints.load(directory, rank)
         except checkpoints.CorruptCheckpointError as error:
             _say(f"checkpoint {label} is unusable ({error}); trying the previous one")
+            restored.unusable.append(label)
             continue
-        _say(f"resuming from checkpoint {label} (epoch {restored[0]['epoch']})")
+        _say(f"resuming from checkpoint {label} (epoch {restored.state['epoch']})")
         return restored
-    if tried:
-        _say(f"none of the {tried} checkpoint(s) is usable; training starts from scratch")
-    return None
+    if restored.unusable:
+        _say(f"none of the {len(restored.unusable)} checkpoint(s) is usable; training starts from scratch")
+    return restored
 
 
 class LocalSession:
@@ -63,9 +72,9 @@ class LocalSession:
             target = self.checkpoint_root / f"checkpoint_{metrics['epoch']:06d}"
             shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
 
-    def latest_checkpoint(self) -> Restored | None:
+    def latest_checkpoint(self) -> Restored:
         if not self.checkpoint_root or not self.checkpoint_root.exists():
-            return None
+            return Restored()
         found = sorted(self.checkpoint_root.glob("checkpoint_*"), reverse=True)
         return _load_first_valid(((p.name, p) for p in found), self.rank)
 
@@ -118,11 +127,13 @@ class TuneSession:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    def latest_checkpoint(self) -> Restored | None:
+    def latest_checkpoint(self) -> Restored:
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
-        return _load_first_valid(_ray_checkpoint_candidates(checkpoint), self.rank) if checkpoint else None
+        return (
+            _load_first_valid(_ray_checkpoint_candidates(checkpoint), self.rank) if checkpoint else Restored()
+        )
 
     def should_stop(self, epoch: int) -> bool:
         return False  # Tune stops single-worker trials itself (at their next report)
@@ -154,11 +165,13 @@ class TrainWorkerSession:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    def latest_checkpoint(self) -> Restored | None:
+    def latest_checkpoint(self) -> Restored:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
-        return _load_first_valid(_ray_checkpoint_candidates(checkpoint), self.rank) if checkpoint else None
+        return (
+            _load_first_valid(_ray_checkpoint_candidates(checkpoint), self.rank) if checkpoint else Restored()
+        )
 
     def should_stop(self, epoch: int) -> bool:
         """Rank 0 asks whether Tune's scheduler stopped this trial at `epoch`; every rank gets the answer."""

@@ -15,7 +15,10 @@ Scalar = float | torch.Tensor
 
 
 def _value(x: Scalar) -> float:
-    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+    try:
+        return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+    except OverflowError:  # an int beyond float range: as good as infinite, and rejected as such
+        return math.inf if x > 0 else -math.inf
 
 
 def check_lr(lr: Scalar) -> None:

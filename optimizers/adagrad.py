@@ -76,6 +76,14 @@ class Adagrad(FusableOptimizer):
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
         value = group["initial_accumulator_value"]
+        largest = (
+            torch.finfo(param.real.dtype).max if param.is_floating_point() or param.is_complex() else None
+        )
+        if largest is not None and value > largest:
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {value}; it must fit the parameters' dtype "
+                f"{param.dtype} (at most {largest:g})"
+            )
         state = self.state[param]
         state["step"] = step_counter()
         state["sum"] = torch.full_like(

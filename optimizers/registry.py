@@ -45,12 +45,12 @@ def build(name: str, params: ParamsT, **hparams: Any) -> torch.optim.Optimizer:
     """
     cls = optimizer_class(name)
     hparams = dict(hparams)
-    if "beta1" in hparams or "beta2" in hparams:
+    valid = _signature_defaults(cls)
+    if ("beta1" in hparams or "beta2" in hparams) and "betas" in valid:
         if "betas" in hparams:
             raise ValueError("Give either betas or beta1/beta2, not both")
-        default_betas = _signature_defaults(cls)["betas"]
+        default_betas = valid["betas"]
         hparams["betas"] = (hparams.pop("beta1", default_betas[0]), hparams.pop("beta2", default_betas[1]))
-    valid = _signature_defaults(cls)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
         raise ValueError(

@@ -8,6 +8,9 @@ epoch with the validation metric: `scheduler.step(metric)`; `needs_metric(schedu
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +60,8 @@ def _warmup_cosine(
 ) -> Scheduler:
     if not 0.0 < warmup_fraction < 1.0:
         raise ValueError(f"Invalid warmup_fraction: {warmup_fraction}; must be in (0, 1)")
-    _check_positive("warmup_start_factor", warmup_start_factor)
+    if not sys.float_info.min <= warmup_start_factor <= 1.0:
+        raise ValueError(f"Invalid warmup_start_factor: {warmup_start_factor}; must be in (0, 1]")
     warmup_steps = max(1, round(warmup_fraction * total_steps))
     warmup = lr_scheduler.LinearLR(
         optimizer, start_factor=warmup_start_factor, end_factor=1.0, total_iters=warmup_steps
@@ -128,7 +132,7 @@ def check_name(name: str) -> str:
 def build(name: str, optimizer: torch.optim.Optimizer, total_steps: int, **kwargs: Any) -> Scheduler:
     """The schedule `name` for `optimizer` over `total_steps` optimizer steps (see module docstring)."""
     factory = SCHEDULES[check_name(name)]
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
         raise ValueError(f"Invalid total_steps: {total_steps!r}; must be an integer >= 1")
     allowed = list(inspect.signature(factory).parameters)[2:]
     unknown = sorted(set(kwargs) - set(allowed))
@@ -137,7 +141,7 @@ def build(name: str, optimizer: torch.optim.Optimizer, total_steps: int, **kwarg
             f"Unknown argument(s) {', '.join(unknown)} for schedule {name!r}; "
             f"valid: {', '.join(allowed) or 'none'}"
         )
-    return factory(optimizer, total_steps, **kwargs)
+    return factory(optimizer, int(total_steps), **kwargs)
 
 
 def needs_metric(scheduler: Scheduler) -> bool:
@@ -146,5 +150,5 @@ def needs_metric(scheduler: Scheduler) -> bool:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"Invalid {name}: {value}; must be > 0")
+    if not 0 < value < math.inf:
+        raise ValueError(f"Invalid {name}: {value}; must be a finite number > 0")

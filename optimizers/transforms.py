@@ -73,9 +73,13 @@ def adam_denominator(second_moment: Tensor, bias_correction2_sqrt: Scalar, eps: 
 
 
 def rms_denominator(square_avg: Tensor, grad_avg: Tensor | None, eps: Scalar) -> Tensor:
-    """RMSprop's sqrt(E[g^2] - E[g]^2) + eps (centered) or sqrt(E[g^2]) + eps."""
+    """RMSprop's sqrt(E[g^2] - E[g]^2) + eps (centered) or sqrt(E[g^2]) + eps.
+
+    The centered variance is clamped at 0: with a steady gradient E[g^2] - E[g]^2 is 0 in exact
+    arithmetic but can round to a tiny negative number, where torch.optim's sqrt gives NaN.
+    """
     if grad_avg is not None:
-        return (square_avg - grad_avg * grad_avg).sqrt() + eps
+        return (square_avg - grad_avg * grad_avg).clamp_min(0).sqrt() + eps
     return square_avg.sqrt() + eps
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -21,6 +22,7 @@ DEFAULT_STORAGE = "optsweep_results"
 SMOKE = {"num_samples": 2, "seeds": 1, "max_epochs": 2}
 """`--smoke`: a tiny version of the study (flags given explicitly still win)."""
 
+MAX_NAME_LENGTH = 200  # a directory name; file systems allow 255 bytes
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://")
 
 
@@ -197,10 +199,16 @@ def validate(args: StudyArgs) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} {value} is invalid: it must be an integer >= 1")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {args.max_concurrent} is invalid: it must be an integer >= 1")
-    if not args.cpus_per_worker > 0:
-        raise UsageError(f"--cpus-per-worker {args.cpus_per_worker:g} is invalid: it must be > 0")
-    if not args.gpus_per_worker >= 0:
-        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} is invalid: it must be >= 0")
+    if not 0 < args.cpus_per_worker < math.inf:
+        raise UsageError(
+            f"--cpus-per-worker {args.cpus_per_worker:g} is invalid: it must be a finite number > 0"
+        )
+    if not 0 <= args.gpus_per_worker < math.inf:
+        raise UsageError(
+            f"--gpus-per-worker {args.gpus_per_worker:g} is invalid: it must be a finite number >= 0"
+        )
+    if not 0 <= args.search_seed < 2**32:
+        raise UsageError(f"--search-seed {args.search_seed} is invalid: it must be an integer in [0, 2**32)")
     for flag in ("lr_min", "lr_max"):
         value = getattr(args, flag)
         if value is not None and not 0 < value < float("inf"):
@@ -211,7 +219,7 @@ def validate(args: StudyArgs) -> None:
         low, high = args.lr_range(optimizer) or (0.0, 1.0)
         if low > high:
             raise UsageError(
-                f"--lr-min {low:g} is greater than --lr-max {high:g}"
+                f"--lr-min {_number(low)} is greater than --lr-max {_number(high)}"
                 + (
                     ""
                     if args.lr_min is not None and args.lr_max is not None
@@ -221,10 +229,17 @@ def validate(args: StudyArgs) -> None:
             )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         raise UsageError(f"--name {args.name!r} is invalid: use letters, digits, '.', '_' and '-' only")
+    if len(args.name) > MAX_NAME_LENGTH:
+        raise UsageError(f"--name is {len(args.name)} characters long: it must be at most {MAX_NAME_LENGTH}")
     if args.gpus_per_worker > 0 and args.address is None:
         _check_local_gpus(args)
     if not args.is_remote_storage:
         _check_writable(args.storage_path)
+
+
+def _number(value: float) -> str:
+    """Shortest exact spelling: 0.10000001 must not be shown as 0.1 next to a real 0.1."""
+    return repr(float(value)).removesuffix(".0")
 
 
 def _check_choices(kind: str, values: tuple[str, ...], valid: list[str], flag: str) -> None:

@@ -18,8 +18,8 @@ from sweeps import cli, study
 DEFAULTS = cli.StudyArgs(
     name="adam_vs_sgd",
     optimizers=("sgd", "adam", "adamw"),
-    num_samples=16,
-    seeds=3,
+    num_samples=24,
+    seeds=5,
     max_epochs=20,
     dataset="digits",
     model="mlp",

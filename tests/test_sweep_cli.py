@@ -99,9 +99,9 @@ def test_smoke_shrinks_the_study_and_explicit_flags_win(tmp_path: Path) -> None:
     tuned = _parse("--smoke", "--seeds", "2", "--optimizers", "sgd", "--storage-path", str(tmp_path))
     assert (tuned.num_samples, tuned.seeds, tuned.optimizers) == (2, 2, ("sgd",))
     default = _parse("--storage-path", str(tmp_path))
-    assert (default.num_samples, default.seeds, default.max_epochs) == (16, 3, 20)
+    assert (default.num_samples, default.seeds, default.max_epochs) == (24, 5, 20)
     assert default.storage_path == str(tmp_path)
-    assert default.trials_per_optimizer == 48
+    assert default.trials_per_optimizer == 120
 
 
 def test_lr_range_override_applies_to_every_optimizer(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_rerun_with_other_study_settings_is_refused(
     (experiment / study.STUDY_FILE).write_text(json.dumps(recorded))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "holds a study with other settings (num_samples 8 -> 16)" in err
+    assert "holds a study with other settings (num_samples 8 -> 24)" in err
     assert err.count("\n") == 1
 
 

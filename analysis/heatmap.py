@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,10 +16,11 @@ from analysis.summary import configurations
 
 def lr_wd_heatmap(trials: pd.DataFrame) -> Figure | None:
     """Best configuration mean per (learning rate, weight decay) cell, one panel per optimizer that
-    swept both (None if none did). Continuous random-search values are grouped into log-spaced
-    bins. A cell marked "*" holds a configuration with fewer finished seeds than the chosen ones
-    need; "div k/n" cells had only configurations with a diverged seed (k of the n seeds run there
-    diverged); blank cells were not tried."""
+    swept both (None if none did). Grid values are shown as they are; random-search values are
+    grouped into log bins with round edges, zero in a row/column of its own (`axis_groups`). A cell
+    marked "*" holds a configuration with fewer finished seeds than the chosen ones need; "div k/n"
+    cells had only configurations with a diverged seed (k of the n seeds run there diverged); blank
+    cells were not tried."""
     configs = configurations(trials)
     panels = []
     for optimizer, group in configs.groupby("optimizer", sort=True):
@@ -60,11 +62,14 @@ def lr_wd_heatmap(trials: pd.DataFrame) -> Figure | None:
         ax.set_title(optimizer)
         ax.set_facecolor("#eeeeee")
     fig.colorbar(image, ax=list(axes), label="best configuration mean val acc")
-    fig.suptitle(
+    title = (
         "Learning rate x weight decay (*: too few finished seeds to be chosen; div k/n: k of n seeds "
-        "diverged; blank: not tried)",
-        fontsize=10,
+        "diverged; blank: not tried)"
     )
+    # About 12 characters of 10-point text per inch: wrap rather than crop a narrow (1-panel)
+    # figure, never inside "div k/n".
+    wrapped = textwrap.fill(title.replace("div k/n", "div\u00a0k/n"), width=int(12 * fig.get_figwidth()))
+    fig.suptitle(wrapped.replace("\u00a0", " "), fontsize=10)
     return fig
 
 

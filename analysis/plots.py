@@ -9,17 +9,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.binning import axis_groups, format_value
 from analysis.heatmap import lr_wd_heatmap
 from analysis.loading import COMPLETED, DIVERGED, FINISHED, STOPPED_EARLY
 from analysis.summary import configurations
 
-__all__ = ["learning_curves", "lr_sensitivity", "lr_wd_heatmap", "optimizer_colors", "tuning_budget"]
+__all__ = [
+    "learning_curves",
+    "lr_sensitivity",
+    "lr_wd_heatmap",
+    "optimizer_colors",
+    "seed_mean",
+    "tuning_budget",
+]
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _WIDE = (8.0, 4.8)
@@ -100,34 +108,65 @@ def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) ->
 
 def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """Validation accuracy and training loss per epoch of each optimizer's chosen configuration:
-    thin lines are its seeds, the thick line their mean, the band their min-max range."""
+    thin lines are its seeds; the thick line is their mean and the band their min-max range, both
+    drawn only over the epochs every seed reached (`seed_mean`), so seeds that the scheduler stopped
+    early do not make the mean jump. Beyond that, only the surviving seeds are drawn."""
     colors = optimizer_colors(summary["optimizer"])
     fig = Figure(figsize=(10.0, 4.4), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
+    handles = []
     for row in summary[summary["config_id"].notna()].itertuples(index=False):
         runs = curves[(curves["config_id"] == row.config_id) & curves["status"].isin(FINISHED)]
         color = colors[row.optimizer]
-        label = f"{row.optimizer} ({row.config_id}, lr={format_value(row.lr)}, {row.n_seeds} seeds)"
+        details = f"{row.config_id}, lr={format_value(row.lr)}, {row.n_seeds} seeds"
         for ax, metric in ((acc_ax, "val_acc"), (loss_ax, "train_loss")):
             wide = runs.pivot_table(index="epoch", columns="trial_id", values=metric, aggfunc="last")
             if wide.empty:
                 continue
-            ax.plot(wide.index, wide.to_numpy(), color=color, lw=0.8, alpha=0.35)
-            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
-            ax.plot(wide.index, wide.mean(axis=1), color=color, lw=2.2, label=label)
+            ax.plot(wide.index, wide.to_numpy(), color=color, lw=0.9, alpha=0.45)
+            stats = seed_mean(wide)
+            if not stats.empty:
+                ax.fill_between(stats.index, stats["low"], stats["high"], color=color, alpha=0.15, lw=0)
+                ax.plot(stats.index, stats["mean"], color=color, lw=2.2)
+            if metric == "val_acc" and wide.shape[1] > 1:
+                last = wide.index.max()
+                if stats.empty:
+                    details += "; seeds only"
+                elif stats.index.max() < last:
+                    details += f"; mean to epoch {stats.index.max():g}"
+        handles.append(Line2D([], [], color=color, lw=2.2, label=f"{row.optimizer} ({details})"))
     acc_ax.set_ylabel("validation accuracy")
     loss_ax.set_ylabel("training loss (log scale)")
     loss_ax.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
-    loss_ax.yaxis.set_major_formatter(plain)
-    loss_ax.yaxis.set_minor_formatter(plain)
+    _log_ticks(loss_ax.yaxis)
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    acc_ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Learning curves of each optimizer's chosen configuration (seeds: thin lines, band: range)")
+    acc_ax.legend(handles=handles, fontsize=8, loc="lower right")
+    fig.suptitle(
+        "Learning curves of each optimizer's chosen configuration\n(thin: seeds; thick line and band: "
+        "mean and range of the seeds, over the epochs every seed reached)",
+        fontsize=11,
+    )
     return fig
+
+
+def seed_mean(wide: pd.DataFrame) -> pd.DataFrame:
+    """Mean, min and max ("mean", "low", "high") across the seeds (columns) of a per-epoch table,
+    over the epochs every seed reached: up to the earliest last epoch of any seed. An epoch in that
+    range that a seed is missing is NaN (a gap), never a mean over fewer seeds. Empty when fewer
+    than two epochs are shared (there is no curve to draw, only seeds)."""
+    empty = pd.DataFrame(columns=["mean", "low", "high"], dtype=float)
+    ends = [wide[column].last_valid_index() for column in wide.columns]
+    if not ends or any(end is None for end in ends):
+        return empty
+    shared = wide.loc[wide.index <= min(ends)]
+    complete = shared.notna().all(axis=1)
+    if complete.sum() < 2:
+        return empty
+    stats = pd.DataFrame({"mean": shared.mean(axis=1), "low": shared.min(axis=1), "high": shared.max(axis=1)})
+    return stats.where(complete)
 
 
 def tuning_budget(budget: pd.DataFrame) -> Figure:
@@ -183,6 +222,22 @@ def _fit_log_x(ax: Axes, values: pd.Series) -> None:
         low, high = np.log10(positive.min()), np.log10(positive.max())
         margin = max(0.1 * (high - low), 0.15)
         ax.set_xlim(10 ** (low - margin), 10 ** (high + margin))
+
+
+def _log_ticks(axis: Axis) -> None:
+    """Plain labels ("0.001", "0.1", "2") at round values of a log axis, on major ticks only: one
+    per decade when the visible range shows at least two decades, else at 1-2-5 or every integer
+    mantissa, whichever first gives two labels. Minor ticks stay unlabelled."""
+    low, high = sorted(axis.get_view_interval())
+    for subs in ((1.0,), (1.0, 2.0, 5.0), tuple(range(1, 10))):
+        locator = LogLocator(base=10.0, subs=subs)
+        ticks = [t for t in locator.tick_values(low, high) if low <= t <= high]
+        if len(ticks) >= 2:
+            break
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_locator(LogLocator(base=10.0, subs="auto"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _pad_bottom(ax: Axes) -> None:

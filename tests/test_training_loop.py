@@ -27,7 +27,7 @@ def test_mlp_learns_digits() -> None:
     assert last["test_acc"] > 0.9
     assert session.reports[-1]["train_loss"] < session.reports[0]["train_loss"]
     assert all(not r["diverged"] for r in session.reports)
-    assert "test_acc" not in session.reports[0]
+    assert all(0 <= r["test_acc"] <= 1 for r in session.reports)  # every epoch: early-stopped trials have one
 
 
 def test_cnn_with_batchnorm_and_a_schedule_trains() -> None:

@@ -74,15 +74,52 @@ def _scalar_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class _Bucket:
-    """Parameters of one group that share device, dtype and step count: one update call."""
+    """Parameters of one group that share device, dtype and step count: one update call per step.
 
-    __slots__ = ("grads", "numel", "params", "states")
+    Built once and reused while the group's parameters-with-gradients, their state and the group's
+    switches stay the same (a step must cost little more than its kernel); only the gradients, which
+    `zero_grad()` replaces every iteration, are gathered anew each step.
+    """
 
-    def __init__(self, n_states: int) -> None:
-        self.params: list[Tensor] = []
-        self.grads: list[Tensor] = []
-        self.states: list[list[Tensor]] = [[] for _ in range(n_states)]
+    __slots__ = (
+        "compiled_with",
+        "complex",
+        "counts",
+        "device",
+        "numel",
+        "originals",
+        "params",
+        "state_lists",
+        "step",
+    )
+
+    def __init__(self, device: torch.device, is_complex: bool, step: float) -> None:
+        self.device = device
+        self.complex = is_complex
+        self.step = step  # the host-side count (all `steps` tensors hold it)
+        self.originals: list[Tensor] = []  # the parameters, to read their .grad each step
+        self.params: list[Tensor] = []  # real views of them
+        self.state_lists: list[list[Tensor] | None] = []  # per name in _state_names, None if unused
+        # If the optimizer counts steps: one tensor whose elements are the params' `step` state tensors
+        # (0-dim views into it, as torch.optim keeps one tensor per param), so one add counts them all.
+        self.counts: Tensor | None = None
         self.numel = 0
+        self.compiled_with: dict[str, bool] | None = None  # flags of the last compiled call
+
+    def grads(self) -> list[Tensor]:
+        grads = [p.grad for p in self.originals]
+        return [torch.view_as_real(g) for g in grads] if self.complex else grads  # type: ignore[misc]
+
+
+class _Plan:
+    """The buckets of one param group, valid while `key` (which params have grads, state names) holds."""
+
+    __slots__ = ("buckets", "key", "reusable")
+
+    def __init__(self, key: tuple[Any, ...], buckets: list[_Bucket], reusable: bool) -> None:
+        self.key = key
+        self.buckets = buckets
+        self.reusable = reusable
 
 
 class FusableOptimizer(torch.optim.Optimizer):
@@ -122,52 +159,82 @@ class FusableOptimizer(torch.optim.Optimizer):
             self._step_group(group)
         return loss
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plans = {}  # the state tensors were replaced
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._plans = {}
+
     def _step_group(self, group: dict[str, Any]) -> None:
-        names = self._state_names
+        plan = self._plan_for(group)
+        flags = self._flags(group)
+        for bucket in plan.buckets:
+            if bucket.counts is not None:
+                bucket.counts += 1
+                bucket.step += 1
+            scalars = self._scalars(group, bucket.step)
+            grads = bucket.grads()
+            if self._should_compile(group, bucket.device, bucket.numel):
+                scalar_tensor = torch.tensor(
+                    scalars, dtype=_scalar_dtype(bucket.params[0].dtype), device=bucket.device
+                )
+                if self._run_compiled(bucket, grads, scalar_tensor, flags):
+                    continue
+            type(self)._update(bucket.params, grads, *bucket.state_lists, scalars, **flags)
+
+    def _plan_for(self, group: dict[str, Any]) -> _Plan:
+        plans: dict[int, _Plan] = self.__dict__.setdefault("_plans", {})
+        key = (tuple(p.grad is not None for p in group["params"]), self._active_state_names(group))
+        plan = plans.get(id(group))
+        if plan is None or plan.key != key:
+            plan = self._build_plan(group, key)
+            if plan.reusable:
+                plans[id(group)] = plan
+            else:
+                plans.pop(id(group), None)
+        return plan
+
+    def _build_plan(self, group: dict[str, Any], key: tuple[Any, ...]) -> _Plan:
+        """Create missing state and bucket the parameters that have gradients."""
         active = self._active_state_names(group)
         buckets: dict[tuple[torch.device, torch.dtype, float], _Bucket] = {}
-        params_with_grad = [p for p in group["params"] if p.grad is not None]
-        steps = self._advance_steps(params_with_grad, group)
-        for param, step in zip(params_with_grad, steps, strict=True):
-            grad = param.grad
-            if grad.is_sparse:
+        any_fresh = False
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            bucket = buckets.get((param.device, param.dtype, step))
-            if bucket is None:
-                bucket = buckets[(param.device, param.dtype, step)] = _Bucket(len(active))
-            bucket.params.append(_real_view(param))
-            bucket.grads.append(_real_view(grad))
-            for i, name in enumerate(active):
-                bucket.states[i].append(_real_view(self.state[param][name]))
-            bucket.numel += param.numel()
-
-        flags = self._flags(group)
-        for (device, _, step), bucket in buckets.items():
-            scalars = self._scalars(group, step)
-            by_name = dict(zip(active, bucket.states, strict=True))
-            state_lists = [by_name.get(name) for name in names]
-            if self._should_compile(group, device, bucket.numel):
-                real_dtype = bucket.params[0].dtype
-                scalar_tensor = torch.tensor(scalars, dtype=_scalar_dtype(real_dtype), device=device)
-                if self._run_compiled(device, bucket, state_lists, scalar_tensor, flags):
-                    continue
-            type(self)._update(bucket.params, bucket.grads, *state_lists, scalars, **flags)
-
-    def _advance_steps(self, params: list[Tensor], group: dict[str, Any]) -> list[float]:
-        """Create missing state, count the step, and return each parameter's step count."""
-        steps: list[float] = []
-        for param in params:
             # .get: optimizers without state for a param (SGD without momentum) must not create an entry.
             fresh = self._is_fresh(self.state.get(param, {}), group)
             if fresh:
                 self._init_state(param, group)
+                any_fresh = True
+            # Counted steps are advanced in _step_group; without counts, 0.0 marks a state-creating step.
+            step = float(self.state[param]["step"]) if self._counts_steps else 0.0 if fresh else 1.0
+            bucket_key = (param.device, param.dtype, step)
+            if bucket_key not in buckets:
+                buckets[bucket_key] = _Bucket(param.device, param.is_complex(), step)
+            bucket = buckets[bucket_key]
+            bucket.originals.append(param)
+            bucket.params.append(_real_view(param))
+            bucket.numel += param.numel()
+        for bucket in buckets.values():
             if self._counts_steps:
-                step = self.state[param]["step"]
-                step += 1
-                steps.append(float(step))
-            else:
-                steps.append(0.0 if fresh else 1.0)
-        return steps
+                first = self.state[bucket.originals[0]]["step"]
+                bucket.counts = torch.full(
+                    (len(bucket.originals),), bucket.step, dtype=first.dtype, device=first.device
+                )
+                for i, param in enumerate(bucket.originals):
+                    self.state[param]["step"] = bucket.counts[i]
+            for name in self._state_names:
+                if name in active:
+                    bucket.state_lists.append([_real_view(self.state[p][name]) for p in bucket.originals])
+                else:
+                    bucket.state_lists.append(None)
+        # A state-creating step of an optimizer without step counts is special (see _scalars): rebuild.
+        return _Plan(key, list(buckets.values()), reusable=self._counts_steps or not any_fresh)
 
     def _should_compile(self, group: dict[str, Any], device: torch.device, numel: int) -> bool:
         if device.type in _compile_broken_on:
@@ -180,26 +247,26 @@ class FusableOptimizer(torch.optim.Optimizer):
         return numel >= COMPILE_MIN_NUMEL
 
     def _run_compiled(
-        self,
-        device: torch.device,
-        bucket: _Bucket,
-        state_lists: list[list[Tensor] | None],
-        scalars: Tensor,
-        flags: dict[str, bool],
+        self, bucket: _Bucket, grads: list[Tensor], scalars: Tensor, flags: dict[str, bool]
     ) -> bool:
+        compiled = _compiled(type(self)._update)
         try:
-            # Each variant (flags, shapes, dtype) of an update function is one compiled graph; a process
-            # that runs many trials (Ray actor reuse) needs more than dynamo's default 8 per function.
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-                _compiled(type(self)._update)(bucket.params, bucket.grads, *state_lists, scalars, **flags)
+            if bucket.compiled_with == flags:  # the same variant as last step: dynamo's cache hits
+                compiled(bucket.params, grads, *bucket.state_lists, scalars, **flags)
+            else:
+                # A new variant (flags, shapes, dtype) may compile a new graph; a process that runs many
+                # trials (Ray actor reuse) needs more of them than dynamo's default 8 per function.
+                with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                    compiled(bucket.params, grads, *bucket.state_lists, scalars, **flags)
+                bucket.compiled_with = dict(flags)
         except torch._dynamo.exc.FailOnRecompileLimitHit:
             if not _warned_recompile_limit:
                 _warn_once_recompile_limit(type(self).__name__)
             return False
         except Exception as error:  # a missing compiler surfaces as many different exception types
-            _compile_broken_on.add(device.type)
+            _compile_broken_on.add(bucket.device.type)
             warnings.warn(
-                f"optsweep: compiling the {type(self).__name__} step on {device.type} failed "
+                f"optsweep: compiling the {type(self).__name__} step on {bucket.device.type} failed "
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                 "using the eager step (same formulas, slower) from now on.",
                 RuntimeWarning,

@@ -312,3 +312,62 @@ def test_failed_compilation_falls_back_to_eager_with_one_warning(monkeypatch: py
     with pytest.raises(ValueError, match="OPTSWEEP_COMPILE"):
         monkeypatch.setenv("OPTSWEEP_COMPILE", "sometimes")
         _engine.compile_mode()
+
+
+@pytest.mark.parametrize("name", list(TORCH_REFERENCES))
+def test_params_that_lose_and_regain_their_grad_match_torch(name: str) -> None:
+    """The step reuses its per-group plan between steps; a param without a grad on some step must
+    still be skipped exactly like torch does (its step count stays behind)."""
+    problem = make_problem(torch.float64, complex_param=True)
+    twin = clone_problem(problem)
+    kwargs = {"lr": 0.01, "weight_decay": 0.01}
+    reference = TORCH_REFERENCES[name](problem.groups, **kwargs, foreach=False)
+    mine = ours(name)(twin.groups, **kwargs)
+    for step in range(8):
+        for opt, prob in ((reference, problem), (mine, twin)):
+            opt.zero_grad()
+            prob.loss().backward()
+            if step in (2, 3):
+                prob.params[1].grad = None
+            opt.step()
+    for got, want in zip(twin.params, problem.params, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_load_state_dict_into_a_stepping_optimizer_is_honoured() -> None:
+    """The per-group plan built before a load_state_dict must not outlive it."""
+    problem = make_problem(torch.float64, complex_param=False)
+    opt = optimizers.Adam(problem.params, lr=0.01)
+    run_steps(opt, problem, 3)
+    saved = _serialized(opt.state_dict())
+    params_at_3 = [p.detach().clone() for p in problem.params]
+    run_steps(opt, problem, 2)  # the plan now counts 5 steps
+
+    fresh_problem = clone_problem(problem)
+    with torch.no_grad():
+        for p, q, value in zip(problem.params, fresh_problem.params, params_at_3, strict=True):
+            p.copy_(value)
+            q.copy_(value)
+    opt.load_state_dict(saved)
+    fresh = optimizers.Adam(fresh_problem.params, lr=0.01)
+    fresh.load_state_dict(_serialized(saved))  # its own copy: load_state_dict keeps the loaded tensors
+    for got, want in zip(run_steps(opt, problem, 2)[-1], run_steps(fresh, fresh_problem, 2)[-1], strict=True):
+        assert torch.equal(got, want)
+    assert float(opt.state[problem.params[0]]["step"]) == 5
+
+
+@pytest.mark.parametrize("name", ["adam", "adagrad", "rmsprop"])
+def test_torch_continues_from_our_state_dict(name: str) -> None:
+    """Our step counts are views into one tensor per bucket; torch.optim must still see one per param."""
+    problem = make_problem(torch.float64, complex_param=False)
+    mine = ours(name)(problem.groups, lr=0.01)
+    run_steps(mine, problem, 4)
+    twin = clone_problem(problem)
+    theirs = TORCH_REFERENCES[name](twin.groups, lr=0.01, foreach=False)
+    theirs.load_state_dict(_serialized(mine.state_dict()))
+    expected = run_steps(mine, problem, 3)[-1]
+    actual = run_steps(theirs, twin, 3)[-1]
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    steps = [float(s["step"]) for s in mine.state.values()]
+    assert [float(s["step"]) for s in theirs.state.values()] == steps

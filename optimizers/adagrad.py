@@ -10,7 +10,7 @@ from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
 from ._engine import FusableOptimizer, step_counter
-from .transforms import Scalar, accumulate_square_, add_l2_penalty, descend_, oriented_grad
+from .transforms import Scalar, accumulate_square_, add_l2_penalty, descend_ratio_, oriented_grad
 
 
 def adagrad_update(
@@ -28,7 +28,7 @@ def adagrad_update(
         if has_weight_decay:
             grad = add_l2_penalty(grad, param, weight_decay)
         total = accumulate_square_(sums[i], grad)
-        descend_(param, grad / (total.sqrt() + eps), step_size)
+        descend_ratio_(param, grad, total.sqrt().add_(eps), step_size)
 
 
 class Adagrad(FusableOptimizer):

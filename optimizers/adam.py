@@ -13,7 +13,7 @@ from .transforms import (
     Scalar,
     adam_denominator,
     add_l2_penalty,
-    descend_,
+    descend_ratio_,
     ema_,
     ema_of_square_,
     oriented_grad,
@@ -47,7 +47,7 @@ def adam_update(
         second_moment = ema_of_square_(exp_avg_sqs[i], grad, beta2, one_minus_beta2)
         if amsgrad:
             second_moment = running_max_(max_exp_avg_sqs[i], second_moment)
-        descend_(param, exp_avgs[i] / adam_denominator(second_moment, bc2_sqrt, eps), step_size)
+        descend_ratio_(param, exp_avgs[i], adam_denominator(second_moment, bc2_sqrt, eps), step_size)
 
 
 class Adam(FusableOptimizer):

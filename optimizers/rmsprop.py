@@ -13,6 +13,7 @@ from .transforms import (
     Scalar,
     add_l2_penalty,
     descend_,
+    descend_ratio_,
     ema_,
     ema_of_square_,
     heavy_ball_,
@@ -41,10 +42,12 @@ def rmsprop_update(
             grad = add_l2_penalty(grad, param, weight_decay)
         square_avg = ema_of_square_(square_avgs[i], grad, alpha, one_minus_alpha)
         grad_avg = ema_(grad_avgs[i], grad, alpha, one_minus_alpha) if centered else None
-        scaled = grad / rms_denominator(square_avg, grad_avg, eps)
+        denominator = rms_denominator(square_avg, grad_avg, eps)
         if has_momentum:
-            scaled = heavy_ball_(momentum_buffers[i], scaled, momentum, 1.0)
-        descend_(param, scaled, lr)
+            buffer = heavy_ball_(momentum_buffers[i], grad / denominator, momentum, 1.0)
+            descend_(param, buffer, lr)
+        else:
+            descend_ratio_(param, grad, denominator, lr)
 
 
 class RMSprop(FusableOptimizer):

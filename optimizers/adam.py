@@ -50,6 +50,19 @@ def adam_update(
         descend_ratio_(param, exp_avgs[i], adam_denominator(second_moment, bc2_sqrt, eps), step_size)
 
 
+def init_moments(state: dict[str, Any], param: Tensor) -> None:
+    """Adam's state (torch's layout): the step count and both moment estimates."""
+    state["step"] = step_counter()
+    state["exp_avg"] = zeros_like(param)
+    state["exp_avg_sq"] = zeros_like(param)
+
+
+def moment_scalars(group: dict[str, Any], step: float) -> tuple[float, ...]:
+    """(beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, sqrt(1 - beta2^t)), in float64 like torch's loop."""
+    beta1, beta2 = (float(b) for b in group["betas"])
+    return beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1**step, (1 - beta2**step) ** 0.5
+
+
 class Adam(FusableOptimizer):
     """Adam, a drop-in for `torch.optim.Adam`: same arguments, defaults, state and trajectory.
 
@@ -99,29 +112,21 @@ class Adam(FusableOptimizer):
         super().__init__(params, defaults)
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[param]
-        state["step"] = step_counter()
-        state["exp_avg"] = zeros_like(param)
-        state["exp_avg_sq"] = zeros_like(param)
+        init_moments(self.state[param], param)
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = zeros_like(param)
+            self.state[param]["max_exp_avg_sq"] = zeros_like(param)
 
     def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self._state_names if group["amsgrad"] else self._state_names[:2]
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        lr = float(group["lr"])
-        beta1, beta2 = (float(b) for b in group["betas"])
-        weight_decay = float(group["weight_decay"])
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
+        lr, weight_decay = float(group["lr"]), float(group["weight_decay"])
+        moments = moment_scalars(group, step)
+        bias_correction1, bias_correction2_sqrt = moments[4:]
         return (
-            beta1,
-            1 - beta1,
-            beta2,
-            1 - beta2,
+            *moments[:4],
             lr / bias_correction1,
-            bias_correction2**0.5,
+            bias_correction2_sqrt,
             float(group["eps"]),
             weight_decay,
             1 - lr * weight_decay,

@@ -8,7 +8,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, step_counter, zeros_like
+from ._engine import FusableOptimizer
+from .adam import init_moments, moment_scalars
 from .transforms import (
     Scalar,
     adam_denominator,
@@ -82,20 +83,15 @@ class LAMB(FusableOptimizer):
         super().__init__(params, defaults)
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[param]
-        state["step"] = step_counter()
-        state["exp_avg"] = zeros_like(param)
-        state["exp_avg_sq"] = zeros_like(param)
+        init_moments(self.state[param], param)
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        beta1, beta2 = (float(b) for b in group["betas"])
+        moments = moment_scalars(group, step)
+        bias_correction1, bias_correction2_sqrt = moments[4:]
         return (
-            beta1,
-            1 - beta1,
-            beta2,
-            1 - beta2,
-            1 / (1 - beta1**step),
-            (1 - beta2**step) ** 0.5,
+            *moments[:4],
+            1 / bias_correction1,
+            bias_correction2_sqrt,
             float(group["eps"]),
             float(group["weight_decay"]),
             float(group["lr"]),

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, zeros_like
+from .sgd import MomentumBufferOptimizer
 from .transforms import (
     Scalar,
     add_l2_penalty,
@@ -42,7 +42,7 @@ def lars_update(
         descend_(param, direction, lr)
 
 
-class LARS(FusableOptimizer):
+class LARS(MomentumBufferOptimizer):
     """LARS: SGD with momentum whose step is rescaled per tensor by the local LR
     trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps) (1 where ||w|| or ||g|| is zero).
 
@@ -52,8 +52,6 @@ class LARS(FusableOptimizer):
     """
 
     _update = staticmethod(lars_update)
-    _state_names = ("momentum_buffer",)
-    _counts_steps = False
 
     def __init__(
         self,
@@ -91,15 +89,6 @@ class LARS(FusableOptimizer):
             "fused": fused,
         }
         super().__init__(params, defaults)
-
-    def _is_fresh(self, state: dict[str, Any], group: dict[str, Any]) -> bool:
-        return float(group["momentum"]) != 0 and "momentum_buffer" not in state
-
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
-        self.state[param]["momentum_buffer"] = zeros_like(param)
-
-    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return self._state_names if float(group["momentum"]) != 0 else ()
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
         return (

@@ -41,12 +41,27 @@ def sgd_update(
         descend_(param, direction, lr)
 
 
-class SGD(FusableOptimizer):
+class MomentumBufferOptimizer(FusableOptimizer):
+    """State of SGD-like optimizers: a momentum buffer per parameter while momentum != 0, no step count
+    (torch's layout); a buffer's first step is marked by step 0.0 (see `momentum_scalars`)."""
+
+    _state_names = ("momentum_buffer",)
+    _counts_steps = False
+
+    def _is_fresh(self, state: dict[str, Any], group: dict[str, Any]) -> bool:
+        return float(group["momentum"]) != 0 and "momentum_buffer" not in state
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        self.state[param]["momentum_buffer"] = zeros_like(param)
+
+    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self._state_names if float(group["momentum"]) != 0 else ()
+
+
+class SGD(MomentumBufferOptimizer):
     """SGD, a drop-in for `torch.optim.SGD`: same arguments, defaults, state and trajectory."""
 
     _update = staticmethod(sgd_update)
-    _state_names = ("momentum_buffer",)
-    _counts_steps = False
 
     def __init__(
         self,
@@ -84,15 +99,6 @@ class SGD(FusableOptimizer):
             "fused": fused,
         }
         super().__init__(params, defaults)
-
-    def _is_fresh(self, state: dict[str, Any], group: dict[str, Any]) -> bool:
-        return float(group["momentum"]) != 0 and "momentum_buffer" not in state
-
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
-        self.state[param]["momentum_buffer"] = zeros_like(param)
-
-    def _active_state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return self._state_names if float(group["momentum"]) != 0 else ()
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
         return (

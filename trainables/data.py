@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -391,25 +392,7 @@ def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
     return Subset(dataset, list(range(rank, len(dataset), world_size)))  # type: ignore[arg-type]
 
 
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool = False,
-    num_workers: int = 0,
-) -> ShardedLoader:
-    """A ShardedLoader over rank `rank`'s shard of `dataset`; see ShardedLoader."""
-    return ShardedLoader(
-        dataset,
-        batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-        num_workers=num_workers,
-    )
+def make_loader(dataset: Dataset, batch_size: int, **options: Any) -> ShardedLoader:
+    """A ShardedLoader over a rank's shard of `dataset` (options: shuffle, seed, rank, world_size,
+    drop_last, num_workers; see ShardedLoader)."""
+    return ShardedLoader(dataset, batch_size, **options)

@@ -50,8 +50,19 @@ def check(path: str, min_free: int) -> None:
         )
 
 
+def check_free_space(path: str, min_free: int) -> None:
+    """The cheap half of `check` (no write), for every checkpoint."""
+    try:
+        stats = os.statvfs(path)
+    except OSError as error:
+        raise StorageError(f"the storage path {path} is not accessible ({error.strerror or error})") from None
+    if stats.f_bavail * stats.f_frsize < min_free:
+        check(path, min_free)  # raises with the full message
+
+
 class StorageGuard(tune.Callback):
-    """Tune callback: `check` the storage at most every `interval_s` seconds; a StorageError aborts
+    """Tune callback: checks the free space after every checkpoint a trial persists (that is when the
+    storage fills) and `check`s writability at most every `interval_s` seconds; a StorageError aborts
     `Tuner.fit` (Tune cleans up its trials and leaves the last experiment snapshot in place)."""
 
     def __init__(self, path: str, min_free: int, interval_s: float = 2.0) -> None:
@@ -59,8 +70,20 @@ class StorageGuard(tune.Callback):
         self.min_free = min_free
         self.interval_s = interval_s
         self._last_check = 0.0
+        self._found: StorageError | None = None
+
+    def on_checkpoint(
+        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        # Tune logs and swallows exceptions raised while it handles a checkpoint: keep it for on_step_end.
+        try:
+            check_free_space(self.path, self.min_free)
+        except StorageError as error:
+            self._found = error
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self._found is not None:
+            raise self._found
         if time.monotonic() - self._last_check >= self.interval_s:
             self._last_check = time.monotonic()
             check(self.path, self.min_free)

@@ -33,7 +33,7 @@ from trainables import data, decisions
 from trainables.config import TrainConfig
 from trainables.trial import run_trial, trial_resources
 
-from . import cli, spaces, storage_guard
+from . import cli, resume, spaces, storage_guard
 from .progress import ProgressLine
 from .scheduling import METRIC, MODE, build_scheduler
 from .storage_guard import StorageError, StorageGuard
@@ -205,6 +205,13 @@ def _run_optimizer(args: cli.StudyArgs, optimizer: str) -> tune.ResultGrid:
         print(
             f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
         )
+        if not args.is_remote_storage:
+            for trial_id in resume.repair_checkpoint_references(path):
+                print(
+                    f"  trial {trial_id}: its last snapshot names a deleted checkpoint; it resumes from its "
+                    "newest one instead",
+                    flush=True,
+                )
         # Errored trials resume from their last checkpoint too: the error may have been the storage or a
         # lost node, fixed since; a trial that fails for good fails again within its max_failures.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)

@@ -43,21 +43,28 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.fixture
+def ray_must_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the sweep reached Ray before rejecting its input")
+
+    monkeypatch.setattr(study, "_connect_ray", started)
+
+
+@pytest.mark.usefixtures("ray_must_not_start")
 @pytest.mark.parametrize(("argv", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_before_ray_starts(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import ray
-
     code = adam_vs_sgd.main([*argv, "--storage-path", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert message in err
-    assert not ray.is_initialized()
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.usefixtures("ray_must_not_start")
 def test_unwritable_storage_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -67,6 +74,7 @@ def test_unwritable_storage_path(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.count("\n") == 1
 
 
+@pytest.mark.usefixtures("ray_must_not_start")
 def test_missing_dataset_offline_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = adam_vs_sgd.main(
         ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--storage-path", str(tmp_path / "r")]
@@ -137,6 +145,7 @@ def test_every_registered_optimizer_has_a_search_space_its_constructor_accepts()
             optimizers.build(name, [torch.zeros(2, requires_grad=True)], **hparams)
 
 
+@pytest.mark.usefixtures("ray_must_not_start")
 def test_rerun_with_other_study_settings_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +161,7 @@ def test_rerun_with_other_study_settings_is_refused(
     assert err.count("\n") == 1
 
 
+@pytest.mark.usefixtures("ray_must_not_start")
 def test_a_second_sweep_on_the_same_experiment_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

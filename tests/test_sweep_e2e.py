@@ -3,11 +3,13 @@ resume after the driver is killed, and multi-worker trials under ASHA that must 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -165,11 +167,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_s
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     finished_before = _finished_trials(experiment)
-    # The kill may also have torn a checkpoint: damage the newest one of each unfinished trial that has two.
+    # The kill may also have torn checkpoints: damage every checkpoint of the unfinished trials that have
+    # two (Tune's last snapshot may name either), so the one Tune restores from is certainly damaged.
     damaged = _unfinished_with_two_checkpoints(experiment)
     assert len(finished_before) >= 2 and damaged
     for trial_dir in damaged:
-        (sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.pt").write_bytes(b"torn write")
+        for checkpoint in trial_dir.glob("checkpoint_*"):
+            (checkpoint / "state.pt").write_bytes(b"torn write")
 
     assert adam_vs_sgd.main(argv) == 0
     assert "Resuming sgd" in capsys.readouterr().out
@@ -179,9 +183,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_s
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
     assert (trials["epochs"] == 15).all()
-    for trial_dir in damaged:  # they fell back to the checkpoint before the damaged one, and said so
+    for trial_dir in damaged:  # never loaded silently: they started over, and said so
         results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-        assert any(r.get("unusable_checkpoints") == 1 for r in results), trial_dir.name
+        assert any(r.get("unusable_checkpoints", 0) >= 1 for r in results), trial_dir.name
 
 
 @pytest.mark.timeout(600)
@@ -216,3 +220,59 @@ def test_multi_worker_trials_under_asha_run_to_the_end(tmp_path: Path) -> None:
     assert set(trials["status"]) <= {"completed", "stopped_early"}
     assert "stopped_early" in set(trials["status"])  # ASHA really stopped one, and the next ones still ran
     assert (tmp_path / "ddp" / "sgd" / "train_runs").is_dir()
+
+
+def _early_snapshot(experiment: Path, stop: threading.Event) -> dict[str, str]:
+    """Copies of Tune's experiment snapshot taken while trials run; returns the first one that names a
+    checkpoint of a running trial (the snapshot a driver killed at that moment would leave)."""
+    found: dict[str, str] = {}
+    while not stop.is_set() and not found:
+        for state_file in experiment.glob("experiment_state-*.json"):
+            try:
+                text = state_file.read_text()
+                trials = [(json.loads(a), json.loads(b)) for a, b in json.loads(text)["trial_data"]]
+            except (OSError, ValueError, KeyError):
+                continue
+            if any(t["status"] == "RUNNING" and (r.get("last_result") or {}).get("checkpoint_dir_name")
+                   for t, r in trials):  # fmt: skip
+                found.update(name=state_file.name, text=text)
+        time.sleep(0.01)
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_resume_when_the_snapshot_names_a_deleted_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tune deletes old checkpoints (num_to_keep=2) before its next snapshot, so a driver that dies in
+    between leaves a snapshot naming a checkpoint that is gone, and Ray 2.60 then fails the trial on
+    resume ("Could not recover from checkpoint as it does not exist", seen here after an
+    unwritable-storage stop). The resume must continue from the trial's newest checkpoint instead."""
+    argv = ["--optimizers", "sgd", "--smoke", "--model", "cnn", "--max-epochs", "10", "--scheduler", "fifo",
+            "--name", "stale", "--storage-path", str(tmp_path)]  # fmt: skip
+    experiment = tmp_path / "stale" / "sgd"
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        watcher = pool.submit(_early_snapshot, experiment, stop)
+        assert adam_vs_sgd.main(argv) == 0
+        stop.set()
+        early = watcher.result()
+    assert early, "no snapshot with a running trial was seen"
+    # The driver "died" right after that snapshot: the trials went on and rotated their checkpoints.
+    for state_file in experiment.glob("experiment_state-*.json"):
+        state_file.unlink()
+    (experiment / early["name"]).write_text(early["text"])
+    stale = [
+        (t, r["last_result"]["checkpoint_dir_name"])
+        for t, r in ((json.loads(a), json.loads(b)) for a, b in json.loads(early["text"])["trial_data"])
+        if t["status"] == "RUNNING" and (r.get("last_result") or {}).get("checkpoint_dir_name")
+    ]
+    gone = [t["trial_id"] for t, name in stale if not (experiment / t["relative_logdir"] / name).exists()]
+    assert gone, "the named checkpoints still exist: nothing to repair"
+
+    assert adam_vs_sgd.main(argv) == 0
+    out = capsys.readouterr().out
+    for trial_id in gone:
+        assert f"trial {trial_id}: its last snapshot names a deleted checkpoint" in out
+    trials = pd.read_csv(tmp_path / "stale" / "report" / "trials.csv")
+    assert set(trials["status"]) == {"completed"} and (trials["epochs"] == 10).all()

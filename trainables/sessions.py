@@ -96,8 +96,12 @@ def _ray_checkpoint_candidates(checkpoint: Any) -> Iterator[tuple[str, Any]]:
     ]
     ordered = [path, *sorted((p for p in siblings if p.rsplit("/", 1)[1] < name), reverse=True)]
     for candidate in ordered:
+        label = candidate.rsplit("/", 1)[1]
+        if fs.get_file_info(candidate).type != pyarrow.fs.FileType.Directory:
+            yield label, f"{candidate} (missing)"  # checkpoints.load reports it as unusable
+            continue
         with Checkpoint(path=candidate, filesystem=fs).as_directory() as directory:
-            yield candidate.rsplit("/", 1)[1], directory
+            yield label, directory
 
 
 def _node_id() -> str:

@@ -2,11 +2,11 @@
 
 A checkpoint is a directory. Rank 0 writes `state.pt` (model, optimizer, schedule, epoch, ...) and every
 rank writes `rng_rank<r>.pt` (its random-number generator states); each file gets a `<file>.sha256`
-digest written after it, and `meta.json` (the epoch) comes last. Every file goes to a temporary name in
-the same directory and is `os.replace`d into place, so a crash leaves either the old file or the new one,
-never half of one; a file whose digest is missing or wrong is refused (`CorruptCheckpointError`), since
-`torch.load` can read a corrupted file without noticing. Everything is loaded with
-`weights_only=True`: state dicts, tensors and plain types only.
+digest written after it. Every file goes to a temporary name in the same directory and is `os.replace`d
+into place, so a crash leaves either the old file or the new one, never half of one; a file whose digest
+is missing or wrong is refused (`CorruptCheckpointError`), since `torch.load` can read a corrupted file
+without noticing. Everything is loaded with `weights_only=True`: state dicts, tensors and plain types
+only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import random
 import tempfile
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
-META_FILE = "meta.json"
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -81,11 +79,10 @@ def save(
     directory: str | os.PathLike[str],
     state: dict[str, Any] | None,
     rank: int,
-    epoch: int,
     *,
     durable: bool = True,
 ) -> None:
-    """Write this rank's part of the checkpoint of `epoch` into `directory`.
+    """Write this rank's part of a checkpoint into `directory`.
 
     `state` (rank 0 only) is the training state; every rank adds its RNG states. `durable=False` skips
     the fsyncs: for a staging directory that Ray copies to storage (the copy is what must survive), they
@@ -96,7 +93,6 @@ def save(
     save_tensor_file(directory / rng_file(rank), capture_rng(), durable=durable)
     if state is not None:
         save_tensor_file(directory / STATE_FILE, state, durable=durable)
-        write_atomic(directory / META_FILE, json.dumps({"epoch": epoch}).encode(), durable=durable)
 
 
 def load(directory: str | os.PathLike[str], rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -106,13 +102,6 @@ def load(directory: str | os.PathLike[str], rank: int) -> tuple[dict[str, Any], 
     rng_path = directory / rng_file(rank)
     rng = load_tensor_file(rng_path) if rng_path.exists() else None
     return state, rng
-
-
-def epoch_of(directory: str | os.PathLike[str]) -> int | None:
-    try:
-        return int(json.loads((Path(directory) / META_FILE).read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def capture_rng() -> dict[str, Any]:

@@ -147,7 +147,7 @@ def train(config: TrainConfig, session: Session) -> dict[str, Any]:
             state = (
                 _training_state(model, optimizer, scheduler, scaler, progress) if session.rank == 0 else None
             )
-            checkpoints.save(directory, state, session.rank, epoch, durable=False)  # a staging copy
+            checkpoints.save(directory, state, session.rank, durable=False)  # a staging copy
             session.report(metrics, directory)
         if epoch < config.max_epochs and session.should_stop(epoch):
             break

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from optsweep.vocabulary import DEFAULT_TARGET
 from trainables import checkpoints, data, loop, sessions
 from trainables.config import TrainConfig
 
@@ -35,7 +36,7 @@ def test_cnn_with_batchnorm_and_a_schedule_trains() -> None:
         optimizer="sgd",
         hparams={"lr": 0.05, "momentum": 0.9, "nesterov": True},
         schedule="warmup_cosine",
-        model="cnn",
+        task_args={"model": "cnn"},
         max_epochs=2,
         grad_clip=1.0,
     )
@@ -86,7 +87,8 @@ def test_diverging_run_stops_at_once_with_finite_sentinels() -> None:
     last = loop.train(TrainConfig(optimizer="sgd", hparams={"lr": 1e4}, max_epochs=20), session)
     assert len(session.reports) == 1
     assert last["diverged"] is True
-    assert last["val_acc"] == 0.0
+    assert last["val_acc"] == DEFAULT_TARGET.worst  # finite, and worse than any real accuracy
+    assert last["best_val_acc"] == DEFAULT_TARGET.worst  # it never had a valid epoch
     assert all(math.isfinite(v) for v in last.values() if isinstance(v, float))
     assert "test_acc" not in last
 
@@ -188,21 +190,26 @@ def test_trial_config_is_flat_and_typos_are_errors() -> None:
             "beta1": 0.8,
             "schedule": "cosine",
             "__trial_index__": 1,
-            "settings": {"max_epochs": 3, "model": "cnn"},
+            "settings": {"max_epochs": 3, "task_args": {"model": "cnn"}},
         }
     )
     assert config.hparams == {"lr": 0.01, "beta1": 0.8}
-    assert (config.seed, config.max_epochs, config.model, config.schedule) == (2, 3, "cnn", "cosine")
+    assert (config.seed, config.max_epochs, config.task_args, config.schedule) == (
+        2,
+        3,
+        {"model": "cnn"},
+        "cosine",
+    )
     with pytest.raises(ValueError, match="Unknown setting.*max_epoch.*valid:"):
         TrainConfig.from_trial_config({"settings": {"max_epoch": 3}})
-    with pytest.raises(ValueError, match="max_epochs.*must be int"):
+    with pytest.raises(ValueError, match="max_epochs.*must be int or None"):
         TrainConfig(max_epochs="3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="amp.*must be bool or None"):
         TrainConfig(amp=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="workers: 0"):
         TrainConfig(workers=0)
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
-        TrainConfig(dataset="imagenet")
+    with pytest.raises(ValueError, match="Invalid task: 'imagenet'; built-in tasks: digits"):
+        TrainConfig(task="imagenet")
 
 
 def test_ray_checkpoints_fall_back_to_their_older_siblings(tmp_path: Path) -> None:

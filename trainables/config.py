@@ -17,7 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import optimizers
 from optimizers import schedules
 
-from . import data, models
+from . import builtin_tasks
 
 # Keys of a trial config that are not optimizer hyperparameters.
 NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")
@@ -30,11 +30,14 @@ class TrainConfig:
     schedule: str = "constant"
     seed: int = 0
 
-    dataset: str = "digits"
-    model: str = "mlp"
+    # What is trained: a built-in task name, "my_pkg.tasks:factory" or "path/to/file.py:factory"
+    # (trainables.tasks.build_task), with the factory's keyword arguments.
+    task: str = "digits"
+    task_args: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
-    max_epochs: int = 20
-    batch_size: int = 64
+    # None: the task's own defaults.
+    max_epochs: int | None = None
+    batch_size: int | None = None
     grad_clip: float | None = None
     # Mixed precision: None = on where it helps (CUDA), off on the CPU.
     amp: bool | None = None
@@ -50,12 +53,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        data.check_dataset_name(self.dataset)
-        models.check_model_name(self.model)
-        optimizers.optimizer_class(self.optimizer)
+        if ":" not in self.task and self.task not in builtin_tasks.TASKS:
+            raise ValueError(
+                f"Invalid task: {self.task!r}; built-in tasks: {', '.join(builtin_tasks.TASKS)} "
+                "(or an import path 'my_pkg.tasks:build_task')"
+            )
+        if ":" not in self.optimizer:
+            optimizers.optimizer_class(self.optimizer)
         schedules.check_name(self.schedule)
         for name in ("max_epochs", "batch_size", "workers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)}; must be an integer >= 1")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"Invalid cpus_per_worker: {self.cpus_per_worker}; must be > 0")
@@ -100,8 +107,11 @@ class TrainConfig:
             if f.name not in ("optimizer", "hparams", "schedule", "seed")
         ]
 
-    def divergence_bound(self, num_classes: int) -> float:
-        return self.divergence_loss if self.divergence_loss is not None else 100 * math.log(num_classes)
+    def divergence_bound(self, task_bound: float | None) -> float:
+        """A training loss above this ends the run as diverged (a non-finite one always does)."""
+        if self.divergence_loss is not None:
+            return self.divergence_loss
+        return task_bound if task_bound is not None else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -55,6 +55,22 @@ class Splits:
     input_shape: tuple[int, ...]  # (C, H, W) of one example
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a model needs to know of a dataset, without loading it."""
+
+    input_shape: tuple[int, ...]  # (C, H, W) of one example
+    num_classes: int
+
+
+def spec(name: str) -> DatasetShape:
+    """The input shape and class count of dataset `name`."""
+    check_dataset_name(name)
+    if name == "digits":
+        return DatasetShape((1, 8, 8), 10)
+    return DatasetShape(_TORCHVISION[name].input_shape, _TORCHVISION[name].num_classes)
+
+
 def dataset_names() -> list[str]:
     return list(DATASETS)
 
@@ -126,6 +142,7 @@ class _TorchvisionSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_shape: tuple[int, int, int]
+    num_classes: int
     val_size: int
     augment: bool
     layout_hint: str  # what the user must put into the data directory
@@ -139,6 +156,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         (0.1307,),
         (0.3081,),
         (1, 28, 28),
+        10,
         5000,
         False,
         "the 'MNIST' folder (MNIST/raw/ holding the four unzipped idx files, e.g. train-images-idx3-ubyte)",
@@ -150,6 +168,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         (0.2860,),
         (0.3530,),
         (1, 28, 28),
+        10,
         5000,
         False,
         "the 'FashionMNIST' folder (FashionMNIST/raw/ holding the four unzipped idx files, "
@@ -162,6 +181,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         (0.4914, 0.4822, 0.4465),
         (0.2470, 0.2435, 0.2616),
         (3, 32, 32),
+        10,
         5000,
         True,
         "the extracted 'cifar-10-batches-py' folder",

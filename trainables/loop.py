@@ -17,16 +17,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import optimizers
 from optimizers import schedules
+from optsweep import vocabulary as v
 
-from . import checkpoints, data, faults, models
+from . import checkpoints, data, faults, optimizer_choice
 from .config import TrainConfig
+from .tasks import LOSS_METRIC, Task, build_task, param_groups
 
-DIVERGED_LOSS = 1e9
+DIVERGED_LOSS = v.DIVERGED_VALUE
 """Finite stand-in for a diverged run's losses: Tune's schedulers and searchers break on NaN."""
 
 
@@ -47,7 +47,7 @@ class Session(Protocol):
 @dataclass
 class _Progress:
     epoch: int = 0
-    best_val_acc: float = 0.0
+    best: float = math.nan  # the best target value so far
     resumed_from_epoch: int | None = None  # set when this run continued from a checkpoint
     unusable_checkpoints: int = 0  # damaged checkpoints skipped on the way
 
@@ -58,46 +58,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, session: Session) -> dict[str, Any]:
-    """Train `config` to the end (or until diverged or asked to stop); returns the last metrics."""
+def train(config: TrainConfig, session: Session, task: Task | None = None) -> dict[str, Any]:
+    """Train `config` to the end (or until diverged or asked to stop); returns the last metrics.
+
+    `task` is what is trained; None builds `config.task` with `config.task_args`.
+    """
+    if task is None:
+        task = build_task(config.task, config.task_args, data_dir=config.data_dir)
+    target = task.target
+    batch_size = config.batch_size or task.batch_size
+    max_epochs = config.max_epochs or task.max_epochs
     seed_everything(config.seed)
-    splits = data.load_splits(config.dataset, config.data_dir)
-    model = models.build_model(config.model, splits.input_shape, splits.num_classes).to(session.device)
+    splits = task.data()
+    model = task.model().to(session.device)
     model = session.prepare_model(model)
     train_loader = data.make_loader(
         splits.train,
-        config.batch_size,
+        batch_size,
         shuffle=True,
         seed=config.seed,
         rank=session.rank,
         world_size=session.world_size,
     )
-    val_loader, test_loader = (
-        data.make_loader(
+    eval_loaders = {
+        prefix: data.make_loader(
             data.eval_shard(split, session.rank, session.world_size),
-            config.batch_size,
+            batch_size,
             shuffle=False,
             seed=config.seed,
         )
-        for split in (splits.val, splits.test)
+        for prefix, split in ((v.VAL_PREFIX, splits.val), (v.TEST_PREFIX, splits.test))
+        if split is not None
+    }
+    optimizer = optimizer_choice.build(
+        config.optimizer, param_groups(_unwrapped(model), task.weight_decay), config.hparams
     )
-    optimizer = optimizers.build(config.optimizer, model.parameters(), **config.hparams)
-    scheduler = schedules.build(config.schedule, optimizer, config.max_epochs * len(train_loader))
+    schedule_options = {"mode": target.mode} if config.schedule == "plateau" else {}
+    total_steps = max_epochs * len(train_loader)
+    scheduler = schedules.build(config.schedule, optimizer, total_steps, **schedule_options)
     use_amp = config.amp if config.amp is not None else session.device.type == "cuda"
     scaler = torch.amp.GradScaler(session.device.type, enabled=use_amp)
     progress = _Progress()
     _resume(session, model, optimizer, scheduler, scaler, progress)
 
-    bound = config.divergence_bound(splits.num_classes)
+    bound = config.divergence_bound(task.divergence_loss)
     metrics: dict[str, Any] = {}
     start_epoch = progress.epoch + 1
-    for epoch in range(start_epoch, config.max_epochs + 1):
+    for epoch in range(start_epoch, max_epochs + 1):
         started = time.perf_counter()
         train_loader.set_epoch(epoch)
         lr = float(optimizer.param_groups[0]["lr"])  # in effect for this epoch's first step
         train_loss, samples = _train_epoch(
             model,
             train_loader,
+            task,
             optimizer,
             scheduler,
             scaler,
@@ -108,48 +122,50 @@ def train(config: TrainConfig, session: Session) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         metrics = {
             **_resume_note(progress, first_epoch=epoch == start_epoch),
-            "epoch": epoch,
-            "lr": lr,
-            "epoch_time_s": elapsed,
-            "samples_per_s": samples * session.world_size / elapsed if elapsed > 0 else 0.0,
-            "node_id": session.node_id,
+            v.EPOCH: epoch,
+            v.LR: lr,
+            v.EPOCH_TIME_S: elapsed,
+            v.SAMPLES_PER_S: samples * session.world_size / elapsed if elapsed > 0 else 0.0,
+            v.NODE_ID: session.node_id,
         }
         if train_loss is None:  # diverged: finite sentinels, and the run ends here
             metrics |= {
-                "train_loss": DIVERGED_LOSS,
-                "val_loss": DIVERGED_LOSS,
-                "val_acc": 0.0,
-                "best_val_acc": progress.best_val_acc,
-                "diverged": True,
+                v.TRAIN_LOSS: DIVERGED_LOSS,
+                v.VAL_LOSS: DIVERGED_LOSS,
+                target.key: target.worst,
+                target.best_key: _finite_or(progress.best, target.worst),
+                v.DIVERGED_FLAG: True,
             }
             session.report(metrics, None)
             return metrics
 
         # Evaluate the plain module (no DDP collectives: shards may differ in batch count) with rank 0's
-        # BatchNorm statistics everywhere.
+        # BatchNorm statistics everywhere. Test metrics every epoch, so that a trial the scheduler
+        # stops early still has them; nothing selects on them (configurations are chosen on validation).
         _broadcast_buffers(model)
-        val_loss, val_acc = evaluate(_unwrapped(model), val_loader, session.device, use_amp)
+        evaluated: dict[str, float] = {}
+        for prefix, loader in eval_loaders.items():
+            for name, value in evaluate(_unwrapped(model), loader, task, session.device, use_amp).items():
+                evaluated[prefix + name] = value
+        score = evaluated[target.key]
         if schedules.needs_metric(scheduler):
-            scheduler.step(val_acc)
+            scheduler.step(score)
         progress.epoch = epoch
-        progress.best_val_acc = max(progress.best_val_acc, val_acc)
+        if math.isnan(progress.best) or target.better(score, progress.best):
+            progress.best = score
         metrics |= {
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "best_val_acc": progress.best_val_acc,
-            "diverged": False,
+            v.TRAIN_LOSS: train_loss,
+            **evaluated,
+            target.best_key: _finite_or(progress.best, target.worst),
+            v.DIVERGED_FLAG: False,
         }
-        # Every epoch, so that a trial the scheduler stops early still has a test accuracy; nothing
-        # selects on it (configurations are chosen on validation accuracy).
-        metrics["test_acc"] = evaluate(_unwrapped(model), test_loader, session.device, use_amp)[1]
         with tempfile.TemporaryDirectory(prefix="optsweep-ckpt-") as directory:
             state = (
                 _training_state(model, optimizer, scheduler, scaler, progress) if session.rank == 0 else None
             )
             checkpoints.save(directory, state, session.rank, durable=False)  # a staging copy
             session.report(metrics, directory)
-        if epoch < config.max_epochs and session.should_stop(epoch):
+        if epoch < max_epochs and session.should_stop(epoch):
             break
     return metrics
 
@@ -157,6 +173,7 @@ def train(config: TrainConfig, session: Session) -> dict[str, Any]:
 def _train_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    task: Task,
     optimizer: torch.optim.Optimizer,
     scheduler: schedules.Scheduler,
     scaler: torch.amp.GradScaler,
@@ -172,7 +189,7 @@ def _train_epoch(
     for inputs, targets in loader:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with _autocast(device, scaler.is_enabled()):
-            loss = F.cross_entropy(model(inputs), targets)
+            loss = task.loss(model(inputs), targets)
         # The mean over ranks, so that every rank takes the same decision (one returning alone would
         # leave the others waiting in DDP's gradient all-reduce).
         value = float(_all_reduce_sum(loss.detach().double()) / _world_size())
@@ -197,20 +214,40 @@ def _train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, use_amp: bool
-) -> tuple[float, float]:
-    """(mean loss, accuracy) over the whole split, summed across ranks."""
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    task: Task,
+    device: torch.device,
+    use_amp: bool,
+) -> dict[str, float]:
+    """Every metric of `task` (the loss first) over the whole split, exact across batches and ranks:
+    the loss is averaged over examples, each metric over its per-element values."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+    names = list(task.metrics)
+    # Per entry: sum and count; entry 0 is the loss (weighted by examples), then one per metric.
+    sums = torch.zeros(2 * (1 + len(names)), dtype=torch.float64, device=device)
     for inputs, targets in loader:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with _autocast(device, use_amp):
-            logits = model(inputs)
-        sums[0] += F.cross_entropy(logits.float(), targets, reduction="sum")
-        sums[1] += (logits.argmax(dim=1) == targets).sum()
-        sums[2] += len(targets)
-    loss, correct, count = _all_reduce_sum(sums).tolist()
-    return loss / count, correct / count
+            outputs = model(inputs)
+        outputs = outputs.float()
+        examples = len(targets)
+        sums[0] += task.loss(outputs, targets).double() * examples
+        sums[1] += examples
+        for i, name in enumerate(names, start=1):
+            values = task.metrics[name].values(outputs, targets)
+            sums[2 * i] += values.double().sum()
+            sums[2 * i + 1] += values.numel()
+    totals = _all_reduce_sum(sums).tolist()
+    means = [totals[2 * i] / max(totals[2 * i + 1], 1) for i in range(1 + len(names))]
+    result = {LOSS_METRIC: means[0]}
+    for i, name in enumerate(names, start=1):
+        result[name] = task.metrics[name].report(means[i])
+    return result
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
 
 
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -264,7 +301,7 @@ def _training_state(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "epoch": progress.epoch,
-        "best_val_acc": progress.best_val_acc,
+        "best": progress.best,
     }
 
 
@@ -287,6 +324,7 @@ def _resume(
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     progress.epoch = int(state["epoch"])
-    progress.best_val_acc = float(state["best_val_acc"])
+    # Checkpoints from before tasks kept the best validation accuracy.
+    progress.best = float(state["best"] if "best" in state else state["best_val_acc"])
     if rng is not None:
         checkpoints.restore_rng(rng)

@@ -1,0 +1,150 @@
+"""The names every layer shares, defined once: trial statuses, per-epoch result keys, the target metric.
+
+The training loop writes these names, the sweeps schedule on them, the analysis reads them back and
+the test fixtures build experiments with them. Pure Python (no torch, no Ray), so the analysis can use
+it on a machine that has neither.
+
+Metric naming: a task reports metrics by a base name (``acc``, ``mse``, ``perplexity``); each is
+reported per epoch on the validation split as ``val_<name>`` and on the test split as ``test_<name>``.
+The task's target metric is one validation metric with a mode (``max`` or ``min``); the loop also
+reports the best value so far as ``best_val_<name>``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# ------------------------------------------------------------------------------------- statuses
+COMPLETED = "completed"
+STOPPED_EARLY = "stopped_early"
+DIVERGED = "diverged"
+ERROR = "error"
+INCOMPLETE = "incomplete"
+STATUSES = (COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, INCOMPLETE)
+FINISHED = (COMPLETED, STOPPED_EARLY)
+"""Statuses whose metrics are valid measurements."""
+
+# ------------------------------------------------------------------------ per-epoch result keys
+EPOCH = "epoch"
+LR = "lr"
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+TEST_LOSS = "test_loss"
+EPOCH_TIME_S = "epoch_time_s"
+SAMPLES_PER_S = "samples_per_s"
+NODE_ID = "node_id"
+DIVERGED_FLAG = "diverged"
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+UNUSABLE_CHECKPOINTS = "unusable_checkpoints"
+
+VAL_PREFIX = "val_"
+TEST_PREFIX = "test_"
+BEST_PREFIX = "best_"
+FINAL_PREFIX = "final_"
+
+DIVERGED_VALUE = 1e9
+"""Finite stand-in for a diverged run's losses and min-metrics (Tune's schedulers break on NaN)."""
+
+MODES = ("max", "min")
+
+
+def val_key(metric: str) -> str:
+    return VAL_PREFIX + metric
+
+
+def test_key(metric: str) -> str:
+    return TEST_PREFIX + metric
+
+
+# ----------------------------------------------------------------------------------- the target
+@dataclass(frozen=True)
+class Target:
+    """The metric a study optimises: a task metric's base name and whether higher is better.
+
+    ``Target("acc", "max")`` is validation accuracy; ``Target("perplexity", "min")`` validation
+    perplexity. Its column names are the ones the loop reports and the analysis reads.
+    """
+
+    metric: str = "acc"
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"invalid target mode {self.mode!r}; allowed: {', '.join(MODES)}")
+        if not self.metric or not self.metric.replace("_", "").isalnum():
+            raise ValueError(
+                f"invalid target metric name {self.metric!r}: use letters, digits and '_' (e.g. 'acc')"
+            )
+
+    @property
+    def key(self) -> str:
+        """The per-epoch result key schedulers and searchers read, e.g. ``val_acc``."""
+        return val_key(self.metric)
+
+    @property
+    def best_key(self) -> str:
+        """Best-so-far per epoch and a trial's best in the trials table, e.g. ``best_val_acc``."""
+        return BEST_PREFIX + self.key
+
+    @property
+    def final_key(self) -> str:
+        """The value at a trial's last epoch in the trials table, e.g. ``final_val_acc``."""
+        return FINAL_PREFIX + self.key
+
+    @property
+    def test_key(self) -> str:
+        """The same metric on the test split, e.g. ``test_acc``."""
+        return test_key(self.metric)
+
+    @property
+    def label(self) -> str:
+        """For axes and tables: ``val acc (higher is better)``."""
+        return (
+            f"val {self.metric.replace('_', ' ')} ({'higher' if self.mode == 'max' else 'lower'} is better)"
+        )
+
+    @property
+    def worst(self) -> float:
+        """A finite value no real measurement beats: a diverged run's sentinel."""
+        return -DIVERGED_VALUE if self.mode == "max" else DIVERGED_VALUE
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether `a` is strictly better than `b` (NaN is never better)."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return a > b if self.mode == "max" else a < b
+
+    def best_of(self, values: Any) -> float:
+        """The best finite value of an iterable, or NaN if there is none."""
+        finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        if not finite:
+            return math.nan
+        return max(finite) if self.mode == "max" else min(finite)
+
+    def sign(self) -> int:
+        """+1 when higher is better, -1 when lower is: ``sign * value`` is always to be maximised."""
+        return 1 if self.mode == "max" else -1
+
+    def to_json(self) -> dict[str, str]:
+        return {"metric": self.metric, "mode": self.mode}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Target:
+        """From a study record; experiments written before targets existed optimised val_acc (max)."""
+        if not data:
+            return DEFAULT_TARGET
+        return cls(str(data["metric"]), str(data["mode"]))
+
+
+DEFAULT_TARGET = Target("acc", "max")
+"""Validation accuracy: the target of every classification task and of experiments from before tasks."""
+
+TARGET_RECORD_KEY = "target"
+"""Key of the target in an experiment's study record (study.json)."""
+
+STUDY_FILE = "study.json"
+"""The study record's file name, directly inside the experiment directory."""

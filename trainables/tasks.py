@@ -1,0 +1,448 @@
+"""What is trained, apart from how it is swept: a `Task` bundles the model, the data, the loss, the
+metrics, the target metric with its mode, the default budget and the weight-decay rule.
+
+The training loop runs any task; the sweeps compare optimizers on any task. A task is built by a
+factory: a built-in name (`trainables.builtin_tasks`), an import path ``my_pkg.tasks:build_task`` or
+a file ``path/to/my_task.py:build_task``, called with the task's arguments; or a `Task` object passed
+straight to the Python API.
+
+    task = Task(
+        name="my-regression",
+        model=lambda: nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 1)),
+        data=lambda: TaskData(train_ds, val_ds, test_ds),
+        loss=nn.functional.mse_loss,
+        metrics={"mse": MSE},
+        target=Target("mse", "min"),
+    )
+
+Every factory is called in the process that trains (a Tune trial, each Ray Train worker) after the
+seed is set, so initial weights follow the seed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from optsweep.vocabulary import DEFAULT_TARGET, Target
+
+LOSS_METRIC = "loss"
+"""Every task reports its loss on the validation and test splits (`val_loss`); a target may use it."""
+
+WEIGHT_DECAY_RULES = {
+    "all": "weight decay on every parameter",
+    "matrices_only": "no weight decay on biases and normalisation weights (parameters with < 2 dims)",
+}
+
+
+class TaskError(ValueError):
+    """A task that cannot be built or does not fit together; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """The splits of a task: map-style datasets whose items are (inputs, target) pairs.
+
+    `test` may be None; then no test metrics are reported. In-memory `TensorDataset`s take the
+    fast batching path; any other dataset goes through a DataLoader.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as the mean of per-element values over a whole split (exact across batches and
+    data-parallel ranks); `finish` maps that mean to the value reported (e.g. exp for perplexity)."""
+
+    values: Callable[[Tensor, Tensor], Tensor]
+    finish: Callable[[float], float] | None = None
+
+    def report(self, mean: float) -> float:
+        return self.finish(mean) if self.finish is not None else mean
+
+
+def _correct(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.argmax(dim=-1) == targets).float()
+
+
+def _squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.reshape(targets.shape).float() - targets.float()) ** 2
+
+
+def _absolute_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.reshape(targets.shape).float() - targets.float()).abs()
+
+
+def _token_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
+    )
+
+
+def _safe_exp(mean: float) -> float:
+    return math.exp(min(mean, 700.0))  # a diverging model must not raise OverflowError
+
+
+ACCURACY = Metric(_correct)
+"""Fraction of examples whose largest output is the label (classification; also per token)."""
+MSE = Metric(_squared_error)
+"""Mean squared error (regression)."""
+MAE = Metric(_absolute_error)
+"""Mean absolute error (regression)."""
+PERPLEXITY = Metric(_token_cross_entropy, finish=_safe_exp)
+"""exp(mean per-token cross-entropy) of logits (..., vocab) against token ids (...)."""
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy over every token: the loss of a language model with logits (B, T, V)."""
+    return _token_cross_entropy(logits, targets).mean()
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is trained; see the module docstring. Fields:
+
+    - `name`: recorded with the results.
+    - `model`: builds a fresh model (called after seeding).
+    - `data`: builds the splits (`TaskData`).
+    - `loss(outputs, targets)`: the mean training loss of a batch.
+    - `metrics`: name -> `Metric`, reported as ``val_<name>`` and ``test_<name>`` every epoch
+      (``loss`` is always reported).
+    - `target`: the metric the study optimises and its mode, e.g. ``Target("acc", "max")``.
+    - `batch_size`, `max_epochs`: defaults a study may override.
+    - `weight_decay`: which parameters get weight decay, a key of `WEIGHT_DECAY_RULES`.
+    - `divergence_loss`: a training loss above it ends a run as diverged (a non-finite one always
+      does); None: only non-finite losses.
+    """
+
+    name: str
+    model: Callable[[], nn.Module]
+    data: Callable[[], TaskData]
+    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    metrics: Mapping[str, Metric] = field(default_factory=lambda: {"acc": ACCURACY})
+    target: Target = DEFAULT_TARGET
+    batch_size: int = 64
+    max_epochs: int = 20
+    weight_decay: str = "all"
+    divergence_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TaskError(f"task name {self.name!r} is invalid: give a non-empty string")
+        for attribute in ("model", "data", "loss"):
+            if not callable(getattr(self, attribute)):
+                raise TaskError(
+                    f"task {self.name!r}: {attribute} must be callable, got {getattr(self, attribute)!r}"
+                )
+        if not isinstance(self.target, Target):
+            raise TaskError(
+                f"task {self.name!r}: target must be an optsweep Target (e.g. Target('acc', 'max')), "
+                f"got {self.target!r}"
+            )
+        for metric_name, metric in self.metrics.items():
+            if metric_name == LOSS_METRIC:
+                raise TaskError(
+                    f"task {self.name!r}: the metric name 'loss' is reserved (the loss is always reported)"
+                )
+            if not isinstance(metric, Metric):
+                raise TaskError(
+                    f"task {self.name!r}: metric {metric_name!r} must be an optsweep Metric, got {metric!r}"
+                )
+        if self.target.metric not in self.metric_names:
+            raise TaskError(
+                f"task {self.name!r} does not report the target metric {self.target.metric!r}; "
+                f"it reports: {', '.join(self.metric_names)}"
+            )
+        for attribute in ("batch_size", "max_epochs"):
+            value = getattr(self, attribute)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TaskError(
+                    f"task {self.name!r}: {attribute} {value!r} is invalid: it must be an integer >= 1"
+                )
+        if self.weight_decay not in WEIGHT_DECAY_RULES:
+            raise TaskError(
+                f"task {self.name!r}: weight_decay rule {self.weight_decay!r} is unknown; "
+                f"valid: {', '.join(WEIGHT_DECAY_RULES)}"
+            )
+        if self.divergence_loss is not None and not self.divergence_loss > 0:
+            raise TaskError(
+                f"task {self.name!r}: divergence_loss {self.divergence_loss!r} must be > 0 or None"
+            )
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric reported per split, the loss first."""
+        return (LOSS_METRIC, *self.metrics)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able record of the task, written with the study."""
+        return {
+            "name": self.name,
+            "target": self.target.to_json(),
+            "metrics": list(self.metric_names),
+            "loss": _callable_name(self.loss),
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "weight_decay": self.weight_decay,
+            "weight_decay_rule": WEIGHT_DECAY_RULES[self.weight_decay],
+            "divergence_loss": self.divergence_loss,
+        }
+
+
+def param_groups(model: nn.Module, rule: str, weight_decay: float | None = None) -> list[dict[str, Any]]:
+    """The model's parameters as optimizer param groups under weight-decay `rule`: one group, or a group
+    with the optimizer's weight decay and one with none (biases and normalisation weights)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if rule == "all":
+        return [{"params": params}]
+    if rule != "matrices_only":
+        raise TaskError(f"weight_decay rule {rule!r} is unknown; valid: {', '.join(WEIGHT_DECAY_RULES)}")
+    decayed = [p for p in params if p.ndim >= 2]
+    plain = [p for p in params if p.ndim < 2]
+    groups: list[dict[str, Any]] = []
+    if decayed:
+        groups.append({"params": decayed})
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    return groups
+
+
+def _callable_name(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{module}.{name}" if module else name
+
+
+# ------------------------------------------------------------------------------------- resolving
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``module.path:factory`` or ``file.py:factory`` -> (module or file, factory name)."""
+    where, _, attribute = reference.rpartition(":")
+    if not where or not attribute.isidentifier():
+        raise TaskError(
+            f"{reference!r} is not an import path: "
+            "write 'my_pkg.module:function' or 'path/to/file.py:function'"
+        )
+    return where, attribute
+
+
+def load_reference(reference: str, what: str) -> Any:
+    """The object an import path (``my_pkg.tasks:build_task``) or a file path (``tasks.py:build_task``)
+    names; a one-line TaskError when it does not resolve. Modules loaded from a file are registered so
+    that Ray pickles their functions by value (workers on other nodes lack the file)."""
+    where, attribute = split_reference(reference)
+    module = _load_file_module(where, what) if where.endswith(".py") else _import_module(where, what)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise TaskError(f"{what} {reference!r}: {where} has no attribute {attribute!r}") from None
+
+
+def _import_module(name: str, what: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise TaskError(f"{what}: cannot import module {name!r} ({error})") from None
+    except Exception as error:  # the user's module raised while being imported
+        raise TaskError(f"{what}: importing {name!r} raised {type(error).__name__}: {error}") from None
+
+
+def _load_file_module(path: str, what: str) -> ModuleType:
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(full):
+        raise TaskError(f"{what}: no such file {full}")
+    name = "optsweep_user_" + os.path.splitext(os.path.basename(full))[0].replace("-", "_")
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) == full:
+        return module
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"{what}: cannot load {full} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise TaskError(f"{what}: running {full} raised {type(error).__name__}: {error}") from None
+    _pickle_by_value(module)
+    return module
+
+
+def _pickle_by_value(module: ModuleType) -> None:
+    try:
+        from ray import cloudpickle
+    except ImportError:  # trainables without Ray (a plain process) need no pickling
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+def build_task(spec: str, args: Mapping[str, Any] | None = None, *, data_dir: str | None = None) -> Task:
+    """Build the task `spec` (a built-in name, ``pkg.module:factory`` or ``file.py:factory``) with `args`.
+
+    `data_dir` is passed to factories that take a ``data_dir`` argument when `args` does not set it.
+    """
+    from . import builtin_tasks
+
+    args = dict(args or {})
+    if ":" in spec:
+        factory = load_reference(spec, "--task")
+    elif spec in builtin_tasks.TASKS:
+        factory = builtin_tasks.TASKS[spec]
+    else:
+        raise TaskError(
+            f"unknown task {spec!r}; built-in tasks: {', '.join(builtin_tasks.TASKS)} "
+            "(or an import path 'my_pkg.tasks:build_task' / 'path/to/my_task.py:build_task')"
+        )
+    if isinstance(factory, Task):
+        if args:
+            raise TaskError(
+                f"task {spec!r} is a Task object, not a factory: it takes no arguments ({', '.join(args)})"
+            )
+        return factory
+    if not callable(factory):
+        raise TaskError(f"task {spec!r} is neither a Task nor a function returning one: {factory!r}")
+    parameters = _parameters(factory)
+    if data_dir is not None and "data_dir" in parameters and "data_dir" not in args:
+        args["data_dir"] = data_dir
+    _check_arguments(spec, parameters, args)
+    try:
+        task = factory(**args)
+    except TaskError:
+        raise
+    except Exception as error:
+        raise TaskError(f"task {spec!r}: its factory raised {type(error).__name__}: {error}") from None
+    if not isinstance(task, Task):
+        raise TaskError(f"task {spec!r}: its factory returned {type(task).__name__}, not an optsweep Task")
+    return task
+
+
+def _parameters(factory: Callable[..., Any]) -> Mapping[str, inspect.Parameter] | None:
+    try:
+        return inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_arguments(
+    spec: str, parameters: Mapping[str, inspect.Parameter] | None, args: Mapping[str, Any]
+) -> None:
+    if parameters is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise TaskError(
+            f"task {spec!r} takes no argument {', '.join(repr(u) for u in unknown)}; "
+            f"its arguments: {', '.join(accepted) or 'none'}"
+        )
+
+
+# ------------------------------------------------------------------------------------- checking
+
+
+def check(task: Task, batch: int = 2) -> None:
+    """Fail early, with one line, where a task does not fit together: its data or model factory
+    raises, the model's output does not fit the loss, the loss is not a finite scalar, a metric
+    fails on the output. Costs one forward/backward pass of `batch` examples on the CPU."""
+    try:
+        data = task.data()
+    except TaskError:
+        raise
+    except Exception as error:
+        raise TaskError(
+            f"task {task.name!r}: building its data raised {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(data, TaskData):
+        raise TaskError(f"task {task.name!r}: data() returned {type(data).__name__}, not a TaskData")
+    for split in ("train", "val"):
+        dataset = getattr(data, split)
+        try:
+            size = len(dataset)
+        except TypeError:
+            raise TaskError(
+                f"task {task.name!r}: the {split} split has no len(): use a map-style Dataset"
+            ) from None
+        if size < 1:
+            raise TaskError(f"task {task.name!r}: the {split} split is empty")
+    try:
+        model = task.model()
+    except Exception as error:
+        raise TaskError(
+            f"task {task.name!r}: building its model raised {type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise TaskError(f"task {task.name!r}: model() returned {type(model).__name__}, not a torch.nn.Module")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TaskError(f"task {task.name!r}: its model has no trainable parameters")
+    inputs, targets = _first_examples(task, data.train, batch)
+    try:
+        outputs = model(inputs)
+    except Exception as error:
+        raise TaskError(
+            f"task {task.name!r}: the model fails on a batch of inputs of shape {_shape(inputs)}: "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
+    try:
+        loss = task.loss(outputs, targets)
+    except Exception as error:
+        raise TaskError(
+            f"task {task.name!r}: the model's output (shape {_shape(outputs)}) does not fit the loss "
+            f"with targets of shape {_shape(targets)}: {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TaskError(f"task {task.name!r}: the loss must return a scalar tensor, got {_shape(loss)}")
+    loss.backward()
+    for name, metric in task.metrics.items():
+        try:
+            values = metric.values(outputs.detach(), targets)
+            metric.report(float(values.float().mean()))
+        except Exception as error:
+            raise TaskError(
+                f"task {task.name!r}: metric {name!r} fails on the model's output (shape {_shape(outputs)}): "
+                f"{type(error).__name__}: {_first_line(error)}"
+            ) from None
+
+
+def _first_examples(task: Task, dataset: Dataset, batch: int) -> tuple[Any, Any]:
+    try:
+        items = [dataset[i] for i in range(min(batch, len(dataset)))]  # type: ignore[arg-type]
+        inputs = torch.stack([torch.as_tensor(item[0]) for item in items])
+        targets = torch.stack([torch.as_tensor(item[1]) for item in items])
+    except Exception as error:
+        raise TaskError(
+            f"task {task.name!r}: its training examples are not (inputs, target) pairs of tensors: "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
+    return inputs, targets
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

@@ -83,9 +83,13 @@ def read_tune_experiment(tune_dir: Path) -> list[RawTrial]:
 
 
 def read_experiment_state(tune_dir: Path) -> list[dict[str, Any]] | None:
-    """The trial entries of the newest (by mtime) `experiment_state-*.json`, or None if there is
-    none or it cannot be parsed (the caller then falls back to the trial directories)."""
-    candidates = sorted(tune_dir.glob(STATE_GLOB), key=lambda p: p.stat().st_mtime)
+    """The trial entries of the `experiment_state-*.json` that Ray Tune itself restores, or None if
+    there is none or it cannot be parsed (the caller then falls back to the trial directories).
+
+    Tune (2.60) restores the file with the greatest name (the names carry the session's start time),
+    not the newest by modification time: a resumed run rewrites the older session's file a moment
+    after writing its own, so the newest by mtime can be a stale snapshot."""
+    candidates = sorted(tune_dir.glob(STATE_GLOB), key=lambda p: p.name)
     if not candidates:
         return None
     newest = candidates[-1]

@@ -1,41 +1,116 @@
-"""Make an interrupted Tune experiment restorable when its last snapshot names a deleted checkpoint.
+"""Make an interrupted Tune experiment safe to restore, or refuse it with one line.
 
-Tune keeps the newest checkpoints of a trial (`CheckpointConfig(num_to_keep)`) and deletes older ones
-as new ones arrive, while its experiment snapshot (what `Tuner.restore` reads) is written a little
-later. A driver that dies (or storage that stops accepting writes) in between leaves a snapshot that
-names a checkpoint no longer on disk, and Ray 2.60 then fails that trial on resume ("Could not recover
-from checkpoint as it does not exist on storage anymore"). The trial's newer checkpoints are still
-there, so before restoring, each unfinished trial whose named checkpoint is missing gets a copy of its
-newest checkpoint under that name: it resumes from further along, and nothing is lost.
+Two kinds of damage are handled before `Tuner.restore` (local storage):
+
+- The experiment state that Tune would restore is missing or damaged (a driver killed within a moment
+  of creating the experiment, a truncated write). Ray 2.60 then logs "Failed to restore the run state"
+  and trains a trial with an empty config, which the defaults fill in. An older whole state is used
+  instead when there is one; an experiment in which no trial ran yet is started afresh; otherwise the
+  resume is refused (`DamagedExperimentError`), since the trials' configurations cannot be trusted.
+- The last snapshot names a checkpoint that Tune's rotation (`CheckpointConfig(num_to_keep)`) deleted
+  before its next snapshot; Ray 2.60 then fails that trial on resume ("Could not recover from
+  checkpoint as it does not exist on storage anymore"). The trial's newer checkpoints are still there,
+  so it gets a copy of its newest checkpoint under the old name and resumes from further along.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED", "ERROR"}
+STATE_GLOB = "experiment_state-*.json"
+DAMAGED_SUFFIX = ".damaged"
 
 
-def _newest_state_file(experiment: Path) -> Path | None:
-    files = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+class DamagedExperimentError(ValueError):
+    """An experiment that cannot be resumed safely; the message is one line for the user."""
+
+
+def state_file_tune_restores(experiment: str | Path) -> Path | None:
+    """The experiment state `Tuner.restore` reads: Ray 2.60 takes the greatest file name (the names
+    carry the session's start time), not the newest file; a resumed run rewrites an older session's
+    file after writing its own, so the newest by modification time can be a stale snapshot."""
+    files = sorted(Path(experiment).glob(STATE_GLOB), key=lambda p: p.name)
     return files[-1] if files else None
+
+
+def read_trial_data(state_file: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(trial, runtime metadata) pairs of an experiment state file; ValueError if it is damaged."""
+    try:
+        state = json.loads(state_file.read_text())
+        pairs = [(json.loads(trial), json.loads(runtime)) for trial, runtime in state["trial_data"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{state_file.name} is unreadable ({type(error).__name__})") from None
+    for trial, _runtime in pairs:
+        if not (isinstance(trial, dict) and "trial_id" in trial and isinstance(trial.get("config"), dict)):
+            raise ValueError(f"{state_file.name} holds a trial without its id or config")
+    if not pairs:
+        raise ValueError(f"{state_file.name} lists no trials")
+    return pairs
+
+
+@dataclass
+class RestorePlan:
+    """What `prepare_restore` decided: restore (True) or start afresh, and what to tell the user."""
+
+    restore: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_restore(experiment: str | Path, optimizer: str) -> RestorePlan:
+    """Check the state Tune would restore; set damaged states aside when an older whole one exists.
+
+    Raises DamagedExperimentError when no whole state is left but trials have results there."""
+    experiment = Path(experiment)
+    problems = []
+    for state_file in sorted(experiment.glob(STATE_GLOB), key=lambda p: p.name, reverse=True):
+        try:
+            read_trial_data(state_file)
+        except ValueError as error:
+            problems.append((state_file, str(error)))
+            continue
+        notes = []
+        for damaged, problem in problems:
+            damaged.rename(damaged.with_name(f".{damaged.name}{DAMAGED_SUFFIX}"))
+            notes.append(f"{optimizer}: {problem}; set aside, resuming from the older {state_file.name}")
+        return RestorePlan(True, notes)
+    what = "; ".join(problem for _, problem in problems) or "its experiment state is missing"
+    if not _trial_dirs(experiment):
+        shutil.rmtree(experiment)
+        return RestorePlan(
+            False, [f"{optimizer}: {what}, and no trial had started; starting {optimizer} afresh"]
+        )
+    raise DamagedExperimentError(
+        f"cannot resume {optimizer} in {experiment}: {what}, and {len(_trial_dirs(experiment))} trial(s) "
+        f"have results there whose configurations cannot be trusted; move {experiment} aside to run "
+        f"{optimizer} afresh (python -m analysis.report still reads the moved trials)"
+    )
+
+
+def _trial_dirs(experiment: Path) -> list[Path]:
+    return [
+        d
+        for d in experiment.iterdir()
+        if d.is_dir() and ((d / "params.json").exists() or (d / "result.json").exists())
+    ]
 
 
 def repair_checkpoint_references(experiment: str | Path) -> list[str]:
     """Restore missing named checkpoints of unfinished trials (local storage); returns the trial ids."""
     experiment = Path(experiment)
-    state_file = _newest_state_file(experiment)
+    state_file = state_file_tune_restores(experiment)
     if state_file is None:
         return []
     try:
-        trial_data = json.loads(state_file.read_text())["trial_data"]
-    except (OSError, ValueError, KeyError):
-        return []  # Tune reports an unreadable snapshot itself
+        trial_data = read_trial_data(state_file)
+    except ValueError:
+        return []  # prepare_restore deals with a damaged state
     repaired = []
-    for trial_json, runtime_json in trial_data:
-        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+    for trial, runtime in trial_data:
         named = (runtime.get("last_result") or {}).get("checkpoint_dir_name")
         if trial.get("status") not in UNFINISHED or not named:
             continue

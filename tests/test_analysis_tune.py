@@ -143,3 +143,34 @@ def test_report_from_a_real_tune_experiment(tune_experiment: Path) -> None:
     assert summary.loc["sgd", "lr"] == 0.1
     # adam (2 seeds) is ahead of sgd (1 seed): with one seed the report must not claim a winner.
     assert "no evidence that adam is better" in (report / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_load_reads_the_state_tune_restores_not_the_newest_file(
+    tune_experiment: Path, tmp_path: Path
+) -> None:
+    """On resume Tune rewrites the older session's experiment_state a moment after writing its own; the
+    report must read the file Tune restores (the greatest name), not the newest by mtime."""
+    import json
+    import os
+    import shutil
+
+    copy = tmp_path / "exp"
+    shutil.copytree(tune_experiment, copy, ignore=shutil.ignore_patterns("report"))
+    [state_file] = (copy / "sgd").glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    stale = []
+    for trial_json, runtime_json in state["trial_data"]:
+        trial = json.loads(trial_json)
+        trial["status"] = "RUNNING"  # the snapshot of the interrupted first session
+        stale.append([json.dumps(trial), runtime_json])
+    older = state_file.with_name("experiment_state-2000-01-01_00-00-00.json")
+    older.write_text(json.dumps({**state, "trial_data": stale}))
+    newer_mtime = state_file.stat().st_mtime + 60
+    os.utime(older, (newer_mtime, newer_mtime))
+
+    sgd = analysis.load(copy).set_index(["optimizer", "lr"]).loc["sgd"]
+    assert sgd.loc[0.0001, "status"] == "stopped_early"
+    assert sgd.loc[0.1, "status"] == "completed"
+    assert "incomplete" not in set(sgd["status"])

@@ -1,0 +1,75 @@
+"""`study.json`, the record of a study's settings: written atomically, read back with one-line errors.
+
+A rerun compares its settings with the record to refuse mixing two studies in one directory. A record
+that is truncated, empty or not a JSON object is reported in one line with the way out, instead of a
+traceback on every rerun. A record left by a first run that failed before any optimizer's experiment
+was created (`started` is False) holds nothing worth protecting, so a corrected command may replace it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs
+
+from analysis import atomic
+
+STUDY_FILE = "study.json"
+TUNER_FILE = "tuner.pkl"
+
+
+class DamagedRecordError(ValueError):
+    """study.json cannot be read; the message is one line for the user."""
+
+
+def _fs(experiment_dir: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    return pyarrow.fs.FileSystem.from_uri(experiment_dir)
+
+
+def read(experiment_dir: str) -> dict[str, Any] | None:
+    """The recorded settings, or None when there is no record yet."""
+    fs, root = _fs(experiment_dir)
+    path = f"{root}/{STUDY_FILE}"
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        raw = f.read()
+    try:
+        record = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        problem = "empty" if not raw.strip() else "not a JSON object (truncated or overwritten)"
+        raise DamagedRecordError(
+            f"{experiment_dir}/{STUDY_FILE} is damaged ({problem}); move it aside and rerun with the study's "
+            "own flags to write it again, or choose another --name"
+        )
+    return record
+
+
+def write(experiment_dir: str, record: dict[str, Any]) -> None:
+    """Write the record atomically (local: temp file + rename; object stores replace whole objects)."""
+    payload = json.dumps(record, indent=2).encode()
+    fs, root = _fs(experiment_dir)
+    fs.create_dir(root, recursive=True)
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
+        with fs.open_output_stream(f"{root}/{STUDY_FILE}") as f:
+            f.write(payload)
+        return
+    atomic.write_bytes(Path(root) / STUDY_FILE, payload)
+
+
+def started(experiment_dir: str) -> bool:
+    """Whether any optimizer's Tune experiment was created here (a `tuner.pkl` one level down)."""
+    fs, root = _fs(experiment_dir)
+    try:
+        children = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return True  # cannot tell: protect the record
+    return any(
+        child.type == pyarrow.fs.FileType.Directory
+        and fs.get_file_info(f"{child.path}/{TUNER_FILE}").type == pyarrow.fs.FileType.File
+        for child in children
+    )

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-from analysis.loading import DIVERGED, ERROR, INCOMPLETE, STOPPED_EARLY
-from analysis.summary import configurations
+from analysis import metric_text
+from analysis.summary import configurations, diverged_score
+from analysis.target import resolve
 from analysis.verdict import FEW_SEEDS
+from optsweep.vocabulary import DIVERGED, ERROR, INCOMPLETE, STOPPED_EARLY, Target
 
 _SETTINGS_TO_MATCH = ("dataset", "model", "max_epochs")
 
 
-def caveats(trials: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
-    """Plain-language caveats for this experiment (always at least the selection-bias one)."""
+def caveats(trials: pd.DataFrame, summary: pd.DataFrame, *, target: Target | None = None) -> list[str]:
+    """Plain-language caveats for this experiment (always at least the selection-bias one), in
+    terms of the target metric (by default the one `trials` carries)."""
+    target = resolve(trials, target)
     notes: list[str] = []
     notes += _seed_caveats(summary)
     notes.append(
-        "The best configuration is picked by the same validation accuracy that is reported, so its "
-        "mean is optimistic (the winner's curse), more so for the optimizer that tried more "
-        "configurations. Test accuracy played no part in the choice and is the fairer number."
+        f"The best configuration is picked by the same {metric_text.val_words(target)} that is reported, "
+        "so its mean is optimistic (the winner's curse), more so for the optimizer that tried more "
+        f"configurations. {metric_text.test_words(target).capitalize()} played no part in the choice "
+        "and is the fairer number."
     )
     notes.append(
         "Non-overlapping 95% intervals is a conservative test: overlapping intervals do not show "
         "that the optimizers are equal, only that this experiment cannot tell them apart."
     )
-    notes += _status_caveats(trials)
-    notes += _fairness_caveats(trials, summary)
+    notes += _status_caveats(trials, target)
+    notes += _fairness_caveats(trials, summary, target)
     return notes
 
 
@@ -51,20 +58,28 @@ def _seed_caveats(summary: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _status_caveats(trials: pd.DataFrame) -> list[str]:
+def _status_caveats(trials: pd.DataFrame, target: Target) -> list[str]:
     notes = []
     stopped = trials[trials["status"] == STOPPED_EARLY]
     if len(stopped):
         notes.append(
             f"{len(stopped)} trial(s) were stopped early by the scheduler (ASHA). They count with the "
-            "accuracy they had reached, so the learning-rate and tuning-budget views describe "
-            "random search with early stopping, not full training of every configuration."
+            f"{metric_text.words(target)} they had reached, so the learning-rate and tuning-budget views "
+            "describe random search with early stopping, not full training of every configuration."
         )
     diverged = trials[trials["status"] == DIVERGED]
     if len(diverged):
+        score = diverged_score(target, trials)
+        if math.isnan(score):
+            scored = "has no score (no seed finished)"
+        elif target.mode == "max" and score == 0:
+            scored = "scores 0"
+        else:
+            value = metric_text.fmt(score, metric_text.decimals([score]))
+            scored = f"scores {value}, the worst value any finished seed reached"
         notes.append(
             f"{len(diverged)} trial(s) diverged ({_per_optimizer(diverged)}). A configuration with a "
-            "diverged seed is never chosen as best, and in the tuning-budget view a diverged run scores 0."
+            f"diverged seed is never chosen as best, and in the tuning-budget view a diverged run {scored}."
         )
     errors = trials[trials["status"] == ERROR]
     if len(errors):
@@ -84,9 +99,9 @@ def _status_caveats(trials: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _fairness_caveats(trials: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+def _fairness_caveats(trials: pd.DataFrame, summary: pd.DataFrame, target: Target) -> list[str]:
     notes = []
-    configs = configurations(trials)
+    configs = configurations(trials, target=target)
     set_aside = configs[configs["candidate"] & ~configs["eligible"]]
     if len(set_aside) and len(summary):
         min_seeds = int(summary["min_seeds"].iloc[0])

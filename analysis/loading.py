@@ -11,8 +11,13 @@ Status of a trial (the project's vocabulary, decided here once):
 - ``stopped_early``: Tune terminated it before that (the ASHA scheduler).
 - ``incomplete``: PENDING/RUNNING/PAUSED when the driver stopped; listed, never counted.
 
-A diverged trial's last line holds finite sentinels (val_acc 0, losses 1e9), not measurements, so
-its best_val_acc only looks at the epochs before it diverged, and its final_* and test_acc are NaN.
+A diverged trial's last line holds finite sentinels (losses 1e9, the target metric the worst value
+of its mode; val_acc 0 in older experiments), not measurements, so its best value of the target
+(e.g. best_val_acc) only looks at the epochs before it diverged, and its final_* and test_* are NaN.
+
+The metric columns follow the experiment's target (`analysis.target_of`): for the default target
+(val_acc, max) they are best_val_acc, final_val_acc, final_train_loss and test_acc, as they always
+were; for Target("perplexity", "min") best_val_perplexity (the lowest), final_val_perplexity, ...
 """
 
 from __future__ import annotations
@@ -26,58 +31,63 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.target import attach, target_of
 from analysis.tune_files import (
     NotAnExperimentError,
     RawTrial,
     find_tune_experiments,
     read_tune_experiment,
 )
-
-COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, INCOMPLETE = (
-    "completed",
-    "stopped_early",
-    "diverged",
-    "error",
-    "incomplete",
+from optsweep.vocabulary import (
+    COMPLETED,
+    DIVERGED,
+    DIVERGED_FLAG,
+    EPOCH,
+    EPOCH_TIME_S,
+    ERROR,
+    INCOMPLETE,
+    LR,
+    NODE_ID,
+    SAMPLES_PER_S,
+    STOPPED_EARLY,
+    TEST_LOSS,
+    TEST_PREFIX,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_PREFIX,
+    Target,
+    test_key,
+    val_key,
 )
-STATUSES = (COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, INCOMPLETE)
-FINISHED = (COMPLETED, STOPPED_EARLY)  # trials whose accuracy is a valid measurement
+from optsweep.vocabulary import FINISHED as FINISHED  # re-exported: the statuses used to live here
+from optsweep.vocabulary import STATUSES as STATUSES
 
 FIXED_HPARAMS = ("lr", "weight_decay", "schedule")
-METRIC_COLUMNS = (
-    "status",
-    "epochs",
-    "best_val_acc",
-    "final_val_acc",
-    "final_train_loss",
-    "test_acc",
-    "time_s",
-    "node_id",
-)
+FINAL_TRAIN_LOSS = "final_train_loss"
 _NOT_HPARAMS = {"optimizer", "seed", "settings"}
 _LEADING_SETTINGS = ("dataset", "model", "max_epochs")
 _TAIL_COLUMNS = ("tune_status", "error_message", "trial_dir")
-CURVE_COLUMNS = (
-    "trial_id",
-    "optimizer",
-    "config_id",
-    "seed",
-    "status",
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "test_acc",
-    "epoch_lr",
-    "epoch_time_s",
-    "samples_per_s",
-    "diverged",
-    "time_total_s",
-    "node_id",
-)
-# Per-epoch metrics that a diverged line fills with sentinels.
-_SENTINEL_METRICS = ("train_loss", "val_loss", "val_acc", "test_acc")
+_CURVE_HEAD = ("trial_id", "optimizer", "config_id", "seed", "status", EPOCH, TRAIN_LOSS, VAL_LOSS)
+_CURVE_TAIL = ("epoch_lr", EPOCH_TIME_S, SAMPLES_PER_S, DIVERGED_FLAG, "time_total_s", NODE_ID)
 _UNFINISHED_TUNE_STATUSES = {"PENDING", "RUNNING", "PAUSED"}
+
+
+def metric_columns(target: Target, metrics: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The trials table's result columns, between the hyperparameters and config_id: status,
+    epochs, best_<target key>, final_<target key>, final_train_loss, test_<m> for the target and
+    then every other task metric m in `metrics`, time_s, node_id."""
+    tests = [target.test_key, *(test_key(m) for m in metrics if m != target.metric)]
+    best = [target.best_key, target.final_key, FINAL_TRAIN_LOSS]
+    return ["status", "epochs", *best, *tests, "time_s", NODE_ID]
+
+
+def curve_columns(
+    target: Target, metrics: list[str] | tuple[str, ...] = (), test_loss: bool = False
+) -> list[str]:
+    """The curves table's columns: val_<m>, test_<m> of the target metric, then of every other
+    task metric in `metrics`, after the losses (test_loss only if some trial reported it)."""
+    pairs = [key for m in _target_first(target, metrics) for key in (val_key(m), test_key(m))]
+    return [*_CURVE_HEAD, *([TEST_LOSS] if test_loss else []), *pairs, *_CURVE_TAIL]
 
 
 @dataclass
@@ -88,30 +98,36 @@ class Experiment:
     curves: pd.DataFrame
 
 
-def load(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def load(experiment_dir: str | os.PathLike[str], *, target: Target | None = None) -> pd.DataFrame:
     """One row per trial (every planned trial once, finished or not), columns in the order
     trial_id, optimizer, seed, lr, weight_decay, schedule, <other hyperparameters, sorted>,
-    status, epochs, best_val_acc, final_val_acc, final_train_loss, test_acc, time_s, node_id,
-    config_id, <run settings: dataset, model, max_epochs, ...>, tune_status, error_message, trial_dir.
+    status, epochs, best_val_acc, final_val_acc, final_train_loss, test_acc, <test_<m> of the
+    other task metrics>, time_s, node_id, config_id, <run settings: dataset, model, max_epochs,
+    ...>, tune_status, error_message, trial_dir (metric names for the default target; see
+    `metric_columns`).
 
+    `target` defaults to the one the experiment recorded (`analysis.target_of`); the table
+    carries it in ``attrs["target"]`` for `summarize` and the plots.
     Raises FileNotFoundError for a missing directory and NotAnExperimentError for a directory
     without any Ray Tune experiment below it.
     """
-    return read_experiment(experiment_dir).trials
+    return read_experiment(experiment_dir, target=target).trials
 
 
-def curves(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per-epoch metrics of every trial that reported any, one row per (trial, epoch).
+def curves(experiment_dir: str | os.PathLike[str], *, target: Target | None = None) -> pd.DataFrame:
+    """Per-epoch metrics of every trial that reported any, one row per (trial, epoch), with
+    val_<m> and test_<m> of every task metric m reported (see `curve_columns`).
 
     ``epoch_lr`` is the learning rate in effect during the epoch (``lr`` in result.json; renamed
     so it cannot be confused with the configured ``lr`` of the trials table). On a diverged
-    epoch the losses and accuracies are NaN instead of Tune's sentinels.
+    epoch the losses and metrics are NaN instead of the loop's sentinels.
     """
-    return read_experiment(experiment_dir).curves
+    return read_experiment(experiment_dir, target=target).curves
 
 
-def read_experiment(experiment_dir: str | os.PathLike[str]) -> Experiment:
-    """Read every Tune experiment below `experiment_dir` into the trials and curves tables."""
+def read_experiment(experiment_dir: str | os.PathLike[str], *, target: Target | None = None) -> Experiment:
+    """Read every Tune experiment below `experiment_dir` into the trials and curves tables, both
+    carrying the target (`target`, or the experiment's own)."""
     root = Path(experiment_dir)
     if not root.exists():
         raise FileNotFoundError(f"no such experiment directory: {root}")
@@ -120,12 +136,15 @@ def read_experiment(experiment_dir: str | os.PathLike[str]) -> Experiment:
     tune_dirs = find_tune_experiments(root)
     if not tune_dirs:
         raise NotAnExperimentError(f"not an experiment directory (no Ray Tune experiment below it): {root}")
+    target = target_of(root) if target is None else target
     raw = [trial for tune_dir in tune_dirs for trial in read_tune_experiment(tune_dir)]
     for trial in raw:
         trial.results = _one_line_per_epoch(trial.results)
-    rows = [_trial_row(trial, root) for trial in raw]
+    metrics = _reported_metrics(raw)
+    rows = [_trial_row(trial, root, target, metrics) for trial in raw]
     _assign_config_ids(rows)
-    return Experiment(trials=_trials_frame(rows), curves=_curves_frame(raw, rows))
+    trials = attach(_trials_frame(rows, target, metrics), target)
+    return Experiment(trials=trials, curves=attach(_curves_frame(raw, rows, target, metrics), target))
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +183,7 @@ def classify(
     return STOPPED_EARLY if last_done else INCOMPLETE
 
 
-def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
+def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) -> dict[str, Any]:
     config = trial.config
     settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
     max_epochs = _int_or_none(settings.get("max_epochs"))
@@ -183,9 +202,13 @@ def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
         reached_end,
         last.get("done") is True,
     )
-    clean = [r for r in results if r.get("diverged") is not True]
-    val_accs = [v for v in (_finite(r.get("val_acc")) for r in clean) if v is not None]
+    clean = [r for r in results if r.get(DIVERGED_FLAG) is not True]
     final = None if diverged or not results else last
+
+    def at_end(key: str) -> float:
+        return _nan_if_none(_finite(final.get(key))) if final else math.nan
+
+    tests = {key: at_end(key) for key in metric_columns(target, metrics) if key.startswith(TEST_PREFIX)}
     return {
         "trial_id": trial.trial_id,
         "optimizer": str(config.get("optimizer", trial.tune_dir.name)),
@@ -194,10 +217,10 @@ def _trial_row(trial: RawTrial, root: Path) -> dict[str, Any]:
         "hparams": hyperparameters(config),
         "status": status,
         "epochs": epochs,
-        "best_val_acc": max(val_accs) if val_accs else math.nan,
-        "final_val_acc": _nan_if_none(_finite(final.get("val_acc"))) if final else math.nan,
-        "final_train_loss": _nan_if_none(_finite(final.get("train_loss"))) if final else math.nan,
-        "test_acc": _nan_if_none(_finite(final.get("test_acc"))) if final else math.nan,
+        target.best_key: target.best_of(_finite(r.get(target.key)) for r in clean),
+        target.final_key: at_end(target.key),
+        FINAL_TRAIN_LOSS: at_end(TRAIN_LOSS),
+        **tests,
         "time_s": _nan_if_none(_finite(last.get("time_total_s"))),
         "node_id": last.get("node_id"),
         "settings": {key: _scalar(value) for key, value in settings.items()},
@@ -219,18 +242,19 @@ def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
         row["config_id"] = ids[key]
 
 
-def _trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _trials_frame(rows: list[dict[str, Any]], target: Target, metrics: list[str]) -> pd.DataFrame:
+    result_columns = metric_columns(target, metrics)
     hparam_names = sorted({k for r in rows for k in r["hparams"]} - set(FIXED_HPARAMS))
     hparam_columns = [*FIXED_HPARAMS, *hparam_names]
     setting_names = {k for r in rows for k in r["settings"]}
     setting_order = [k for k in _LEADING_SETTINGS if k in setting_names]
     setting_order += sorted(setting_names - set(_LEADING_SETTINGS))
-    head = ["trial_id", "optimizer", "seed", *hparam_columns, *METRIC_COLUMNS, "config_id"]
+    head = ["trial_id", "optimizer", "seed", *hparam_columns, *result_columns, "config_id"]
     # A run setting whose name is already a column keeps a prefix rather than overwriting it.
     setting_columns = {k: (f"settings_{k}" if k in head else k) for k in setting_order}
     records = []
     for row in sorted(rows, key=lambda r: (r["optimizer"], r["trial_id"])):
-        record = {c: row[c] for c in ("trial_id", "optimizer", "seed", *METRIC_COLUMNS, "config_id")}
+        record = {c: row[c] for c in ("trial_id", "optimizer", "seed", *result_columns, "config_id")}
         record.update({c: row["hparams"].get(c) for c in hparam_columns})
         record.update({setting_columns[k]: row["settings"].get(k) for k in setting_order})
         record.update({c: row[c] for c in _TAIL_COLUMNS})
@@ -239,12 +263,19 @@ def _trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=columns)
     frame["seed"] = _maybe_int(frame["seed"])
     frame["epochs"] = frame["epochs"].astype("int64")
-    for column in ("best_val_acc", "final_val_acc", "final_train_loss", "test_acc", "time_s"):
-        frame[column] = frame[column].astype("float64")
+    for column in result_columns:
+        if column not in ("status", "epochs", NODE_ID):
+            frame[column] = frame[column].astype("float64")
     return frame
 
 
-def _curves_frame(raw: list[RawTrial], rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _curves_frame(
+    raw: list[RawTrial], rows: list[dict[str, Any]], target: Target, metrics: list[str]
+) -> pd.DataFrame:
+    test_loss = any(TEST_LOSS in result for trial in raw for result in trial.results)
+    columns = curve_columns(target, metrics, test_loss)
+    # Every loss and metric of a diverged line is a sentinel, not a measurement.
+    measured = [c for c in columns if c.startswith((VAL_PREFIX, TEST_PREFIX)) or c == TRAIN_LOSS]
     records = []
     for trial, row in zip(raw, rows, strict=True):
         meta = {key: row[key] for key in ("optimizer", "config_id", "seed", "status")}
@@ -252,21 +283,38 @@ def _curves_frame(raw: list[RawTrial], rows: list[dict[str, Any]]) -> pd.DataFra
             epoch = _epoch_of(result)
             if epoch is None:
                 continue
-            diverged = result.get("diverged") is True
-            record = {"trial_id": trial.trial_id, **meta, "epoch": epoch, "diverged": diverged}
-            for key in ("train_loss", "val_loss", "val_acc", "test_acc", "epoch_time_s", "samples_per_s"):
+            diverged = result.get(DIVERGED_FLAG) is True
+            record = {"trial_id": trial.trial_id, **meta, EPOCH: epoch, DIVERGED_FLAG: diverged}
+            for key in (*measured, EPOCH_TIME_S, SAMPLES_PER_S):
                 value = _finite(result.get(key))
-                record[key] = math.nan if value is None or (diverged and key in _SENTINEL_METRICS) else value
-            record["epoch_lr"] = _nan_if_none(_finite(result.get("lr")))
+                record[key] = math.nan if value is None or (diverged and key in measured) else value
+            record["epoch_lr"] = _nan_if_none(_finite(result.get(LR)))
             record["time_total_s"] = _nan_if_none(_finite(result.get("time_total_s")))
-            record["node_id"] = result.get("node_id")
+            record[NODE_ID] = result.get(NODE_ID)
             records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=list(CURVE_COLUMNS))
+    frame = pd.DataFrame.from_records(records, columns=columns)
     frame = frame.sort_values(["optimizer", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
     frame["seed"] = _maybe_int(frame["seed"])
     frame["epoch"] = frame["epoch"].astype("int64")
     frame["diverged"] = frame["diverged"].astype(bool)
     return frame
+
+
+def _reported_metrics(raw: list[RawTrial]) -> list[str]:
+    """The task metrics m of every val_<m> / test_<m> a result line reports (losses aside), sorted."""
+    names = set()
+    for trial in raw:
+        for result in trial.results:
+            for key, value in result.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    for prefix in (VAL_PREFIX, TEST_PREFIX):
+                        if key.startswith(prefix) and len(key) > len(prefix):
+                            names.add(key[len(prefix) :])
+    return sorted(names - {"loss"})
+
+
+def _target_first(target: Target, metrics: list[str] | tuple[str, ...]) -> list[str]:
+    return [target.metric, *(m for m in metrics if m != target.metric)]
 
 
 def _one_line_per_epoch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis import metric_text
 from analysis.binning import format_value
-from analysis.stats import CONFIDENCE, N_RESAMPLES
-from analysis.summary import hyperparameter_columns
+from analysis.stats import CONFIDENCE, N_RESAMPLES, expected_column
+from analysis.summary import hyperparameter_columns, test_mean_column
+from optsweep.vocabulary import DEFAULT_TARGET, STATUSES, Target
 
 BUDGET_KS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
 
@@ -27,18 +29,20 @@ class ReportContent:
     caveats: list[str]
     figures: list[tuple[str, str, str]]  # (PNG file name, alt text, one-line caption)
     data_notes: list[str] = field(default_factory=list)
+    target: Target = DEFAULT_TARGET
 
 
 def render(content: ReportContent) -> str:
+    target = content.target
     sections = [
         f"# {content.title}",
         "## Verdict\n\n" + content.verdict,
-        "## What was run\n\n" + _what_was_run(content.trials),
-        "## Best configuration per optimizer\n\n" + _best_table(content.trials, content.summary),
+        "## What was run\n\n" + _what_was_run(content.trials, target),
+        "## Best configuration per optimizer\n\n" + _best_table(content.trials, content.summary, target),
         "## Figures\n\n" + _figures(content.figures),
-        "## Tuning budget\n\n" + _budget_table(content.budget),
+        "## Tuning budget\n\n" + _budget_table(content.budget, target),
         "## Caveats\n\n" + "\n".join(f"- {note}" for note in content.caveats + content.data_notes),
-        "## Method\n\n" + _method(),
+        "## Method\n\n" + _method(target),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -52,8 +56,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join([line(headers), line(["---"] * len(headers)), *(line(r) for r in rows)])
 
 
-def _what_was_run(trials: pd.DataFrame) -> str:
+def _what_was_run(trials: pd.DataFrame, target: Target) -> str:
     facts = []
+    if target != DEFAULT_TARGET:  # reports of experiments from before targets read as they always did
+        facts.append(f"- Target metric: {metric_text.val_words(target)} ({metric_text.direction(target)})")
     named = (("dataset", "Dataset"), ("model", "Model"), ("max_epochs", "Epochs per trial (max)"))
     for column, name in named:
         if column in trials:
@@ -78,25 +84,30 @@ def _what_was_run(trials: pd.DataFrame) -> str:
             if per_config.min() == per_config.max()
             else (f"{per_config.min()}–{per_config.max()}")
         )
-        counts = [
-            int((group["status"] == s).sum())
-            for s in ("completed", "stopped_early", "diverged", "error", "incomplete")
-        ]
+        counts = [int((group["status"] == s).sum()) for s in STATUSES]
         rows.append([optimizer, len(group), len(per_config), seeds, *counts])
     return "\n".join(facts) + "\n\n" + markdown_table(headers, rows)
 
 
-def _best_table(trials: pd.DataFrame, summary: pd.DataFrame) -> str:
+def _best_table(trials: pd.DataFrame, summary: pd.DataFrame, target: Target) -> str:
     hparams = hyperparameter_columns(trials)
+    val, test = metric_text.short_val(target), metric_text.short_test(target)
     headers = [
         "optimizer",
         "configuration",
         "hyperparameters",
         "seeds",
-        "val acc (mean ± std)",
+        f"{val} (mean ± std)",
         "95% CI",
-        "test acc (mean)",
+        f"{test} (mean)",
     ]
+    test_mean = test_mean_column(target)
+    places = metric_text.decimals(summary["mean"])
+    test_places = metric_text.decimals(summary[test_mean])
+
+    def num(value: float, digits: int = places) -> str:
+        return f"{value:.{digits}f}"
+
     rows = []
     for _, row in summary.iterrows():
         if _missing(row["config_id"]):
@@ -104,13 +115,13 @@ def _best_table(trials: pd.DataFrame, summary: pd.DataFrame) -> str:
             continue
         settings = ", ".join(f"{h}={format_value(row[h])}" for h in hparams if not _missing(row[h]))
         mean, std, n = row["mean"], row["std"], int(row["n_seeds"])
-        spread = f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f} (1 seed)"
-        interval = f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if n > 1 else "n/a (1 seed)"
-        test = "n/a" if _missing(row["test_acc_mean"]) else f"{row['test_acc_mean']:.3f}"
-        rows.append([row["optimizer"], row["config_id"], settings, n, spread, interval, test])
+        spread = f"{num(mean)} ± {num(std)}" if n > 1 else f"{num(mean)} (1 seed)"
+        interval = f"[{num(row['ci_low'])}, {num(row['ci_high'])}]" if n > 1 else "n/a (1 seed)"
+        tested = "n/a" if _missing(row[test_mean]) else num(row[test_mean], test_places)
+        rows.append([row["optimizer"], row["config_id"], settings, n, spread, interval, tested])
     note = (
-        "val acc: each seed's best validation accuracy over its epochs, averaged over the seeds of the "
-        "configuration. test acc: measured at each seed's last epoch (also for seeds stopped early), "
+        f"{val}: each seed's best {metric_text.val_words(target)} over its epochs, averaged over the seeds "
+        f"of the configuration. {test}: measured at each seed's last epoch (also for seeds stopped early), "
         "averaged over the seeds. All trials are in `trials.csv`, this table in `summary.csv`."
     )
     return markdown_table(headers, rows) + "\n\n" + note
@@ -122,40 +133,49 @@ def _figures(figures: list[tuple[str, str, str]]) -> str:
     return "\n\n".join(f"![{alt}]({name})\n\n*{caption}*" for name, alt, caption in figures)
 
 
-def _budget_table(budget: pd.DataFrame) -> str:
+def _budget_table(budget: pd.DataFrame, target: Target) -> str:
+    moves = "rises" if target.mode == "max" else "falls"
     intro = (
-        "Expected best validation accuracy after trying k configurations at random (Dodge et al. 2019, "
-        '"Show Your Work"): a curve that rises quickly means an optimizer that is easy to tune.'
+        f"Expected best {metric_text.val_words(target)} after trying k configurations at random "
+        f'(Dodge et al. 2019, "Show Your Work"): a curve that {moves} quickly means an optimizer that is '
+        "easy to tune."
     )
     if budget.empty:
         return intro + "\n\nNo configuration has a result yet."
-    wide = budget.pivot(index="k", columns="optimizer", values="expected_max")
+    wide = budget.pivot(index="k", columns="optimizer", values=expected_column(target.mode))
+    places = metric_text.decimals(wide.to_numpy().ravel())
     ks = [k for k in BUDGET_KS if k <= wide.index.max()]
     ks += [int(n) for n in budget.groupby("optimizer")["n_configs"].first() if n not in ks]
     rows = []
     for k in sorted(set(ks)):
         cells = [
-            "" if k not in wide.index or _missing(wide.at[k, o]) else f"{wide.at[k, o]:.3f}"
+            "" if k not in wide.index or _missing(wide.at[k, o]) else f"{wide.at[k, o]:.{places}f}"
             for o in wide.columns
         ]
         rows.append([k, *cells])
     return intro + "\n\n" + markdown_table(["k", *wide.columns], rows)
 
 
-def _method() -> str:
+def _method(target: Target) -> str:
     level = round(CONFIDENCE * 100)
+    measure = "best-" + metric_text.val_words(target).replace(" ", "-")
+    if target.mode == "max":
+        diverged, extreme = "a diverged seed scores 0", "maximum"
+    else:
+        diverged, extreme = "a diverged seed scores the worst value any finished seed reached", "minimum"
     lines = [
         "Status of each trial: `completed` (all epochs), `stopped_early` (by the scheduler), "
         "`diverged`, `error`, `incomplete` (not finished when the report was made).",
         "Configuration: one optimizer with one set of hyperparameter values; its seeds are separate trials.",
-        "Best configuration: highest mean best-validation-accuracy over finished seeds (completed or "
-        "stopped early); configurations with a diverged seed never win, and only configurations with at "
-        "least the same minimum number of finished seeds compete, for every optimizer alike.",
+        f"Best configuration: {metric_text.best_word(target)} mean {measure} over finished seeds "
+        "(completed or stopped early); configurations with a diverged seed never win, and only "
+        "configurations with at least the same minimum number of finished seeds compete, for every "
+        "optimizer alike.",
         f"Interval: {level}% percentile bootstrap of the mean over seeds, {N_RESAMPLES:,} resamples, "
         "fixed random seed (rerunning the report gives the same numbers).",
         f"Verdict: two optimizers differ only if their {level}% intervals do not overlap.",
-        "Tuning budget: each configuration scores the mean over its seeds (a diverged seed scores 0); "
-        "the curve is the expected maximum of k scores drawn with replacement.",
+        f"Tuning budget: each configuration scores the mean over its seeds ({diverged}); "
+        f"the curve is the expected {extreme} of k scores drawn with replacement.",
     ]
     return "\n".join(f"- {line}" for line in lines)
 

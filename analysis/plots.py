@@ -1,7 +1,9 @@
 """The report's figures, drawn with matplotlib's object API (`Figure`, not pyplot): no global
 backend is touched, so it runs headless and leaves a notebook's inline backend alone.
 
-Every function returns a `matplotlib.figure.Figure` (or None when the plot does not apply).
+Every function returns a `matplotlib.figure.Figure` (or None when the plot does not apply). The
+metric shown, its axis labels and which end is "better" follow the experiment's target (a
+``target=`` keyword, by default the one the given table carries; see `analysis.target`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from analysis import metric_text
 from analysis.binning import axis_groups, format_value
 from analysis.heatmap import lr_wd_heatmap
-from analysis.loading import COMPLETED, DIVERGED, FINISHED, STOPPED_EARLY
+from analysis.stats import expected_column
 from analysis.summary import configurations
+from analysis.target import resolve
+from optsweep.vocabulary import COMPLETED, DIVERGED, FINISHED, STOPPED_EARLY, TRAIN_LOSS, Target
 
 __all__ = [
     "learning_curves",
@@ -39,16 +44,23 @@ def optimizer_colors(optimizers: list[str] | pd.Series) -> dict[str, str]:
     return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
 
 
-def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) -> Figure:
-    """Best validation accuracy against learning rate (log axis), per optimizer.
+def lr_sensitivity(
+    trials: pd.DataFrame, summary: pd.DataFrame | None = None, *, target: Target | None = None
+) -> Figure:
+    """Each trial's best value of the target metric (e.g. best validation accuracy) against
+    learning rate (log axis), per optimizer.
 
     Dots are trials (filled: completed, hollow: stopped early by the scheduler); the line joins
     the best configuration mean at each learning rate (per log bin, for random search) among the
     configurations allowed to be chosen; a star marks each optimizer's chosen configuration;
-    crosses on the bottom strip are trials that diverged at that learning rate.
+    crosses on a strip at the worse end of the axis (bottom for a max metric, top for a min one)
+    are trials that diverged at that learning rate.
     """
+    target = resolve(trials, target)
     colors = optimizer_colors(trials["optimizer"])
-    configs = configurations(trials)
+    configs = configurations(trials, target=target)
+    strip_y = 0.03 if target.mode == "max" else 0.97
+    strip = "bottom" if target.mode == "max" else "top"
     fig = Figure(figsize=(9.0, 4.8), layout="constrained")
     ax = fig.subplots()
     for optimizer, color in colors.items():
@@ -57,19 +69,19 @@ def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) ->
             points = mine[mine["status"] == status]
             ax.scatter(
                 points["lr"],
-                points["best_val_acc"],
+                points[target.best_key],
                 s=18,
                 facecolors=face,
                 edgecolors=color,
                 alpha=0.5,
                 linewidths=0.8,
             )
-        envelope = _best_per_lr(configs[(configs["optimizer"] == optimizer) & configs["eligible"]])
+        envelope = _best_per_lr(configs[(configs["optimizer"] == optimizer) & configs["eligible"]], target)
         ax.plot(envelope.index, envelope.to_numpy(), color=color, lw=2, marker="o", ms=4, label=optimizer)
         diverged = mine[mine["status"] == DIVERGED]
         ax.scatter(
             diverged["lr"],
-            np.full(len(diverged), 0.03),
+            np.full(len(diverged), strip_y),
             marker="x",
             color=color,
             s=36,
@@ -91,7 +103,7 @@ def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) ->
     ax.set_xscale("log")
     _fit_log_x(ax, trials["lr"])
     ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("best validation accuracy")
+    ax.set_ylabel(metric_text.axis_label(target, "best"))
     ax.set_title("Learning-rate sensitivity")
     ax.grid(True, which="major", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
@@ -99,18 +111,20 @@ def lr_sensitivity(trials: pd.DataFrame, summary: pd.DataFrame | None = None) ->
         Line2D([], [], ls="", marker="o", color="grey", label="trial (completed)"),
         Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="trial (stopped early)"),
         Line2D([], [], ls="", marker="*", ms=12, mec="black", color="grey", label="chosen configuration"),
-        Line2D([], [], ls="", marker="x", color="grey", label="diverged (bottom strip)"),
+        Line2D([], [], ls="", marker="x", color="grey", label=f"diverged ({strip} strip)"),
     ]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    _pad_bottom(ax)
+    _diverged_strip(ax, strip_y)
     return fig
 
 
-def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
-    """Validation accuracy and training loss per epoch of each optimizer's chosen configuration:
-    thin lines are its seeds; the thick line is their mean and the band their min-max range, both
-    drawn only over the epochs every seed reached (`seed_mean`), so seeds that the scheduler stopped
-    early do not make the mean jump. Beyond that, only the surviving seeds are drawn."""
+def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame, *, target: Target | None = None) -> Figure:
+    """The target metric on the validation split (e.g. validation accuracy) and the training loss
+    per epoch of each optimizer's chosen configuration: thin lines are its seeds; the thick line is
+    their mean and the band their min-max range, both drawn only over the epochs every seed reached
+    (`seed_mean`), so seeds that the scheduler stopped early do not make the mean jump. Beyond that,
+    only the surviving seeds are drawn."""
+    target = resolve(summary, target)
     colors = optimizer_colors(summary["optimizer"])
     fig = Figure(figsize=(10.0, 4.4), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
@@ -119,7 +133,7 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         runs = curves[(curves["config_id"] == row.config_id) & curves["status"].isin(FINISHED)]
         color = colors[row.optimizer]
         details = f"{row.config_id}, lr={format_value(row.lr)}, {row.n_seeds} seeds"
-        for ax, metric in ((acc_ax, "val_acc"), (loss_ax, "train_loss")):
+        for ax, metric in ((acc_ax, target.key), (loss_ax, TRAIN_LOSS)):
             wide = runs.pivot_table(index="epoch", columns="trial_id", values=metric, aggfunc="last")
             if wide.empty:
                 continue
@@ -128,14 +142,14 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
             if not stats.empty:
                 ax.fill_between(stats.index, stats["low"], stats["high"], color=color, alpha=0.15, lw=0)
                 ax.plot(stats.index, stats["mean"], color=color, lw=2.2)
-            if metric == "val_acc" and wide.shape[1] > 1:
+            if metric == target.key and wide.shape[1] > 1:
                 last = wide.index.max()
                 if stats.empty:
                     details += "; seeds only"
                 elif stats.index.max() < last:
                     details += f"; mean to epoch {stats.index.max():g}"
         handles.append(Line2D([], [], color=color, lw=2.2, label=f"{row.optimizer} ({details})"))
-    acc_ax.set_ylabel("validation accuracy")
+    acc_ax.set_ylabel(f"{metric_text.val_words(target)} ({metric_text.direction(target)})")
     loss_ax.set_ylabel("training loss (log scale)")
     loss_ax.set_yscale("log")
     _log_ticks(loss_ax.yaxis)
@@ -143,7 +157,7 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    acc_ax.legend(handles=handles, fontsize=8, loc="lower right")
+    acc_ax.legend(handles=handles, fontsize=8, loc=_away_from_curves(target))
     fig.suptitle(
         "Learning curves of each optimizer's chosen configuration\n(thin: seeds; thick line and band: "
         "mean and range of the seeds, over the epochs every seed reached)",
@@ -169,22 +183,24 @@ def seed_mean(wide: pd.DataFrame) -> pd.DataFrame:
     return stats.where(complete)
 
 
-def tuning_budget(budget: pd.DataFrame) -> Figure:
+def tuning_budget(budget: pd.DataFrame, *, target: Target | None = None) -> Figure:
     """Expected best configuration score after k random configurations (Dodge et al. 2019), per
     optimizer, with a ±1 standard deviation band clipped to the scores' range (the best of k
-    draws can never leave it)."""
+    draws can never leave it); the expected maximum of a max target, the minimum of a min one."""
+    target = resolve(budget, target)
+    expected = expected_column(target.mode)
     colors = optimizer_colors(budget["optimizer"])
     fig = Figure(figsize=_WIDE, layout="constrained")
     ax = fig.subplots()
     for optimizer, curve in budget.groupby("optimizer", sort=True):
         color = colors[optimizer]
-        low = (curve["expected_max"] - curve["std"]).clip(lower=curve["score_min"])
-        high = (curve["expected_max"] + curve["std"]).clip(upper=curve["score_max"])
+        low = (curve[expected] - curve["std"]).clip(lower=curve["score_min"])
+        high = (curve[expected] + curve["std"]).clip(upper=curve["score_max"])
         ax.fill_between(curve["k"], low, high, color=color, alpha=0.15, lw=0)
         n = int(curve["n_configs"].iloc[0])
         ax.plot(
             curve["k"],
-            curve["expected_max"],
+            curve[expected],
             color=color,
             lw=2,
             marker="o" if n <= 30 else None,
@@ -192,7 +208,7 @@ def tuning_budget(budget: pd.DataFrame) -> Figure:
             label=f"{optimizer} ({n} configurations)",
         )
     ax.set_xlabel("configurations tried at random (k)")
-    ax.set_ylabel("expected best validation accuracy")
+    ax.set_ylabel(metric_text.axis_label(target, "expected best"))
     ax.set_title(
         "Tuning budget: expected best result after k random configurations\n"
         "(band: ±1 std, clipped to the range of scores)",
@@ -200,17 +216,23 @@ def tuning_budget(budget: pd.DataFrame) -> Figure:
     )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc=_away_from_curves(target))
     return fig
 
 
-def _best_per_lr(configs: pd.DataFrame) -> pd.Series:
-    """The highest configuration mean per learning rate (per log bin when lr was sampled)."""
+def _away_from_curves(target: Target) -> str:
+    """Where a legend least covers curves that improve over time: below them for a max metric."""
+    return "lower right" if target.mode == "max" else "upper right"
+
+
+def _best_per_lr(configs: pd.DataFrame, target: Target) -> pd.Series:
+    """The best configuration mean per learning rate (per log bin when lr was sampled)."""
     configs = configs[configs["lr"].notna() & configs["mean"].notna()]
     if configs.empty:
         return pd.Series(dtype=float)
     keys, _ = axis_groups(configs["lr"].to_numpy(dtype=float))
-    best = configs.groupby(keys)["mean"].idxmax()
+    grouped = configs.groupby(keys)["mean"]
+    best = grouped.idxmax() if target.mode == "max" else grouped.idxmin()
     chosen = configs.loc[best.to_numpy()]
     return pd.Series(chosen["mean"].to_numpy(), index=chosen["lr"].to_numpy()).sort_index()
 
@@ -240,12 +262,14 @@ def _log_ticks(axis: Axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _pad_bottom(ax: Axes) -> None:
-    """Leave room under the lowest point for the strip of diverged markers, and shade the strip so
-    its crosses do not read as accuracies."""
+def _diverged_strip(ax: Axes, strip_y: float) -> None:
+    """Leave room beyond the worst point (below it when `strip_y` is near 0, above it near 1) for
+    the strip of diverged markers, and shade the strip so its crosses do not read as values."""
     low, high = ax.get_ylim()
-    ax.set_ylim(low - 0.08 * (high - low), high)
-    strip = Rectangle((0.0, 0.0), 1.0, 0.06, transform=ax.transAxes, color="#fbe3e1", zorder=0, lw=0)
+    pad = 0.08 * (high - low)
+    ax.set_ylim(*((low - pad, high) if strip_y < 0.5 else (low, high + pad)))
+    bottom = strip_y - 0.03
+    strip = Rectangle((0.0, bottom), 1.0, 0.06, transform=ax.transAxes, color="#fbe3e1", zorder=0, lw=0)
     ax.add_patch(strip)
     label = {"ha": "left", "va": "center", "fontsize": 7, "color": "#a50f15"}
-    ax.text(0.005, 0.03, "diverged", transform=ax.transAxes, **label)
+    ax.text(0.005, strip_y, "diverged", transform=ax.transAxes, **label)

@@ -10,38 +10,48 @@ import os
 import warnings
 from pathlib import Path
 
-from analysis import atomic, plots
+from analysis import atomic, metric_text, plots
 from analysis.caveats import caveats
 from analysis.loading import DIVERGED, FINISHED, read_experiment
 from analysis.markdown import ReportContent, render
 from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from analysis.summary import summarize, tuning_budget
+from analysis.target import resolve
 from analysis.tune_files import REPORT_DIR_NAME
 from analysis.verdict import verdict
+from optsweep.vocabulary import DEFAULT_TARGET, Target
 
-# File name -> (alt text, one-line caption).
-FIGURES = {
-    "lr_sensitivity.png": (
-        "Learning-rate sensitivity",
-        "Best validation accuracy against learning rate; line: best configuration per learning rate, "
-        "star: chosen configuration, crosses at the bottom: diverged trials.",
-    ),
-    "learning_curves.png": (
-        "Learning curves",
-        "Validation accuracy and training loss of each optimizer's chosen configuration; thin lines are "
-        "seeds, the thick line and band their mean and range over the epochs every seed reached.",
-    ),
-    "tuning_budget.png": (
-        "Tuning budget",
-        "Expected best validation accuracy after k random configurations (band: ±1 std).",
-    ),
-    "lr_wd_heatmap.png": (
-        "Learning rate x weight decay",
-        "Best configuration mean for each learning rate and weight decay; 'div k/n': every configuration "
-        "there had a diverged seed (k of n seeds diverged); '*': too few finished seeds to be chosen; "
-        "blank: not tried.",
-    ),
-}
+
+def figure_captions(target: Target) -> dict[str, tuple[str, str]]:
+    """File name -> (alt text, one-line caption), in terms of the target metric."""
+    val = metric_text.val_words(target)
+    end = "bottom" if target.mode == "max" else "top"
+    return {
+        "lr_sensitivity.png": (
+            "Learning-rate sensitivity",
+            f"Best {val} against learning rate; line: best configuration per learning rate, "
+            f"star: chosen configuration, crosses at the {end}: diverged trials.",
+        ),
+        "learning_curves.png": (
+            "Learning curves",
+            f"{val.capitalize()} and training loss of each optimizer's chosen configuration; thin lines "
+            "are seeds, the thick line and band their mean and range over the epochs every seed reached.",
+        ),
+        "tuning_budget.png": (
+            "Tuning budget",
+            f"Expected best {val} after k random configurations (band: ±1 std).",
+        ),
+        "lr_wd_heatmap.png": (
+            "Learning rate x weight decay",
+            "Best configuration mean for each learning rate and weight decay; 'div k/n': every "
+            "configuration there had a diverged seed (k of n seeds diverged); '*': too few finished seeds "
+            "to be chosen; blank: not tried.",
+        ),
+    }
+
+
+FIGURES = figure_captions(DEFAULT_TARGET)
+"""File name -> (alt text, one-line caption) for the default target."""
 
 
 def write_report(
@@ -49,17 +59,20 @@ def write_report(
     *,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    target: Target | None = None,
 ) -> Path:
-    """(Re)write the report of an experiment directory and return the report directory.
+    """(Re)write the report of an experiment directory and return the report directory. Tables,
+    verdict, figures and text follow `target` (default: the one the experiment recorded).
 
     Raises FileNotFoundError / NotAnExperimentError like `analysis.load`.
     """
     root = Path(experiment_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        experiment = read_experiment(root)
+        experiment = read_experiment(root, target=target)
     data_notes = [f"Reading the data: {w.message}" for w in caught]
     trials, curves = experiment.trials, experiment.curves
+    target = resolve(trials)  # the experiment's own when none was given
     summary = summarize(trials, n_resamples=n_resamples, seed=seed)
     budget = tuning_budget(trials)
 
@@ -80,6 +93,7 @@ def write_report(
             atomic.save_figure(out / name, figure)
 
     optimizers = " vs ".join(sorted(trials["optimizer"].unique())) or "no trials"
+    captions = figure_captions(target)
     content = ReportContent(
         title=f"Optimizer comparison: {optimizers} ({root.resolve().name})",
         trials=trials,
@@ -87,8 +101,9 @@ def write_report(
         budget=budget,
         verdict=verdict(summary),
         caveats=caveats(trials, summary),
-        figures=[(name, *FIGURES[name]) for name, figure in figures.items() if figure is not None],
+        figures=[(name, *captions[name]) for name, figure in figures.items() if figure is not None],
         data_notes=data_notes,
+        target=target,
     )
     atomic.write_csv(out / "trials.csv", trials)
     atomic.write_csv(out / "summary.csv", summary)

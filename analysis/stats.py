@@ -1,4 +1,4 @@
-"""The statistics of the report, each in one place: bootstrap intervals and expected maxima."""
+"""The statistics of the report, each in one place: bootstrap intervals and expected maxima (minima)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,19 @@ def expected_max_curve(scores: Sequence[float] | np.ndarray, k_max: int | None =
     mean = weights @ v
     variance = np.clip(weights @ (v**2) - mean**2, 0.0, None)
     return pd.DataFrame({"k": k, "expected_max": mean, "std": np.sqrt(variance)})
+
+
+def expected_column(mode: str) -> str:
+    """The expected-best column of `expected_best_curve`: expected_max, or expected_min."""
+    return f"expected_{mode}"
+
+
+def expected_best_curve(
+    scores: Sequence[float] | np.ndarray, mode: str, k_max: int | None = None
+) -> pd.DataFrame:
+    """`expected_max_curve` in the direction of `mode`: for "min" the expected minimum of k
+    draws, E[min_k] = -E[max_k of the negated scores], in a column named expected_min."""
+    sign = 1.0 if mode == "max" else -1.0
+    curve = expected_max_curve(sign * np.asarray(scores, dtype=float), k_max)
+    curve["expected_max"] = sign * curve["expected_max"] + 0.0  # + 0.0: no "-0.0"
+    return curve.rename(columns={"expected_max": expected_column(mode)})

@@ -1,0 +1,74 @@
+"""Which metric an experiment optimised, and in which direction: read from its study record once,
+then carried by the tables the analysis builds (``frame.attrs["target"]``).
+
+Every public analysis function takes an optional ``target=`` keyword; without it the target comes
+from the table it was given (``load`` and ``summarize`` attach it), and a table that carries none
+is an experiment from before targets existed: validation accuracy, higher is better.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.tune_files import find_tune_experiments
+from optsweep.vocabulary import BEST_PREFIX, DEFAULT_TARGET, STUDY_FILE, TARGET_RECORD_KEY, VAL_PREFIX, Target
+
+ATTR = "target"
+
+
+def target_of(experiment_dir: str | os.PathLike[str]) -> Target:
+    """The target recorded in `experiment_dir`/study.json (or, for one optimizer's Tune directory,
+    in its parent's). No record, or a record without a target: `DEFAULT_TARGET` (val acc, max).
+    An unreadable or invalid record also gives the default, with a warning."""
+    root = Path(experiment_dir)
+    candidates = [root / STUDY_FILE]
+    if find_tune_experiments(root) == [root]:
+        candidates.append(root.parent / STUDY_FILE)
+    for path in candidates:
+        if path.is_file():
+            return _read_target(path)
+    return DEFAULT_TARGET
+
+
+def resolve(table: pd.DataFrame, target: Target | None = None) -> Target:
+    """The target to analyse `table` with: `target` if given, else the one the table carries,
+    else the default. A table without a target whose columns show another metric (a
+    ``best_val_<m>`` column but no ``best_val_acc``) is refused: its mode cannot be guessed."""
+    if target is not None:
+        return target
+    carried = table.attrs.get(ATTR)
+    if isinstance(carried, Target):
+        return carried
+    other = [c for c in table.columns if isinstance(c, str) and c.startswith(BEST_PREFIX + VAL_PREFIX)]
+    if other and DEFAULT_TARGET.best_key not in table.columns:
+        raise ValueError(
+            f"the table has {', '.join(other)} but no target: pass target=Target(metric, mode) "
+            "(or load it with analysis.load, which attaches the experiment's target)"
+        )
+    return DEFAULT_TARGET
+
+
+def attach(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """`frame` carrying `target` (in place; returned for chaining)."""
+    frame.attrs[ATTR] = target
+    return frame
+
+
+def _read_target(path: Path) -> Target:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return Target.from_json(record.get(TARGET_RECORD_KEY))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        warnings.warn(
+            f"{path}: unreadable study record ({exc.__class__.__name__}: {exc}); "
+            f"analysing it as {DEFAULT_TARGET.label}",
+            stacklevel=3,
+        )
+        return DEFAULT_TARGET

@@ -41,6 +41,8 @@ class StopOnSignal:
         self._env_before: str | None = None
 
     def __enter__(self) -> StopOnSignal:
+        global _active
+        _active = self
         self._env_before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         for signum in SIGNALS:
@@ -50,6 +52,8 @@ class StopOnSignal:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _active
+        _active = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         if self._env_before is None:
@@ -58,7 +62,7 @@ class StopOnSignal:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env_before
 
     @contextlib.contextmanager
-    def tune_running(self) -> Iterator[None]:
+    def in_tune(self) -> Iterator[None]:
         """Around `Tuner.fit`: a first signal then stops Tune gracefully instead of raising."""
         self.raise_if_stopped()
         self._in_tune = True
@@ -86,3 +90,11 @@ class StopOnSignal:
             flush=True,
         )
         signal.raise_signal(signal.SIGUSR1)  # Tune's own graceful stop
+
+
+_active: StopOnSignal | None = None
+
+
+def tune_running() -> contextlib.AbstractContextManager[None]:
+    """`StopOnSignal.in_tune` of the active handler (none outside a study run: Tune's own applies)."""
+    return _active.in_tune() if _active is not None else contextlib.nullcontext()

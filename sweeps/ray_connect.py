@@ -17,6 +17,7 @@ import socket
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 ADDRESS_ENV = "RAY_ADDRESS"
 CONNECT_TIMEOUT_S = 5.0
@@ -102,12 +103,12 @@ def _new_token() -> str:
         return secrets.token_hex(32)
 
 
-def connect(address: str | None, source: str) -> str:
-    """Join `address` or start a local Ray (dashboard off, advertised on loopback); returns one line
+def connect(address: str | None, source: str, **init_kwargs: Any) -> str:
+    """Join `address` or start a local Ray (dashboard off); returns one line
     saying which cluster this is. ConnectError when the cluster cannot be joined."""
     import ray
 
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, **init_kwargs}
     ensure_private_token()
     if address is not None:
         try:
@@ -119,7 +120,7 @@ def connect(address: str | None, source: str) -> str:
             ) from None
         return f"Ray: joined the cluster at {address} (from {source}): {_size()}"
     # Local: the dashboard stays off (anyone who reaches a Ray port can run code).
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    ray.init(include_dashboard=False, **quiet)
     return f"Ray: started a local Ray on this machine: {_size()}"
 
 

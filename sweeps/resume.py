@@ -7,6 +7,10 @@ Two kinds of damage are handled before `Tuner.restore` (local storage):
   and trains a trial with an empty config, which the defaults fill in. An older whole state is used
   instead when there is one; an experiment in which no trial ran yet is started afresh; otherwise the
   resume is refused (`DamagedExperimentError`), since the trials' configurations cannot be trusted.
+- The stored trials keep the run-time settings they were created with (resources, data directory):
+  Tune restores each unfinished trial with its stored config and resource request, so a rerun with
+  corrected resources (`--cpus-per-worker 0.5` for a study whose workers never fit) would be accepted
+  and ignored. `apply_run_settings` gives the unfinished trials the current values first.
 - The last snapshot names a checkpoint that Tune's rotation (`CheckpointConfig(num_to_keep)`) deleted
   before its next snapshot; Ray 2.60 then fails that trial on resume ("Could not recover from
   checkpoint as it does not exist on storage anymore"). The trial's newer checkpoints are still there,
@@ -16,6 +20,7 @@ Two kinds of damage are handled before `Tuner.restore` (local storage):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,3 +127,43 @@ def repair_checkpoint_references(experiment: str | Path) -> list[str]:
             shutil.copytree(newer[-1], trial_dir / named)
             repaired.append(trial["trial_id"])
     return repaired
+
+
+RUN_SETTINGS = ("cpus_per_worker", "gpus_per_worker", "data_dir")
+"""Trial settings that may change between a run and its resume (they do not change what is measured)."""
+
+
+def apply_run_settings(
+    experiment: str | Path, settings: dict[str, Any], resources: dict[str, float]
+) -> list[str]:
+    """Give the unfinished trials in the state Tune restores the current `settings` (of RUN_SETTINGS)
+    and trial `resources` (a `tune.with_resources` dict); returns the ids of the trials changed."""
+    from ray import cloudpickle
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    state_file = state_file_tune_restores(experiment)
+    if state_file is None:
+        return []
+    state = json.loads(state_file.read_text())
+    # Stored the way Trial.__getstate__ stores it: cloudpickled, hex-encoded.
+    request = cloudpickle.dumps(resource_dict_to_pg_factory(dict(resources))).hex()
+    wanted = {key: settings[key] for key in RUN_SETTINGS if key in settings}
+    changed = []
+    for index, (trial_json, runtime_json) in enumerate(state["trial_data"]):
+        trial = json.loads(trial_json)
+        stored = trial.get("config", {}).get("settings")
+        if trial.get("status") == "TERMINATED" or not isinstance(stored, dict):
+            continue
+        if all(stored.get(key) == value for key, value in wanted.items()):
+            continue
+        for config_key in ("config", "_Trial__unresolved_config"):
+            if isinstance(trial.get(config_key, {}).get("settings"), dict):
+                trial[config_key]["settings"].update(wanted)
+        trial["placement_group_factory"] = request
+        state["trial_data"][index] = [json.dumps(trial, indent=2), runtime_json]
+        changed.append(str(trial["trial_id"]))
+    if changed:
+        tmp = state_file.with_name(f".{state_file.name}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, state_file)
+    return changed

@@ -9,6 +9,7 @@ on disk is still whole; the same command resumes the experiment once space is fr
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -24,12 +25,18 @@ class StorageError(RuntimeError):
     """The storage path is (nearly) full or not writable; the message is one line for the user."""
 
 
+class InvalidSettingError(ValueError):
+    """A bad OPTSWEEP_MIN_FREE_MB: the user's input, not the storage's state."""
+
+
 def min_free_bytes() -> int:
     raw = os.environ.get(MIN_FREE_ENV, str(DEFAULT_MIN_FREE_MB))
     try:
         megabytes = float(raw)
     except ValueError:
-        raise StorageError(f"{MIN_FREE_ENV}={raw!r} is invalid: it must be a number of megabytes") from None
+        megabytes = math.nan
+    if not 0 <= megabytes < math.inf:
+        raise InvalidSettingError(f"{MIN_FREE_ENV}={raw!r} is invalid: it must be a number of megabytes >= 0")
     return int(megabytes * 2**20)
 
 

@@ -1,0 +1,121 @@
+"""The study's checks around Ray, in the order the study calls them (see `sweeps.study.main`).
+
+Each check ends a doomed run with one line (a `cli.UsageError`) before the work it would waste; the
+modules named in each function do the actual work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from . import cli, feasibility, ray_connect, resume, retention, storage_guard, study_record, trust
+
+ONE_LINE_ERRORS = (
+    cli.UsageError,
+    feasibility.InfeasibleTrialsError,
+    ray_connect.ConnectError,
+    resume.DamagedExperimentError,
+    storage_guard.InvalidSettingError,
+    study_record.DamagedRecordError,
+    trust.UntrustedExperimentError,
+)
+"""What the study reports as one line and exit code 2: the user's input or files, not a bug."""
+
+
+def before_ray(args: cli.StudyArgs) -> tuple[str | None, str]:
+    """Checks that need nothing but the arguments; returns the Ray address to join (None: local)."""
+    storage_guard.min_free_bytes()  # a bad OPTSWEEP_MIN_FREE_MB is a usage error, not a storage one
+    feasibility.wait_note_seconds()
+    if not args.is_remote_storage:
+        trust.check_local_permissions(args.experiment_dir)
+    return ray_connect.resolve_address(args.address)
+
+
+def connect(address: str | None, source: str, **init_kwargs: Any) -> None:
+    print(ray_connect.connect(address, source, **init_kwargs), flush=True)
+
+
+def check_feasible(args: cli.StudyArgs, joined: bool) -> None:
+    cluster = feasibility.snapshot(local=not joined)
+    feasibility.check(cluster, args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker)
+
+
+def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, float]) -> bool:
+    """Before `Tuner.restore`: repair or refuse damage, refuse a `tuner.pkl` this study did not write,
+    and give unfinished trials this run's resources. False: nothing had run, start afresh."""
+    path = f"{args.experiment_dir}/{optimizer}"
+    if not args.is_remote_storage:
+        plan = resume.prepare_restore(path, optimizer)
+        for note in plan.notes:
+            print(f"  {note}", flush=True)
+        if not plan.restore:
+            return False
+    trust.check(args.experiment_dir, optimizer, args.trust_storage)
+    if args.is_remote_storage:
+        print(
+            "  (on remote storage, unfinished trials keep the resources they were created with)", flush=True
+        )
+        return True
+    changed = resume.apply_run_settings(path, args.settings(), resources)
+    if changed:
+        print(
+            f"  {len(changed)} unfinished trial(s) resume with this run's resources and data directory "
+            f"({demand_text(args)} per trial)",
+            flush=True,
+        )
+    for trial_id in resume.repair_checkpoint_references(path):
+        print(
+            f"  trial {trial_id}: its last snapshot names a deleted checkpoint; it resumes from its "
+            "newest one instead",
+            flush=True,
+        )
+    return True
+
+
+def restored(tuner: Any, args: cli.StudyArgs) -> None:
+    """After `Tuner.restore`: this run's --max-concurrent (Tune restores the stored TuneConfig; Ray 2.60
+    has no public way to change it, so the restored Tuner's config is updated in place)."""
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    if config is None:
+        if args.max_concurrent is not None:
+            print("  note: --max-concurrent cannot be changed on resume with this Ray version", flush=True)
+        return
+    config.max_concurrent_trials = args.max_concurrent
+
+
+def created(args: cli.StudyArgs, optimizer: str) -> None:
+    """After a new Tuner wrote its `tuner.pkl`: pin it for later resumes."""
+    trust.pin(args.experiment_dir, optimizer)
+
+
+def callbacks(args: cli.StudyArgs, optimizer: str) -> list[Any]:
+    found: list[Any] = [
+        retention.KeepCheckpoints(args.keep_checkpoints),
+        feasibility.WaitingForResources(demand_text(args), feasibility.wait_note_seconds()),
+    ]
+    if not args.is_remote_storage:
+        position = args.labels.index(optimizer)
+        trials_left = (len(args.labels) - position) * args.trials_per_optimizer
+        existing = retention.checkpoint_size(Path(args.experiment_dir))
+        if existing is not None and position == 0:
+            retention.warn_if_short(
+                args.experiment_dir, existing, trials_left, _running_guess(args), args.keep_checkpoints
+            )
+        elif existing is None:
+            found.append(retention.DiskForecast(args.experiment_dir, trials_left, args.keep_checkpoints))
+    return found
+
+
+def _running_guess(args: cli.StudyArgs) -> int:
+    return args.max_concurrent or os.cpu_count() or 1
+
+
+def demand_text(args: cli.StudyArgs) -> str:
+    per_worker = ", ".join(
+        f"{value:g} {name}"
+        for name, value in (("CPU", args.cpus_per_worker), ("GPU", args.gpus_per_worker))
+        if value > 0
+    )
+    return per_worker if args.workers_per_trial == 1 else f"{args.workers_per_trial} workers x {per_worker}"

@@ -27,7 +27,7 @@ STATE_FILE = "state.pt"
 
 
 class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated or altered."""
+    """A checkpoint file is missing, truncated, altered, or holds more than tensors and plain types."""
 
 
 def rng_file(rank: int) -> str:
@@ -72,7 +72,13 @@ def load_tensor_file(path: Path) -> Any:
         raise CorruptCheckpointError(
             f"{path}: content does not match its sha256 digest (truncated or altered)"
         )
-    return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except Exception as error:  # weights_only refuses pickles that would run code (a planted file)
+        raise CorruptCheckpointError(
+            f"{path}: refused, it is not plain tensors and state dicts ({type(error).__name__}); "
+            "planted or written by other code"
+        ) from error
 
 
 def save(

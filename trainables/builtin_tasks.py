@@ -3,6 +3,10 @@
 Classification on digits (embedded, the offline default), MNIST, FashionMNIST and CIFAR-10 with the
 `mlp`, `cnn` or `resnet18` model; each factory's keyword arguments are the task's arguments
 (`--task-arg model=cnn`).
+
+Not classification: "pydoc_lm", a byte-level GPT-style language model on the Python documentation that
+ships with CPython (target: validation perplexity, min; `trainables.language_model`), and "diabetes",
+an MLP regressor on scikit-learn's diabetes data (target: validation MSE, min; `trainables.regression`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import math
 from collections.abc import Callable
 
 from . import data, models
+from .language_model import pydoc_lm
+from .regression import diabetes
 from .tasks import Task, TaskData
 
 
@@ -46,6 +52,8 @@ TASKS: dict[str, Callable[..., Task]] = {
     "mnist": _classification("mnist", "mlp", 64),
     "fashion_mnist": _classification("fashion_mnist", "mlp", 64),
     "cifar10": _classification("cifar10", "resnet18", 128),
+    "pydoc_lm": pydoc_lm,
+    "diabetes": diabetes,
 }
 
 

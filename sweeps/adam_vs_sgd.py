@@ -21,8 +21,7 @@ DEFAULTS = cli.StudyArgs(
     num_samples=24,
     seeds=5,
     max_epochs=20,
-    dataset="digits",
-    model="mlp",
+    task="digits",
 )
 
 

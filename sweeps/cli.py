@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import re
@@ -14,10 +15,12 @@ from typing import Any, NoReturn
 
 import optimizers
 from optimizers import schedules
-from trainables import data, decisions, models
+from trainables import builtin_tasks, data, decisions, models, optimizer_choice
 
-from . import spaces
+from . import contenders, spaces, tracking
 
+DATASET_TASKS = tuple(data.dataset_names())
+"""Built-in classification tasks named after their dataset (`--dataset` picks one)."""
 DEFAULT_STORAGE = "optsweep_results"
 SMOKE = {"num_samples": 2, "seeds": 1, "max_epochs": 2}
 """`--smoke`: a tiny version of the study (flags given explicitly still win)."""
@@ -35,13 +38,18 @@ class StudyArgs:
     """Everything a study run needs; also written to <experiment>/study.json."""
 
     name: str
+    # Registered names (optimizers.names()) or import paths of torch.optim.Optimizer subclasses.
     optimizers: tuple[str, ...] = ("sgd", "adam", "adamw")
     num_samples: int = 16
     seeds: int = 3
-    max_epochs: int = 20
-    dataset: str = "digits"
-    model: str = "mlp"
-    batch_size: int = 64
+    # What is trained (trainables.tasks.build_task): a built-in task or an import path, and its arguments.
+    task: str = "digits"
+    task_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # None: the task's own budget.
+    max_epochs: int | None = None
+    batch_size: int | None = None
+    # Declared search spaces by optimizer label (plain form, see spaces.parse_param); built-ins have theirs.
+    search_spaces: dict[str, Any] = dataclasses.field(default_factory=dict)
     schedules: tuple[str, ...] = spaces.SCHEDULES
     lr_min: float | None = None
     lr_max: float | None = None
@@ -55,6 +63,10 @@ class StudyArgs:
     address: str | None = None
     storage_path: str = DEFAULT_STORAGE
     data_dir: str | None = None
+    log_to: tuple[str, ...] = ()
+    tracking_uri: str | None = None
+    keep_checkpoints: int = 1
+    trust_storage: bool = False
     smoke: bool = False
 
     @property
@@ -77,11 +89,26 @@ class StudyArgs:
     def trials_per_optimizer(self) -> int:
         return self.num_samples * self.seeds
 
-    def lr_range(self, optimizer: str) -> tuple[float, float] | None:
-        """The LR range of `optimizer` after --lr-min/--lr-max (None: the optimizer's own range)."""
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The optimizers' labels: their experiment directories and their names in the report."""
+        return tuple(contenders.label_of(reference) for reference in self.optimizers)
+
+    def references(self) -> dict[str, str]:
+        """label -> registered name or import path."""
+        return dict(zip(self.labels, self.optimizers, strict=True))
+
+    def lr_range(self, optimizer: str, params: dict[str, Any] | None = None) -> tuple[float, float] | None:
+        """The LR range of `optimizer` after --lr-min/--lr-max (None: the optimizer's own range); `params`
+        is its space (default: the built-in optimizer's)."""
         if self.lr_min is None and self.lr_max is None:
             return None
-        default = spaces.SPACES[optimizer]["lr"]
+        default = (params if params is not None else spaces.default_params(optimizer)).get("lr")
+        if not isinstance(default, (spaces.LogUniform, spaces.Uniform)):
+            raise UsageError(
+                f"--lr-min/--lr-max need {optimizer}'s lr to be searched over a range; "
+                f"its space has {default!r}"
+            )
         return (
             self.lr_min if self.lr_min is not None else default.low,  # type: ignore[attr-defined]
             self.lr_max if self.lr_max is not None else default.high,  # type: ignore[attr-defined]
@@ -90,8 +117,8 @@ class StudyArgs:
     def settings(self) -> dict[str, Any]:
         """The fixed run settings every trial gets (trainables.TrainConfig fields)."""
         return {
-            "dataset": self.dataset,
-            "model": self.model,
+            "task": self.task,
+            "task_args": dict(self.task_args),
             "data_dir": self.data_dir,
             "max_epochs": self.max_epochs,
             "batch_size": self.batch_size,
@@ -114,14 +141,36 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in text.split(",") if item.strip())
 
 
+def _optimizer_list(text: str) -> tuple[str, ...]:
+    """Registered names are case-insensitive; import paths keep their case (class names)."""
+    items = (item.strip() for item in text.split(","))
+    return tuple(item if optimizer_choice.is_reference(item) else item.lower() for item in items if item)
+
+
+def _task_args(pairs: list[str]) -> dict[str, Any]:
+    """--task-arg KEY=VALUE pairs; VALUE is JSON (numbers, true/false, lists) or else a plain string."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"--task-arg {pair!r} is invalid: write KEY=VALUE with KEY a Python identifier")
+        try:
+            result[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            result[key.strip()] = text
+    return result
+
+
 def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.ArgumentParser:
     p = _OneLineParser(prog=prog, description=description)
     d = defaults
     study = p.add_argument_group("what to compare")
     study.add_argument(
         "--optimizers",
-        type=_csv,
-        help=f"comma-separated, from {', '.join(optimizers.names())} (default: {','.join(d.optimizers)})",
+        type=_optimizer_list,
+        help=f"comma-separated, from {', '.join(optimizers.names())}, or import paths of "
+        "torch.optim.Optimizer subclasses (my_pkg.opt:Lion) that declare a search space "
+        f"(default: {','.join(d.optimizers)})",
     )
     study.add_argument(
         "--num-samples", type=int, help=f"configurations per optimizer (default: {d.num_samples})"
@@ -146,9 +195,27 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         help="tiny run: 2 configurations per optimizer, 1 seed, 2 epochs (explicit flags win)",
     )
     task = p.add_argument_group("what to train")
-    task.add_argument("--dataset", help=f"one of {', '.join(data.dataset_names())} (default: {d.dataset})")
-    task.add_argument("--model", help=f"one of {', '.join(models.model_names())} (default: {d.model})")
-    task.add_argument("--batch-size", type=int, help=f"per-worker batch size (default: {d.batch_size})")
+    task.add_argument(
+        "--task",
+        help=f"a built-in task ({', '.join(builtin_tasks.names())}), or an import path of a function "
+        "returning an optsweep Task: my_pkg.tasks:build_task or path/to/my_task.py:build_task "
+        f"(default: {d.task})",
+    )
+    task.add_argument(
+        "--task-arg",
+        dest="task_arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an argument of the task's factory (repeatable; VALUE is read as JSON, else as a string)",
+    )
+    task.add_argument(
+        "--dataset",
+        help=f"shorthand for --task with a built-in classification task ({', '.join(DATASET_TASKS)})",
+    )
+    task.add_argument(
+        "--model", help=f"shorthand for --task-arg model=NAME ({', '.join(models.model_names())})"
+    )
+    task.add_argument("--batch-size", type=int, help="per-worker batch size (default: the task's)")
     task.add_argument("--data-dir", help="where torchvision datasets are (or are downloaded to)")
     where = p.add_argument_group("where to run")
     where.add_argument(
@@ -166,17 +233,60 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
     where.add_argument(
         "--name", help=f"experiment name: results go to <storage-path>/<name> (default: {d.name})"
     )
+    where.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        help="checkpoints kept per finished trial (default: 1; 0 keeps only the results)",
+    )
+    where.add_argument(
+        "--trust-storage",
+        action="store_true",
+        default=None,
+        help="resume an experiment this user did not create here (resuming unpickles its tuner.pkl)",
+    )
+    results = p.add_argument_group("where results are shown")
+    results.add_argument(
+        "--log-to",
+        type=_backends,
+        help=f"also log every trial and the study summary to any of {', '.join(tracking.BACKENDS)} "
+        "(comma-separated; default: none)",
+    )
+    results.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking server or store, e.g. http://host:5000 (default: <experiment>/mlflow.db)",
+    )
     return p
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    try:
+        return tracking.parse_backends(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyArgs) -> StudyArgs:
     """Parse and validate; raises UsageError with a one-line message."""
     ns = build_parser(prog, description, defaults).parse_args(argv)
-    given = {k: v for k, v in vars(ns).items() if v is not None and k != "smoke"}
+    shorthands = ("smoke", "dataset", "model", "task_arg")
+    given = {k: v for k, v in vars(ns).items() if v is not None and k not in shorthands}
     values = dataclasses.asdict(defaults)
     if ns.smoke:
         values.update(SMOKE, smoke=True, name=f"{defaults.name}-smoke")
     values.update(given)
+    if ns.dataset is not None:
+        if ns.task is not None:
+            raise UsageError("give either --task or --dataset, not both")
+        if ns.dataset not in DATASET_TASKS:
+            raise UsageError(
+                f"unknown dataset {ns.dataset!r} in --dataset; valid: {', '.join(DATASET_TASKS)}"
+            )
+        values["task"] = ns.dataset
+    if values["task"] != defaults.task:
+        values["task_args"] = {}  # the default task's arguments do not carry over to another task
+    values["task_args"] = {**values["task_args"], **_task_args(ns.task_arg or [])}
+    if ns.model is not None:
+        values["task_args"]["model"] = ns.model
     args = StudyArgs(**values)
     validate(args)
     storage = (
@@ -189,13 +299,24 @@ def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyAr
 
 
 def validate(args: StudyArgs) -> None:
-    _check_choices("optimizer", args.optimizers, optimizers.names(), flag="--optimizers")
+    registered = [o for o in args.optimizers if not optimizer_choice.is_reference(o)]
+    if not args.optimizers:
+        _check_choices("optimizer", (), optimizers.names(), flag="--optimizers")
+    _check_choices("optimizer", tuple(registered), optimizers.names(), flag="--optimizers")
+    duplicates = sorted({label for label in args.labels if args.labels.count(label) > 1})
+    if duplicates:
+        raise UsageError(f"--optimizers names {', '.join(duplicates)} more than once")
     _check_choices("schedule", args.schedules, schedules.names(), flag="--schedules")
-    _check_choices("dataset", (args.dataset,), data.dataset_names(), flag="--dataset")
-    _check_choices("model", (args.model,), models.model_names(), flag="--model")
+    if ":" not in args.task and args.task not in builtin_tasks.TASKS:
+        raise UsageError(
+            f"unknown task {args.task!r} in --task; built-in: {', '.join(builtin_tasks.names())}, "
+            "or an import path my_pkg.tasks:build_task / path/to/my_task.py:build_task"
+        )
+    if "model" in args.task_args and args.task in DATASET_TASKS:
+        _check_choices("model", (str(args.task_args["model"]),), models.model_names(), flag="--model")
     for flag in ("num_samples", "seeds", "max_epochs", "batch_size", "workers_per_trial"):
         value = getattr(args, flag)
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} {value} is invalid: it must be an integer >= 1")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {args.max_concurrent} is invalid: it must be an integer >= 1")
@@ -215,7 +336,7 @@ def validate(args: StudyArgs) -> None:
             raise UsageError(
                 f"--{flag.replace('_', '-')} {value:g} is invalid: it must be a finite number > 0"
             )
-    for optimizer in args.optimizers:
+    for optimizer in registered:
         low, high = args.lr_range(optimizer) or (0.0, 1.0)
         if low > high:
             raise UsageError(
@@ -231,6 +352,11 @@ def validate(args: StudyArgs) -> None:
         raise UsageError(f"--name {args.name!r} is invalid: use letters, digits, '.', '_' and '-' only")
     if len(args.name) > MAX_NAME_LENGTH:
         raise UsageError(f"--name is {len(args.name)} characters long: it must be at most {MAX_NAME_LENGTH}")
+    _check_tracking(args)
+    if args.keep_checkpoints < 0:
+        raise UsageError(f"--keep-checkpoints {args.keep_checkpoints} is invalid: it must be an integer >= 0")
+    if args.data_dir is not None and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir} is a file: it must be a directory (or not exist yet)")
     if args.gpus_per_worker > 0 and args.address is None:
         _check_local_gpus(args)
     if not args.is_remote_storage:
@@ -251,6 +377,22 @@ def _check_choices(kind: str, values: tuple[str, ...], valid: list[str], flag: s
     duplicates = sorted({v for v in values if values.count(v) > 1})
     if duplicates:
         raise UsageError(f"{flag} lists {', '.join(duplicates)} more than once")
+
+
+def _check_tracking(args: StudyArgs) -> None:
+    if args.tracking_uri is None:
+        if tracking.MLFLOW in args.log_to and args.is_remote_storage:
+            raise UsageError(
+                f"--log-to mlflow with --storage-path {args.storage_path} needs --tracking-uri (an MLflow "
+                "server): the default store is a file in a local experiment directory"
+            )
+        return
+    if tracking.MLFLOW not in args.log_to:
+        raise UsageError(f"--tracking-uri {args.tracking_uri} is for MLflow: add mlflow to --log-to")
+    try:
+        tracking.check_tracking_uri(args.tracking_uri)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _check_local_gpus(args: StudyArgs) -> None:

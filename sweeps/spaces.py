@@ -39,6 +39,9 @@ class LogUniform:
     def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=True)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"log_uniform": [self.low, self.high]}
+
 
 @dataclass(frozen=True)
 class Uniform:
@@ -50,6 +53,9 @@ class Uniform:
 
     def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uniform": [self.low, self.high]}
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class OneMinusLogUniform:
     def suggest(self, trial: Any, name: str) -> float:
         complement = trial.suggest_float(f"__one_minus_{name}", 1.0 - self.high, 1.0 - self.low, log=True)
         return 1.0 - complement
+
+    def to_json(self) -> dict[str, Any]:
+        return {"one_minus_log_uniform": [self.low, self.high]}
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,9 @@ class LogUniformOrZero:
             return 0.0
         return trial.suggest_float(name, self.low, self.high, log=True)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"log_uniform_or_zero": [self.low, self.high, self.p_zero]}
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -94,6 +106,91 @@ class Choice:
 
     def suggest(self, trial: Any, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.options))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"choice": list(self.options)}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A hyperparameter held at one value (not searched)."""
+
+    value: Any
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.value
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return self.value
+
+    def to_json(self) -> Any:
+        return self.value
+
+
+_RANGES: dict[str, type] = {
+    "log_uniform": LogUniform,
+    "uniform": Uniform,
+    "one_minus_log_uniform": OneMinusLogUniform,
+    "log_uniform_or_zero": LogUniformOrZero,
+}
+DISTRIBUTIONS = (*_RANGES, "choice")
+"""The names a declared space (study file, `search_space` attribute) may use for a hyperparameter."""
+
+
+def parse_param(name: str, declared: Any) -> Param:
+    """A hyperparameter's distribution from its declaration: a Param object, a plain value (held fixed), or
+    one of ``{"log_uniform": [low, high]}``, ``{"uniform": [low, high]}``, ``{"one_minus_log_uniform":
+    [low, high]}``, ``{"log_uniform_or_zero": [low, high]}`` (optionally ``[low, high, p_zero]``),
+    ``{"choice": [a, b, ...]}``."""
+    if hasattr(declared, "sample") and hasattr(declared, "suggest"):
+        return declared  # type: ignore[no-any-return]
+    if not isinstance(declared, dict):
+        if isinstance(declared, (bool, int, float, str)):
+            return Fixed(declared)
+        raise ValueError(f"search space for {name!r}: {declared!r} is not a value or a distribution")
+    if len(declared) != 1:
+        raise ValueError(
+            f"search space for {name!r}: {declared!r} must name exactly one of {', '.join(DISTRIBUTIONS)}"
+        )
+    kind, values = next(iter(declared.items()))
+    if kind == "choice":
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"search space for {name!r}: choice needs a non-empty list, got {values!r}")
+        return Choice(tuple(values))
+    if kind not in _RANGES:
+        raise ValueError(
+            f"search space for {name!r}: unknown distribution {kind!r}; valid: {', '.join(DISTRIBUTIONS)}"
+        )
+    sizes = (2, 3) if kind == "log_uniform_or_zero" else (2,)
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) not in sizes
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+    ):
+        raise ValueError(f"search space for {name!r}: {kind} needs [low, high] numbers, got {values!r}")
+    low, high = float(values[0]), float(values[1])
+    positive = kind in ("log_uniform", "log_uniform_or_zero")
+    unit = kind == "one_minus_log_uniform"
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (positive and low <= 0):
+        raise ValueError(
+            f"search space for {name!r}: {kind} [{low:g}, {high:g}] is invalid: need finite low <= high"
+            + (", low > 0" if positive else "")
+        )
+    if unit and not 0 <= low <= high < 1:
+        raise ValueError(f"search space for {name!r}: {kind} [{low:g}, {high:g}] must lie in [0, 1)")
+    return _RANGES[kind](low, high, *values[2:])  # type: ignore[no-any-return]
+
+
+def parse_space(declared: dict[str, Any]) -> dict[str, Param]:
+    """A whole declared space (hyperparameter -> declaration, see `parse_param`)."""
+    if not isinstance(declared, dict) or not declared:
+        raise ValueError(f"a search space must map hyperparameter names to distributions, got {declared!r}")
+    return {str(name): parse_param(str(name), value) for name, value in declared.items()}
+
+
+def space_to_json(params: dict[str, Param]) -> dict[str, Any]:
+    """The plain-data form of a space (what a study records and a study file holds)."""
+    return {name: param.to_json() for name, param in params.items()}  # type: ignore[attr-defined]
 
 
 _BETAS = {"beta1": OneMinusLogUniform(0.8, 0.98), "beta2": OneMinusLogUniform(0.9, 0.9995)}
@@ -159,17 +256,24 @@ class SearchSpace:
         return {name: param.suggest(trial, name) for name, param in self.params.items()}
 
 
+def default_params(optimizer: str) -> dict[str, Param]:
+    """The hyperparameter space of a built-in optimizer (see SPACES)."""
+    optimizers.optimizer_class(optimizer)  # a clear error for an unknown name
+    return dict(SPACES[optimizer])
+
+
 def space_for(
     optimizer: str,
     *,
     lr_range: tuple[float, float] | None = None,
     schedules: tuple[str, ...] = SCHEDULES,
+    params: dict[str, Param] | None = None,
 ) -> SearchSpace:
-    """The search space of `optimizer`, with the LR range overridden if given."""
-    optimizers.optimizer_class(optimizer)  # a clear error for an unknown name
-    params = dict(SPACES[optimizer])
-    if lr_range is not None:
-        params["lr"] = replace(params["lr"], low=lr_range[0], high=lr_range[1])
+    """The search space of `optimizer` (a label): `params` (default: the built-in optimizer's space),
+    with the LR range overridden if given, and the schedule choice."""
+    params = dict(params) if params is not None else default_params(optimizer)
+    if lr_range is not None and "lr" in params:
+        params["lr"] = replace(params["lr"], low=lr_range[0], high=lr_range[1])  # type: ignore[type-var]
     params["schedule"] = Choice(tuple(schedules))
     return SearchSpace(optimizer, params)
 

@@ -11,15 +11,15 @@ their last checkpoint, a finished study just rewrites its report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import functools
-import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +29,19 @@ from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
 import analysis
-from trainables import data, decisions
+from optsweep.vocabulary import Target
+from trainables import decisions, tasks
 from trainables.config import TrainConfig
+from trainables.tasks import Task
 from trainables.trial import run_trial, trial_resources
 
-from . import cli, resume, spaces, storage_guard
+from . import cli, contenders, identity, interrupts, safeguards, shipping, spaces, storage_guard, tracking
+from .contenders import Contender
 from .progress import ProgressLine
-from .scheduling import METRIC, MODE, build_scheduler
+from .scheduling import build_scheduler
 from .storage_guard import StorageError, StorageGuard
 
-# Settings that define a study: a rerun with other values would mix two studies in one directory.
-IDENTITY_FIELDS = (
-    "optimizers",
-    "num_samples",
-    "seeds",
-    "max_epochs",
-    "dataset",
-    "model",
-    "batch_size",
-    "schedules",
-    "lr_min",
-    "lr_max",
-    "scheduler",
-    "search",
-    "search_seed",
-    "workers_per_trial",
-)
-STUDY_FILE = "study.json"
+STUDY_FILE = identity.STUDY_FILE
 # A full, read-only or forbidden storage path, as Tune's own writes report it.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 LOCK_FILE = ".optsweep.lock"
@@ -65,9 +51,11 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     """Parse, validate, run the study, write its report; returns the process exit code."""
     try:
         args = cli.parse(argv, prog, description, defaults)
-        _check_dataset(args)
-    except ValueError as error:  # UsageError, DatasetUnavailableError
+        plan = prepare(args)
+        address, source = safeguards.before_ray(plan.args)
+    except ValueError as error:  # UsageError, TaskError, DatasetUnavailableError
         return cli.fail(str(error))
+    args = plan.args
     # Tune's rich console output (tables, banners) would drown the one progress line per optimizer.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
@@ -75,16 +63,18 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.monotonic()
     try:
-        with _exclusive(args):
+        with _exclusive(args), interrupts.StopOnSignal():
             if not args.is_remote_storage:
                 storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
-            _record_or_check_study(args)
-            _connect_ray(args)
+            identity.record_or_check(args.experiment_dir, plan.identity())
+            _connect_ray(args, plan.user_code, address, source)
             _check_cluster(args)
-            for optimizer in args.optimizers:
-                _run_optimizer(args, optimizer)
+            safeguards.check_feasible(args, joined=address is not None)
+            for contender in plan.contenders:
+                _run_optimizer(plan, contender)
             report_dir = _write_report(args)
-    except cli.UsageError as error:
+            tracking.for_study(args).log_study(report_dir)
+    except safeguards.ONE_LINE_ERRORS as error:
         return cli.fail(str(error))
     except (StorageError, OSError) as error:
         if isinstance(error, OSError) and error.errno not in STORAGE_ERRNOS:
@@ -96,16 +86,53 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(f"\nInterrupted. Run the same command again to resume {args.experiment_dir}.", file=sys.stderr)
-        return 130
+        return getattr(interrupt, "exit_code", 130)
     _print_summary(report_dir, time.monotonic() - started)
     return 0
 
 
-def _check_dataset(args: cli.StudyArgs) -> None:
-    """Fail before Ray starts if the dataset is missing (and cannot be downloaded)."""
-    data.load_splits(args.dataset, args.data_dir)
+@dataclass(frozen=True)
+class Plan:
+    """A study resolved and checked before Ray starts: its settings with the task's defaults filled in,
+    the task, the optimizers with their search spaces, and the user code its workers need."""
+
+    args: cli.StudyArgs
+    task: Task
+    contenders: list[Contender]
+    user_code: list[str]  # local directories or .py files to ship to the workers
+    task_is_named: bool = True  # False: a Task object given in Python, `args.task` only names it
+
+    def identity(self) -> dict[str, Any]:
+        return identity.identity(self.args, self.task, self.contenders, task_is_named=self.task_is_named)
+
+
+def prepare(args: cli.StudyArgs, task: Task | None = None) -> Plan:
+    """Resolve and check everything that can be checked without Ray; one-line ValueErrors.
+
+    `task` is a Task object given in Python (`args.task` then only names it); otherwise `args.task` is
+    built. Its data and model are built once here (a missing dataset fails now, not in every trial).
+    """
+    task_is_named = task is None
+    if task is None:
+        task = tasks.build_task(args.task, args.task_args, data_dir=args.data_dir)
+    tasks.check(task)
+    args = dataclasses.replace(
+        args,
+        max_epochs=args.max_epochs or task.max_epochs,
+        batch_size=args.batch_size or task.batch_size,
+    )
+    contenders_ = contenders.resolve(args.references(), args.search_spaces)
+    for contender in contenders_:
+        low, high = args.lr_range(contender.label, contender.params) or (0.0, 1.0)
+        if low > high:
+            raise cli.UsageError(
+                f"--lr-min/--lr-max give {contender.label} the LR range [{low:g}, {high:g}]: "
+                "lr-min must be <= lr-max"
+            )
+    code = shipping.user_code_paths([args.task, *args.optimizers], task)
+    return Plan(args, task, contenders_, code, task_is_named)
 
 
 @contextlib.contextmanager
@@ -136,42 +163,12 @@ def _exclusive(args: cli.StudyArgs) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _record_or_check_study(args: cli.StudyArgs) -> None:
-    """Write study.json on the first run; on a rerun, insist on the same study settings."""
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(args.experiment_dir)
-    path = f"{root}/{STUDY_FILE}"
-    identity = {key: _jsonable(getattr(args, key)) for key in IDENTITY_FIELDS}
-    if fs.get_file_info(path).type == pyarrow.fs.FileType.File:
-        with fs.open_input_stream(path) as f:
-            recorded = json.loads(f.read().decode())
-        changed = [key for key in IDENTITY_FIELDS if recorded.get(key) != identity[key]]
-        if changed:
-            details = ", ".join(f"{k} {recorded.get(k)!r} -> {identity[k]!r}" for k in changed)
-            raise cli.UsageError(
-                f"{args.experiment_dir} holds a study with other settings ({details}); rerun it with its own "
-                "flags to resume it, or choose another --name"
-            )
-        return
-    fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(json.dumps({**identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2).encode())
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _connect_ray(args: cli.StudyArgs) -> None:
+def _connect_ray(args: cli.StudyArgs, user_code: list[str], address: str | None, source: str) -> None:
+    """Join `address` (checked by safeguards.before_ray) or start a local Ray, and say which."""
     if ray.is_initialized():  # e.g. a test session's Ray, or a notebook that started one
+        shipping.pickle_by_value(user_code)
         return
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if args.address:
-        ray.init(address=args.address, **quiet)
-    else:
-        # Local: the dashboard stays off (anyone who reaches a Ray port can run code).
-        ray.init(include_dashboard=False, **quiet)
+    safeguards.connect(address, source, **shipping.runtime_env(user_code))
 
 
 def _check_cluster(args: cli.StudyArgs) -> None:
@@ -182,58 +179,55 @@ def _check_cluster(args: cli.StudyArgs) -> None:
             f"the Ray cluster spans {len(hosts)} hosts and Ray no longer syncs results to the head node, so "
             f"--storage-path {args.storage_path} must be shared storage (e.g. s3://bucket/optsweep)"
         )
-    needed = args.gpus_per_worker * args.workers_per_trial
-    available = ray.cluster_resources().get("GPU", 0)
-    if needed > available:
-        if args.address is None:
-            raise cli.UsageError(f"each trial needs {needed:g} GPUs but the local Ray has {available:g}")
-        print(
-            f"Note: each trial needs {needed:g} GPUs and the cluster has {available:g} now; trials wait "
-            "until the autoscaler adds GPU nodes.",
-            flush=True,
-        )
     if args.decisions_channel is not None:
         decisions.create(args.decisions_channel)
 
 
-def _run_optimizer(args: cli.StudyArgs, optimizer: str) -> tune.ResultGrid:
+def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
+    args, optimizer = plan.args, contender.label
     path = f"{args.experiment_dir}/{optimizer}"
     settings = args.settings()
+    if contender.reference != contender.label:
+        settings["optimizer_class"] = contender.reference
     config = TrainConfig(optimizer=optimizer, **settings)
-    trainable = tune.with_resources(run_trial, trial_resources(config))
-    if tune.Tuner.can_restore(path):
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, task=plan.task), trial_resources(config)
+    )
+    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
         print(
             f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
         )
-        if not args.is_remote_storage:
-            for trial_id in resume.repair_checkpoint_references(path):
-                print(
-                    f"  trial {trial_id}: its last snapshot names a deleted checkpoint; it resumes from its "
-                    "newest one instead",
-                    flush=True,
-                )
         # Errored trials resume from their last checkpoint too: the error may have been the storage or a
         # lost node, fixed since; a trial that fails for good fails again within its max_failures.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        safeguards.restored(tuner, args)
     else:
         print(
             f"Starting {optimizer}: {args.num_samples} configurations x {args.seeds} seeds = "
             f"{args.trials_per_optimizer} trials, up to {args.max_epochs} epochs each.",
             flush=True,
         )
-        tuner = _new_tuner(args, optimizer, trainable, settings)
-    return tuner.fit()
+        tuner = _new_tuner(plan, contender, trainable, settings)
+        safeguards.created(args, optimizer)
+    with interrupts.tune_running():
+        return tuner.fit()
 
 
-def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: dict[str, Any]) -> tune.Tuner:
-    space = spaces.space_for(optimizer, lr_range=args.lr_range(optimizer), schedules=args.schedules)
+def _new_tuner(plan: Plan, contender: Contender, trainable: Any, settings: dict[str, Any]) -> tune.Tuner:
+    args, optimizer, target = plan.args, contender.label, plan.task.target
+    space = spaces.space_for(
+        optimizer,
+        lr_range=args.lr_range(optimizer, contender.params),
+        schedules=args.schedules,
+        params=contender.params,
+    )
     if args.search == "optuna":
         constants = {"optimizer": optimizer, "settings": settings}
         searcher = Repeater(
             OptunaSearch(
                 space=functools.partial(_define_by_run, space, constants),
-                metric=METRIC,
-                mode=MODE,
+                metric=target.key,
+                mode=target.mode,
                 seed=args.search_seed,
             ),
             repeat=args.seeds,
@@ -249,8 +243,8 @@ def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: di
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
+            metric=target.key,
+            mode=target.mode,
             scheduler=build_scheduler(args.scheduler, args.max_epochs, args.workers_per_trial),
             search_alg=searcher,
             num_samples=num_samples,
@@ -266,17 +260,27 @@ def _new_tuner(args: cli.StudyArgs, optimizer: str, trainable: Any, settings: di
             # Trial stdout/stderr (e.g. "checkpoint ... is unusable; resuming from ...") land in the trial's
             # directory in storage, not only on the node that ran it.
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=_callbacks(args, optimizer),
+            callbacks=_callbacks(args, optimizer, target),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
 
 
-def _callbacks(args: cli.StudyArgs, optimizer: str) -> list[tune.Callback]:
-    callbacks: list[tune.Callback] = [ProgressLine(optimizer, args.trials_per_optimizer)]
+def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune.Callback]:
+    callbacks: list[tune.Callback] = [
+        ProgressLine(
+            optimizer,
+            args.trials_per_optimizer,
+            max_epochs=args.max_epochs,
+            position=(args.labels.index(optimizer) + 1, len(args.labels)),
+            target=target,
+        )
+    ]
     if not args.is_remote_storage:
         callbacks.append(StorageGuard(args.experiment_dir, storage_guard.min_free_bytes()))
+    callbacks += tracking.for_study(args).callbacks()
+    callbacks += safeguards.callbacks(args, optimizer)
     return callbacks
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import adam_vs_sgd, cli, spaces, study
+from sweeps import adam_vs_sgd, cli, identity, spaces, study
 
 SCRIPT = Path(adam_vs_sgd.__file__)
 
@@ -150,15 +150,50 @@ def test_rerun_with_other_study_settings_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     experiment = tmp_path / "adam_vs_sgd"
-    experiment.mkdir()
-    recorded = {key: None for key in study.IDENTITY_FIELDS}
-    recorded.update(json.loads(json.dumps(_parse("--storage-path", str(tmp_path)).to_json())))
+    (experiment / "sgd").mkdir(parents=True)
+    (experiment / "sgd" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
+    recorded = study.prepare(_parse("--storage-path", str(tmp_path))).identity()
     recorded["num_samples"] = 8
     (experiment / study.STUDY_FILE).write_text(json.dumps(recorded))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds a study with other settings (num_samples 8 -> 24)" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.usefixtures("ray_must_not_start")
+def test_a_record_from_before_tasks_is_compared_in_its_own_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """study.json written before tasks named a dataset and a model: the same study is recognised (it would
+    resume), another one is refused naming the difference."""
+    experiment = tmp_path / "adam_vs_sgd"
+    (experiment / "sgd").mkdir(parents=True)
+    (experiment / "sgd" / "tuner.pkl").write_bytes(b"")
+    legacy = {
+        "optimizers": ["sgd", "adam", "adamw"],
+        "num_samples": 24,
+        "seeds": 5,
+        "max_epochs": 20,
+        "dataset": "digits",
+        "model": "cnn",
+        "batch_size": 64,
+        "schedules": ["constant", "step", "cosine", "warmup_cosine"],
+        "lr_min": None,
+        "lr_max": None,
+        "scheduler": "asha",
+        "search": "random",
+        "search_seed": 0,
+        "workers_per_trial": 1,
+        "created": "2026-11-20T10:00:00+0000",
+    }
+    current = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn")).identity()
+    assert identity.differences(legacy, current) == []
+    other = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp")).identity()
+    assert identity.differences(legacy, other) == ["task_args {'model': 'cnn'} -> {}"]
+    (experiment / study.STUDY_FILE).write_text(json.dumps(legacy))
+    assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2
+    assert "task_args {'model': 'cnn'} -> {}" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("ray_must_not_start")

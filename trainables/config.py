@@ -26,6 +26,8 @@ NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")
 @dataclass(frozen=True)
 class TrainConfig:
     optimizer: str = "adam"
+    # The class behind a user's optimizer label ("my_pkg.opt:Lion"); None: `optimizer` is a registered name.
+    optimizer_class: str | None = None
     hparams: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
     schedule: str = "constant"
     seed: int = 0
@@ -58,7 +60,7 @@ class TrainConfig:
                 f"Invalid task: {self.task!r}; built-in tasks: {', '.join(builtin_tasks.TASKS)} "
                 "(or an import path 'my_pkg.tasks:build_task')"
             )
-        if ":" not in self.optimizer:
+        if self.optimizer_class is None:
             optimizers.optimizer_class(self.optimizer)
         schedules.check_name(self.schedule)
         for name in ("max_epochs", "batch_size", "workers"):

@@ -90,9 +90,8 @@ def train(config: TrainConfig, session: Session, task: Task | None = None) -> di
         for prefix, split in ((v.VAL_PREFIX, splits.val), (v.TEST_PREFIX, splits.test))
         if split is not None
     }
-    optimizer = optimizer_choice.build(
-        config.optimizer, param_groups(_unwrapped(model), task.weight_decay), config.hparams
-    )
+    groups = param_groups(_unwrapped(model), task.weight_decay)
+    optimizer = optimizer_choice.build(config.optimizer_class or config.optimizer, groups, config.hparams)
     schedule_options = {"mode": target.mode} if config.schedule == "plateau" else {}
     total_steps = max_epochs * len(train_loader)
     scheduler = schedules.build(config.schedule, optimizer, total_steps, **schedule_options)

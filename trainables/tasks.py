@@ -39,6 +39,8 @@ from torch.utils.data import Dataset
 
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
+from .data import DatasetUnavailableError
+
 LOSS_METRIC = "loss"
 """Every task reports its loss on the validation and test splits (`val_loss`); a target may use it."""
 
@@ -300,18 +302,8 @@ def build_task(spec: str, args: Mapping[str, Any] | None = None, *, data_dir: st
 
     `data_dir` is passed to factories that take a ``data_dir`` argument when `args` does not set it.
     """
-    from . import builtin_tasks
-
     args = dict(args or {})
-    if ":" in spec:
-        factory = load_reference(spec, "--task")
-    elif spec in builtin_tasks.TASKS:
-        factory = builtin_tasks.TASKS[spec]
-    else:
-        raise TaskError(
-            f"unknown task {spec!r}; built-in tasks: {', '.join(builtin_tasks.TASKS)} "
-            "(or an import path 'my_pkg.tasks:build_task' / 'path/to/my_task.py:build_task')"
-        )
+    factory = factory_of(spec)
     if isinstance(factory, Task):
         if args:
             raise TaskError(
@@ -333,6 +325,31 @@ def build_task(spec: str, args: Mapping[str, Any] | None = None, *, data_dir: st
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: its factory returned {type(task).__name__}, not an optsweep Task")
     return task
+
+
+def factory_of(spec: str) -> Any:
+    """What `spec` names: a built-in task's factory, or the object at an import path."""
+    from . import builtin_tasks
+
+    if ":" in spec:
+        return load_reference(spec, "--task")
+    if spec in builtin_tasks.TASKS:
+        return builtin_tasks.TASKS[spec]
+    raise TaskError(
+        f"unknown task {spec!r}; built-in tasks: {', '.join(builtin_tasks.TASKS)} "
+        "(or an import path 'my_pkg.tasks:build_task' / 'path/to/my_task.py:build_task')"
+    )
+
+
+def explicit_arguments(spec: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` without those equal to the factory's defaults (and without `data_dir`, a machine's
+    setting): two spellings of the same task compare equal."""
+    parameters = _parameters(factory_of(spec)) or {}
+    return {
+        key: value
+        for key, value in args.items()
+        if key != "data_dir" and not (key in parameters and parameters[key].default == value)
+    }
 
 
 def _parameters(factory: Callable[..., Any]) -> Mapping[str, inspect.Parameter] | None:
@@ -369,7 +386,7 @@ def check(task: Task, batch: int = 2) -> None:
     fails on the output. Costs one forward/backward pass of `batch` examples on the CPU."""
     try:
         data = task.data()
-    except TaskError:
+    except (TaskError, DatasetUnavailableError):
         raise
     except Exception as error:
         raise TaskError(

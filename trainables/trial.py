@@ -12,35 +12,66 @@ from typing import Any
 
 from . import loop, sessions
 from .config import TrainConfig
+from .tasks import Task
 
-DRIVER_CPUS = 0.01
-"""What the Tune trial of a multi-worker run reserves for itself: it only waits on its TorchTrainer."""
+TASK_KEY = "__optsweep_task"
+"""Where a multi-worker trial hands its task object to the Train workers (not a hyperparameter)."""
+
+DRIVER_MEMORY_BYTES = 64 * 2**20
+"""What the Tune trial of a multi-worker run reserves for itself: it only waits on its TorchTrainer, so
+no CPU (a fraction of one would keep a worker group that fills a node exactly from ever starting), only
+some memory (Tune needs a non-empty reservation)."""
+REQUIRED_KEYS = ("optimizer", "lr", "settings")
+"""What every trial config of a study holds; without them a trial would silently train the defaults."""
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`)."""
+class IncompleteTrialConfigError(ValueError):
+    """A trial config without the keys every study sets (e.g. Tune restored a damaged experiment)."""
+
+
+def check_trial_config(config: dict[str, Any]) -> None:
+    """Refuse a trial config that lacks what a study always sets (one line naming what is missing)."""
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if "seed" not in config and "__trial_index__" not in config:
+        missing.append("seed")
+    if not missing and not (isinstance(config["settings"], dict) and config["settings"]):
+        missing.append("settings (empty)")
+    if missing:
+        raise IncompleteTrialConfigError(
+            f"trial config lacks {', '.join(missing)} (keys: {sorted(config) or 'none'}); refusing to train "
+            "defaults in its place: the experiment this trial came from is damaged"
+        )
+
+
+def run_trial(config: dict[str, Any], task: Task | None = None) -> None:
+    """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`).
+
+    `task` (given with `tune.with_parameters`) is what is trained; None builds the config's task.
+    """
+    check_trial_config(config)
     train_config = TrainConfig.from_trial_config(config)
     if train_config.workers == 1:
-        loop.train(train_config, sessions.TuneSession())
+        loop.train(train_config, sessions.TuneSession(), task)
     else:
-        _run_torch_trainer(train_config, config)
+        _run_torch_trainer(train_config, config, task)
 
 
 def trial_resources(config: TrainConfig) -> dict[str, float]:
-    """What a Tune trial reserves: the whole worker on the fast path, almost nothing for a Train driver."""
+    """What a Tune trial reserves: the whole worker on the fast path, no CPU for a Train driver (its
+    TorchTrainer reserves the workers)."""
     if config.workers == 1:
         return {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
-    return {"CPU": DRIVER_CPUS, "GPU": 0.0}
+    return {"CPU": 0.0, "GPU": 0.0, "memory": DRIVER_MEMORY_BYTES}
 
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     train_config = TrainConfig.from_trial_config(config)
     session = sessions.TrainWorkerSession(config["__optsweep_trial_id"], train_config.scheduler_decisions)
-    loop.train(train_config, session)
+    loop.train(train_config, session, config.get(TASK_KEY))
 
 
-def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any]) -> None:
+def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any], task: Task | None) -> None:
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
@@ -55,7 +86,7 @@ def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any]) -> Non
         resources["GPU"] = train_config.gpus_per_worker
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={**config, "__optsweep_trial_id": trial_id},
+        train_loop_config={**config, "__optsweep_trial_id": trial_id, TASK_KEY: task},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config.workers, use_gpu=use_gpu, resources_per_worker=resources
         ),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from analysis_fixtures import standard_experiment
+from analysis_fixtures import ACC, PERPLEXITY, Kind, standard_experiment
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "notebooks" / "adam_vs_sgd.ipynb"
@@ -20,8 +20,11 @@ def test_notebook_is_committed_without_outputs() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_notebook_executes_against_an_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    experiment = standard_experiment(tmp_path / "exp")
+@pytest.mark.parametrize("kind", [ACC, PERPLEXITY], ids=["accuracy", "perplexity"])
+def test_notebook_executes_against_an_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: Kind
+) -> None:
+    experiment = standard_experiment(tmp_path / "exp", kind=kind)
     monkeypatch.setenv("OPTSWEEP_EXPERIMENT", str(experiment))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     resources = {"metadata": {"path": str(tmp_path)}}
@@ -33,3 +36,8 @@ def test_notebook_executes_against_an_experiment(tmp_path: Path, monkeypatch: py
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "show no significant difference" in printed
     assert "stopped early by the scheduler" in printed
+    assert f"target {kind.target.label}" in printed
+    # The caveats speak of the experiment's metric, the tables hold its columns.
+    assert f"by the same validation {'accuracy' if kind is ACC else 'perplexity'} that is reported" in printed
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert kind.target.best_key in tables

@@ -1,58 +1,201 @@
-"""A terse progress line on the terminal while a sweep runs (Ray's own logs go to files)."""
+"""Live progress of a sweep, one optimizer at a time, readable at a glance (Ray's own logs go to files):
+
+    [adam 2/3] 37/120 done (12 completed, 20 stopped, 3 diverged, 2 errors), 2 running, 81 pending;
+    best val_acc 0.9712 (adam-c07 seed 2: lr=0.00312, weight_decay=0, schedule=cosine); 1m12s, ETA 2m20s
+    (study ~6m40s)
+
+(one line). On a terminal the line is redrawn in place every second; otherwise (CI, a log file) a new
+plain line is printed only when something changed, at most every `interval_s` seconds, with a
+heartbeat every `heartbeat_s` seconds, and always at the end.
+
+ETA: the remaining trials of this optimizer, and of the optimizers still to come, at the rate trials
+have finished so far (trials stopped early count as finished, as they free their slot).
+"""
 
 from __future__ import annotations
 
+import math
+import shutil
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ray import tune
 
-from .scheduling import METRIC
+from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, Target
+
+from .trial_identity import ConfigurationIds
+
+TERMINAL_REDRAW_S = 1.0
 
 
 class ProgressLine(tune.Callback):
-    """At most every `interval_s` seconds when something changed (and at least every `heartbeat_s`), and
-    at the end: trials done/running/pending and the best so far."""
+    """Progress of one optimizer's Tune experiment; `position` is (k, n): the k-th optimizer of n."""
 
-    def __init__(self, label: str, total: int, interval_s: float = 10.0, heartbeat_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        max_epochs: int | None = None,
+        position: tuple[int, int] | None = None,
+        target: Target = DEFAULT_TARGET,
+        interval_s: float = 10.0,
+        heartbeat_s: float = 120.0,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
         self.total = total
+        self.max_epochs = max_epochs
+        self.position = position
+        self.target = target
         self.interval_s = interval_s
         self.heartbeat_s = heartbeat_s
-        self._last_print = 0.0
+        self.stream = stream
+        self.clock = clock
+        self._started: float | None = None
+        self._last_print = -math.inf
         self._last_line = ""
+        self._identities = ConfigurationIds()
+
+    # Tune pickles its callbacks with the experiment; the output stream stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "stream": None}
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        since = time.monotonic() - self._last_print
+        now = self._now()
+        since = now - self._last_print
+        if self._is_terminal():
+            if since >= TERMINAL_REDRAW_S:
+                self._print(self.line(trials), final=False)
+            return
         if since >= self.interval_s:
-            line = self._line(trials)
-            if line != self._last_line or since >= self.heartbeat_s:
-                self._print(line)
+            line = self.line(trials)
+            if _without_times(line) != _without_times(self._last_line) or since >= self.heartbeat_s:
+                self._print(line, final=False)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._print(self._line(trials))
+        self._print(self.line(trials), final=True)
 
-    def _print(self, line: str) -> None:
-        self._last_print = time.monotonic()
-        self._last_line = line
-        print(line, file=sys.stdout, flush=True)
-
-    def _line(self, trials: list[Any]) -> str:
-        status = [t.status for t in trials]
-        done = status.count("TERMINATED") + status.count("ERROR")
-        diverged = sum(1 for t in trials if (t.last_result or {}).get("diverged"))
-        best = max(
-            ((t.last_result or {}).get("best_val_acc", float("nan")) for t in trials if t.last_result),
-            default=float("nan"),
-        )
+    # ---------------------------------------------------------------------------------- the line
+    def line(self, trials: list[Any]) -> str:
+        """The progress line for these trials (Tune's Trial objects, or anything with trial_id,
+        status, config and last_result)."""
+        counts = self._counts(trials)
+        done = counts["completed"] + counts["stopped"] + counts["diverged"] + counts["errors"]
+        head = f"[{self.label}" + (f" {self.position[0]}/{self.position[1]}" if self.position else "") + "]"
+        details = [f"{counts['completed']} completed"]
+        details += [f"{counts[k]} {k}" for k in ("stopped", "diverged", "errors") if counts[k]]
+        pending = max(self.total - len(trials), 0) + counts["pending"]
         parts = [
-            f"[{self.label}] {done}/{self.total} trials done",
-            f"{status.count('RUNNING')} running",
-            f"{max(self.total - len(trials), 0) + status.count('PENDING')} pending",
+            f"{head} {done}/{self.total} done ({', '.join(details)}), {counts['running']} running, "
+            f"{pending} pending"
         ]
-        if diverged or status.count("ERROR"):
-            parts.append(f"{diverged} diverged, {status.count('ERROR')} errors")
-        if best == best:
-            parts.append(f"best {METRIC} so far {best:.4f}")
-        return ", ".join(parts)
+        best = self._best(trials)
+        if best:
+            parts.append(best)
+        parts.append(self._times(done))
+        return "; ".join(parts)
+
+    def _counts(self, trials: list[Any]) -> dict[str, int]:
+        counts = dict.fromkeys(("completed", "stopped", "diverged", "errors", "running", "pending"), 0)
+        for trial in trials:
+            result = trial.last_result or {}
+            if trial.status == "ERROR":
+                counts["errors"] += 1
+            elif trial.status == "TERMINATED":
+                if result.get(DIVERGED_FLAG) is True:
+                    counts["diverged"] += 1
+                elif self.max_epochs is not None and _epoch(result) < self.max_epochs:
+                    counts["stopped"] += 1
+                else:
+                    counts["completed"] += 1
+            elif trial.status == "RUNNING":
+                counts["running"] += 1
+            else:
+                counts["pending"] += 1
+        return counts
+
+    def _best(self, trials: list[Any]) -> str:
+        key = self.target.best_key
+        best_trial, best_value = None, math.nan
+        for trial in sorted(trials, key=lambda t: t.trial_id):
+            value = (trial.last_result or {}).get(key)
+            if (
+                isinstance(value, int | float)
+                and math.isfinite(value)
+                and self.target.better(value, best_value)
+            ):
+                best_trial, best_value = trial, float(value)
+        if best_trial is None:
+            return ""
+        self._identities.update(trials)
+        identity = self._identities.of(best_trial)
+        who = identity.config_id + (f" seed {identity.seed}" if identity.seed is not None else "")
+        settings = identity.short_hyperparameters()
+        return f"best {self.target.key} {best_value:.4f} ({who}{': ' + settings if settings else ''})"
+
+    def _times(self, done: int) -> str:
+        elapsed = self._now() - (self._started if self._started is not None else self._now())
+        text = _duration(elapsed)
+        remaining = self.total - done
+        if remaining <= 0:
+            return text
+        if done == 0 or elapsed <= 0:
+            return f"{text}, ETA unknown until a trial finishes"
+        per_trial = elapsed / done
+        text += f", ETA {_duration(remaining * per_trial)}"
+        if self.position and self.position[0] < self.position[1]:
+            later = (self.position[1] - self.position[0]) * self.total
+            text += f" (study ~{_duration((remaining + later) * per_trial)})"
+        return text
+
+    # ------------------------------------------------------------------------------------ output
+    def _now(self) -> float:
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        return now
+
+    def _out(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stdout
+
+    def _is_terminal(self) -> bool:
+        isatty = getattr(self._out(), "isatty", None)
+        return bool(isatty and isatty())
+
+    def _print(self, line: str, *, final: bool) -> None:
+        self._last_print = self._now()
+        self._last_line = line
+        out = self._out()
+        if self._is_terminal():
+            width = shutil.get_terminal_size().columns
+            # A redraw only works on one screen line: cut it to the terminal's width.
+            shown = line if final or len(line) < width else line[: max(width - 2, 10)] + "…"
+            out.write("\r\033[K" + shown + ("\n" if final else ""))
+        else:
+            out.write(line + "\n")
+        out.flush()
+
+
+def _epoch(result: dict[str, Any]) -> int:
+    value = result.get(EPOCH, result.get("training_iteration", 0))
+    return int(value) if isinstance(value, int | float) and math.isfinite(value) else 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _without_times(line: str) -> str:
+    """The line without its clock part: a changed elapsed time alone is no news."""
+    return line.rsplit("; ", 1)[0]

@@ -1,0 +1,553 @@
+"""Send a study where teams look: TensorBoard, MLflow, Weights & Biases (`--log-to`).
+
+Every backend is Ray Tune's own logger callback (TBXLoggerCallback, MLflowLoggerCallback,
+WandbLoggerCallback) on the driver, which sees every result of every trial whatever runs it (the
+single-worker fast path or a multi-worker TorchTrainer), plus two things of ours:
+
+- each trial's run carries its identity (optimizer, seed, configuration id as in the report,
+  hyperparameters), so a UI can group the seeds of a configuration and compare optimizers;
+- at the end, one study-level run holds the summary (best configuration per optimizer, mean,
+  interval, verdict), the study's settings and the report's files (plots, tables, report.html).
+
+Where each backend writes by default (local storage): TensorBoard event files in every trial's
+directory plus `<experiment>/tensorboard-study/`; MLflow a SQLite store `<experiment>/mlflow.db` with
+artifacts in `<experiment>/mlflow-artifacts/` (`--tracking-uri` for a server); W&B `<experiment>/wandb/`,
+offline when no API key or no network is there (`wandb sync` uploads it later).
+
+A backend that fails (package missing, server unreachable, any error inside it) costs one warning line
+on stderr and is switched off for the rest of the study; it never costs a trial or a result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.tune.logger import TBXLoggerCallback
+
+from optsweep.vocabulary import DEFAULT_TARGET, Target
+
+from .trial_identity import ConfigurationIds
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from ray.tune.experiment import Trial
+
+    from .cli import StudyArgs
+
+TENSORBOARD, MLFLOW, WANDB = "tensorboard", "mlflow", "wandb"
+BACKENDS = (TENSORBOARD, MLFLOW, WANDB)
+PACKAGES = {TENSORBOARD: "tensorboardX", MLFLOW: "mlflow", WANDB: "wandb"}
+INSTALL_HINT = "pip install 'optsweep[tracking]'"
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlflow-artifacts"
+TENSORBOARD_STUDY_DIR = "tensorboard-study"
+STUDY_RUN_NAME = "study-summary"
+TAG_PREFIX = "optsweep."
+KIND_TAG, TRIAL_KIND, STUDY_KIND = "optsweep.kind", "trial", "study"
+STUDY_FILE = "study.json"
+SERVER_TIMEOUT_S = 5.0
+
+
+class StudyTracking:
+    """The tracking of one study run: its backends, where they write, and which have failed."""
+
+    def __init__(
+        self,
+        backends: tuple[str, ...],
+        experiment_dir: str,
+        *,
+        tracking_uri: str | None = None,
+        target: Target = DEFAULT_TARGET,
+    ) -> None:
+        self.backends = backends
+        self.experiment_dir = experiment_dir
+        self.name = Path(experiment_dir.rstrip("/")).name
+        self.tracking_uri = tracking_uri
+        self.target = target
+        self.failed: set[str] = set()
+        self._checked = False
+
+    # ----------------------------------------------------------------------------- failures
+    def fail(self, backend: str, reason: str) -> None:
+        """One warning line per backend and study; the backend is off from then on."""
+        if backend in self.failed:
+            return
+        self.failed.add(backend)
+        print(
+            f"warning: --log-to {backend}: {reason}; the sweep goes on without {backend}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def active(self) -> list[str]:
+        self._check_once()
+        return [backend for backend in self.backends if backend not in self.failed]
+
+    def _check_once(self) -> None:
+        """Missing packages and an unreachable MLflow server, found before the first trial."""
+        if self._checked:
+            return
+        self._checked = True
+        for backend in self.backends:
+            try:
+                importlib.import_module(PACKAGES[backend])
+            except ImportError as error:
+                self.fail(backend, f"{PACKAGES[backend]} is not installed ({error}); {INSTALL_HINT}")
+        if MLFLOW in self.backends and MLFLOW not in self.failed and _is_http(self.mlflow_uri):
+            problem = _server_problem(self.mlflow_uri)
+            if problem:
+                self.fail(MLFLOW, f"the MLflow server {self.mlflow_uri} is unreachable ({problem})")
+            else:
+                # A server that dies mid-sweep must not stall the driver for minutes of retries.
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        if WANDB in self.backends and WANDB not in self.failed and self.wandb_mode == "offline":
+            # Ray's callback checks for an API key unless the mode is offline in the environment.
+            os.environ["WANDB_MODE"] = "offline"
+
+    # ------------------------------------------------------------------------------ settings
+    @property
+    def mlflow_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{Path(self.experiment_dir).resolve() / MLFLOW_DB}"
+
+    @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Artifacts beside the default SQLite store (a server decides its own)."""
+        if self.tracking_uri:
+            return None
+        return (Path(self.experiment_dir).resolve() / MLFLOW_ARTIFACTS).as_uri()
+
+    @property
+    def wandb_project(self) -> str:
+        return os.environ.get("WANDB_PROJECT") or self.name
+
+    @property
+    def wandb_mode(self) -> str:
+        """WANDB_MODE if set; online with an API key and a reachable server; offline otherwise."""
+        if os.environ.get("WANDB_MODE"):
+            return os.environ["WANDB_MODE"]
+        if not _has_wandb_key():
+            return "offline"
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+        try:
+            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
+        except OSError:
+            return "offline"
+        return "online"
+
+    # ------------------------------------------------------------------------------ per trial
+    def callbacks(self) -> list[tune.Callback]:
+        """One Tune callback per working backend, for one optimizer's Tuner."""
+        factories: dict[str, Callable[[StudyTracking], tune.Callback]] = {
+            TENSORBOARD: TensorBoardCallback,
+            MLFLOW: MLflowCallback,
+            WANDB: WandbCallback,
+        }
+        built = []
+        for backend in self.active():
+            try:
+                built.append(factories[backend](self))
+            except Exception as error:
+                self.fail(backend, _describe(error))
+        return built
+
+    # ----------------------------------------------------------------------------- the study
+    def log_study(self, report_dir: str | os.PathLike[str]) -> None:
+        """The study-level run of every working backend: summary, verdict, settings, report files."""
+        active = self.active()
+        if not active:
+            return
+        import pandas as pd
+
+        import analysis
+
+        report = Path(report_dir)
+        summary = pd.read_csv(report / "summary.csv")
+        study = StudySummary(
+            name=self.name,
+            verdict=analysis.verdict(summary),
+            summary=summary,
+            settings=_read_settings(Path(self.experiment_dir) / STUDY_FILE),
+            files=sorted(p for p in report.iterdir() if p.is_file()),
+        )
+        writers = {TENSORBOARD: self._tensorboard_study, MLFLOW: self._mlflow_study, WANDB: self._wandb_study}
+        for backend in active:
+            try:
+                writers[backend](study)
+            except Exception as error:
+                self.fail(backend, _describe(error))
+
+    def _tensorboard_study(self, study: StudySummary) -> None:
+        from matplotlib.image import imread
+        from tensorboardX import SummaryWriter
+
+        from analysis.markdown import markdown_table
+
+        with SummaryWriter(str(Path(self.experiment_dir) / TENSORBOARD_STUDY_DIR)) as writer:
+            writer.add_text("verdict", study.verdict)
+            table = markdown_table(list(study.summary.columns), study.summary.astype(str).values.tolist())
+            writer.add_text("summary", table)
+            writer.add_text("settings", "```\n" + json.dumps(study.settings, indent=2) + "\n```")
+            for key, value in study.metrics().items():
+                writer.add_scalar(f"summary/{key}", value)
+            for path in study.figures():
+                writer.add_image(f"report/{path.stem}", imread(path)[..., :3], dataformats="HWC")
+
+    def _mlflow_study(self, study: StudySummary) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.mlflow_uri)
+        experiment_id = ensure_mlflow_experiment(client, self.name, self.mlflow_artifact_location)
+        tags = {KIND_TAG: STUDY_KIND, f"{TAG_PREFIX}verdict": study.verdict[:5000]}
+        run_id = client.create_run(experiment_id, run_name=STUDY_RUN_NAME, tags=tags).info.run_id
+        for key, value in {**study.flat_settings(), **study.params()}.items():
+            client.log_param(run_id, key, value[:6000])
+        for key, value in study.metrics().items():
+            client.log_metric(run_id, key, value)
+        for path in study.files:
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id)
+
+    def _wandb_study(self, study: StudySummary) -> None:
+        import wandb
+
+        run = wandb.init(
+            project=self.wandb_project,
+            dir=self.experiment_dir,
+            mode=self.wandb_mode,
+            name=STUDY_RUN_NAME,
+            job_type=STUDY_KIND,
+            config=study.settings,
+            settings=wandb.Settings(silent=True),
+            reinit="create_new",
+        )
+        try:
+            run.log(
+                {
+                    "summary": wandb.Table(dataframe=study.summary.astype(str)),
+                    **{f"report/{p.stem}": wandb.Image(str(p)) for p in study.figures()},
+                }
+            )
+            run.summary.update({"verdict": study.verdict, **study.metrics(), **study.params()})
+        finally:
+            run.finish()
+
+
+class StudySummary:
+    """What the study-level run holds, read from the report directory and study.json."""
+
+    def __init__(
+        self,
+        name: str,
+        verdict: str,
+        summary: pd.DataFrame,
+        settings: dict[str, Any],
+        files: list[Path],
+    ) -> None:
+        self.name = name
+        self.verdict = verdict
+        self.summary = summary
+        self.settings = settings
+        self.files = files
+
+    def figures(self) -> list[Path]:
+        return [path for path in self.files if path.suffix == ".png"]
+
+    def _cells(self) -> list[tuple[str, str, Any]]:
+        rows = []
+        for _, row in self.summary.iterrows():
+            optimizer = str(row.iloc[0])
+            for column in self.summary.columns[1:]:
+                rows.append((optimizer, str(column), row[column]))
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        """Every finite number of the summary table as ``<optimizer>/<column>``."""
+        import math
+
+        return {
+            f"{optimizer}/{column}": float(value)
+            for optimizer, column, value in self._cells()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        }
+
+    def params(self) -> dict[str, str]:
+        """Every text cell of the summary table (best configuration id, schedule, ...)."""
+        return {
+            f"{optimizer}/{column}": str(value)
+            for optimizer, column, value in self._cells()
+            if isinstance(value, str | bool)
+        }
+
+    def flat_settings(self) -> dict[str, str]:
+        return {f"study/{key}": json.dumps(value) for key, value in self.settings.items()}
+
+
+# ------------------------------------------------------------------------------ the callbacks
+class _FailSoft:
+    """Mixed into a Ray logger callback: every hook is guarded, so that an error in the backend costs
+    one warning line (through the study's tracking) and switches the backend off, never a trial. Also
+    gives the callback the report's identity of every trial."""
+
+    backend: str
+
+    def _init_fail_soft(self, tracking: StudyTracking) -> None:
+        self.tracking = tracking
+        self.identities = ConfigurationIds()
+
+    def _guard(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.backend in self.tracking.failed:
+            return None
+        try:
+            trials = kwargs.get("trials")
+            if trials is not None:
+                self.identities.update(trials)
+            return hook(*args, **kwargs)
+        except Exception as error:
+            self.tracking.fail(self.backend, _describe(error))
+            return None
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        self._guard(super().setup, *args, **kwargs)  # type: ignore[misc]
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._guard(super().on_step_begin, iteration=iteration, trials=trials, **info)  # type: ignore[misc]
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._guard(super().on_step_end, iteration=iteration, trials=trials, **info)  # type: ignore[misc]
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_start, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_trial_restore(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_restore, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_trial_save(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_save, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
+        self._guard(
+            super().on_trial_result,  # type: ignore[misc]
+            iteration=iteration,
+            trials=trials,
+            trial=trial,
+            result=result,
+            **info,
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_recover, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_trial_error, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._guard(super().on_checkpoint, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._guard(super().on_experiment_end, trials=trials, **info)  # type: ignore[misc]
+
+
+def _scalar_params(identity: Any) -> dict[str, Any]:
+    """The identity and the hyperparameters, as values TensorBoard's hparams plugin accepts."""
+    params: dict[str, Any] = dict(identity.tags())
+    for key, value in identity.hyperparameters.items():
+        params[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return params
+
+
+class TensorBoardCallback(_FailSoft, TBXLoggerCallback):
+    """Tune's TensorBoard logger (event files in each trial's directory: every reported metric per
+    epoch under ray/tune/), with the trial's identity in the hparams view (filter by config_id)."""
+
+    backend = TENSORBOARD
+
+    def __init__(self, tracking: StudyTracking) -> None:
+        super().__init__()
+        self._init_fail_soft(tracking)
+
+    # Ray's hook (called on trial end): ours records the identity, not Tune's raw search variables.
+    def _try_log_hparams(self, trial: Trial, result: dict[str, Any]) -> None:
+        from tensorboardX.summary import hparams
+
+        summaries = hparams(hparam_dict=_scalar_params(self.identities.of(trial)), metric_dict=result)
+        for summary in summaries:
+            self._trial_writer[trial].file_writer.add_summary(summary)
+
+
+class MLflowCallback(_FailSoft, MLflowLoggerCallback):
+    """Tune's MLflow logger: one run per trial (params: its config; metrics: every reported number
+    per epoch), tagged optsweep.optimizer / .config_id / .seed and named <config_id>-seed<seed>."""
+
+    backend = MLFLOW
+
+    def __init__(self, tracking: StudyTracking) -> None:
+        super().__init__(
+            tracking_uri=tracking.mlflow_uri,
+            experiment_name=tracking.name,
+            tags={KIND_TAG: TRIAL_KIND, f"{TAG_PREFIX}study": tracking.name},
+        )
+        self._init_fail_soft(tracking)
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        def create_then_setup() -> None:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(self.tracking.mlflow_uri)
+            ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
+            MLflowLoggerCallback.setup(self, *args, **kwargs)
+
+        self._guard(create_then_setup)
+
+    def log_trial_start(self, trial: Trial) -> None:
+        identity = self.identities.of(trial)
+        shared = self.tags
+        self.tags = {**shared, **{TAG_PREFIX + k: v for k, v in identity.tags().items()}}
+        try:
+            super().log_trial_start(trial)
+        finally:
+            self.tags = shared
+        from mlflow import MlflowClient
+
+        MlflowClient(self.tracking.mlflow_uri).set_tag(
+            self._trial_runs[trial], "mlflow.runName", identity.run_name
+        )
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        # The config is already the run's params; as metrics it would only repeat them every epoch.
+        super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
+
+
+class WandbCallback(_FailSoft, WandbLoggerCallback):
+    """Tune's W&B logger (one run per trial, logged from a small Ray actor): the run is grouped by
+    its configuration id, its job type is the optimizer, its name <config_id>-seed<seed>."""
+
+    backend = WANDB
+
+    def __init__(self, tracking: StudyTracking) -> None:
+        super().__init__(
+            project=tracking.wandb_project,
+            dir=str(Path(tracking.experiment_dir).resolve()),
+            mode=tracking.wandb_mode,
+            settings={"silent": True},
+        )
+        self._init_fail_soft(tracking)
+
+    def log_trial_start(self, trial: Trial) -> None:
+        identity = self.identities.of(trial)
+        shared = self.kwargs
+        self.kwargs = {
+            **shared,
+            "group": identity.config_id,
+            "job_type": identity.optimizer,
+            "name": identity.run_name,
+            "tags": [identity.optimizer, identity.config_id],
+        }
+        try:
+            super().log_trial_start(trial)
+        finally:
+            self.kwargs = shared
+
+
+# ------------------------------------------------------------------------------------ helpers
+# By identity (StudyArgs may hold dicts, so it is not hashable); an entry lives as long as its args.
+_studies: dict[int, StudyTracking] = {}
+
+
+def for_study(args: StudyArgs, target: Target = DEFAULT_TARGET) -> StudyTracking:
+    """The tracking of this study run (one object per parsed arguments, so a backend that failed for
+    one optimizer stays off, and silent, for the next)."""
+    key = id(args)
+    if key not in _studies:
+        _studies[key] = StudyTracking(
+            tuple(args.log_to), args.experiment_dir, tracking_uri=args.tracking_uri, target=target
+        )
+        weakref.finalize(args, _studies.pop, key, None)
+    return _studies[key]
+
+
+def ensure_mlflow_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    """`--log-to tensorboard,mlflow`: a tuple of known backends; ValueError names a bad one."""
+    names = tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    for name in names:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown tracking backend {name!r} in --log-to; valid: {', '.join(BACKENDS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--log-to {text!r} lists a backend more than once")
+    return names
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A tracking URI MLflow can use: http(s)://host..., sqlite:///path, file:/path or a database URL."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    allowed = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+    if scheme.split("+")[0] not in allowed or not uri.split("://", 1)[1]:
+        raise ValueError(
+            f"--tracking-uri {uri!r} is invalid: give a URI such as http://host:5000, "
+            "sqlite:///path/mlflow.db or file:///path/mlruns"
+        )
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _server_problem(uri: str) -> str | None:
+    """None when an MLflow server answers at `uri`, else what went wrong."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError as error:  # it answered: a server is there, health may be elsewhere
+        return None if error.code < 500 else f"HTTP {error.code}"
+    except (OSError, ValueError) as error:
+        return str(getattr(error, "reason", error))
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__

@@ -360,3 +360,24 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.Cap
     a_file.write_text("x")
     assert adam_vs_sgd.main(["--smoke", "--data-dir", str(a_file), "--storage-path", str(tmp_path)]) == 2
     assert f"--data-dir {a_file} is a file: it must be a directory" in _one_line_error(capsys)
+
+
+def test_a_foreign_tune_experiment_gets_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis import report
+
+    trial = tmp_path / "exp" / "train_fn" / "train_fn_abcde_00000_0"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"width": 64, "lr": 0.1}))
+    (trial / "result.json").write_text(json.dumps({"training_iteration": 1, "loss": 0.5}) + "\n")
+    assert report.main([str(tmp_path / "exp")]) == 2
+    err = _one_line_error(capsys)
+    assert "not an optsweep experiment" in err and "'optimizer' and 'settings'" in err
+    assert not (tmp_path / "exp" / "report").exists()
+
+
+def test_the_notebook_example_path_is_the_default_results_folder() -> None:
+    from sweeps import cli
+
+    notebook = Path(adam_vs_sgd.__file__).parents[1] / "analysis" / "notebooks" / "adam_vs_sgd.ipynb"
+    example = f"OPTSWEEP_EXPERIMENT={cli.DEFAULT_STORAGE}/{adam_vs_sgd.DEFAULTS.name} "
+    assert example in notebook.read_text()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ def read_experiment(experiment_dir: str | os.PathLike[str], *, target: Target | 
         raise NotAnExperimentError(f"not an experiment directory (no Ray Tune experiment below it): {root}")
     target = target_of(root) if target is None else target
     raw = [trial for tune_dir in tune_dirs for trial in read_tune_experiment(tune_dir)]
+    _check_written_by_optsweep(root, raw)
     for trial in raw:
         trial.results = _one_line_per_epoch(trial.results)
     metrics = _reported_metrics(raw)
@@ -145,6 +147,26 @@ def read_experiment(experiment_dir: str | os.PathLike[str], *, target: Target | 
     _assign_config_ids(rows)
     trials = attach(_trials_frame(rows, target, metrics), target)
     return Experiment(trials=trials, curves=attach(_curves_frame(raw, rows, target, metrics), target))
+
+
+OPTSWEEP_CONFIG_KEYS = ("optimizer", "settings")
+"""Every optsweep trial config has these; a Ray Tune experiment of other code does not."""
+
+
+def _check_written_by_optsweep(root: Path, raw: list[RawTrial]) -> None:
+    """Refuse a foreign Tune experiment (its report would be meaningless); warn about foreign trials."""
+    foreign = [t for t in raw if t.config and not all(key in t.config for key in OPTSWEEP_CONFIG_KEYS)]
+    if foreign and len(foreign) == len([t for t in raw if t.config]):
+        raise NotAnExperimentError(
+            f"not an optsweep experiment: the Ray Tune trials below {root} have no "
+            f"{' and '.join(repr(k) for k in OPTSWEEP_CONFIG_KEYS)} in their configs (written by other code)"
+        )
+    if foreign:
+        warnings.warn(
+            f"{len(foreign)} trial(s) without {' and '.join(repr(k) for k in OPTSWEEP_CONFIG_KEYS)} in their "
+            f"config (not written by optsweep), e.g. {foreign[0].trial_id}; listed, but may not compare",
+            stacklevel=3,
+        )
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from optsweep.vocabulary import Target
 
-_WORDS = {"acc": "accuracy"}  # base names whose plain word differs from the name itself
+_WORDS = {"acc": "accuracy", "mse": "MSE", "mae": "MAE", "rmse": "RMSE"}  # names written otherwise in words
 DIGITS = 3  # decimals below the leading power of ten: accuracy in (0.1, 1] gets 3, as "0.953"
 
 

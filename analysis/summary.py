@@ -32,14 +32,12 @@ import pandas as pd
 
 from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_ci, expected_best_curve, expected_column
 from analysis.target import attach, resolve
-from optsweep.vocabulary import DIVERGED, FINISHED, STATUSES, Target
+from optsweep.vocabulary import DIVERGED, FINISHED, STATUSES, Target, test_mean_key
 
 STATUS_COUNT_COLUMNS = {f"n_{status}": status for status in STATUSES}
 
 
-def test_mean_column(target: Target) -> str:
-    """The per-configuration and per-optimizer column of the mean test metric, e.g. test_acc_mean."""
-    return f"{target.test_key}_mean"
+test_mean_column = test_mean_key  # the summary's mean test metric column, e.g. test_acc_mean
 
 
 def diverged_score(target: Target, trials: pd.DataFrame) -> float:

@@ -15,8 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.stats import expected_column
 from analysis.tune_files import find_tune_experiments
-from optsweep.vocabulary import BEST_PREFIX, DEFAULT_TARGET, STUDY_FILE, TARGET_RECORD_KEY, VAL_PREFIX, Target
+from optsweep.vocabulary import (
+    BEST_PREFIX,
+    DEFAULT_TARGET,
+    STUDY_FILE,
+    TARGET_RECORD_KEY,
+    TEST_PREFIX,
+    VAL_PREFIX,
+    Target,
+    test_mean_key,
+)
 
 ATTR = "target"
 
@@ -37,20 +47,31 @@ def target_of(experiment_dir: str | os.PathLike[str]) -> Target:
 
 def resolve(table: pd.DataFrame, target: Target | None = None) -> Target:
     """The target to analyse `table` with: `target` if given, else the one the table carries,
-    else the default. A table without a target whose columns show another metric (a
-    ``best_val_<m>`` column but no ``best_val_acc``) is refused: its mode cannot be guessed."""
+    else the default. A table without a target whose columns belong to another target (a
+    ``best_val_<m>``, ``test_<m>_mean`` or ``expected_min`` column, as read back from a CSV) is
+    refused: its mode cannot be guessed, and reading it as accuracy would rank it upside down."""
     if target is not None:
         return target
     carried = table.attrs.get(ATTR)
     if isinstance(carried, Target):
         return carried
-    other = [c for c in table.columns if isinstance(c, str) and c.startswith(BEST_PREFIX + VAL_PREFIX)]
-    if other and DEFAULT_TARGET.best_key not in table.columns:
+    foreign = [c for c in table.columns if isinstance(c, str) and _names_another_target(c)]
+    if foreign:
         raise ValueError(
-            f"the table has {', '.join(other)} but no target: pass target=Target(metric, mode) "
+            f"the table has {', '.join(foreign)} but no target: pass target=Target(metric, mode) "
             "(or load it with analysis.load, which attaches the experiment's target)"
         )
     return DEFAULT_TARGET
+
+
+def _names_another_target(column: str) -> bool:
+    default = (DEFAULT_TARGET.best_key, test_mean_key(DEFAULT_TARGET), expected_column(DEFAULT_TARGET.mode))
+    if column in default:
+        return False
+    per_target = column.startswith(BEST_PREFIX + VAL_PREFIX) or (
+        column.startswith(TEST_PREFIX) and column.endswith(test_mean_key(DEFAULT_TARGET)[len("test_acc") :])
+    )
+    return per_target or column == expected_column("min")
 
 
 def attach(frame: pd.DataFrame, target: Target) -> pd.DataFrame:

@@ -148,3 +148,8 @@ TARGET_RECORD_KEY = "target"
 
 STUDY_FILE = "study.json"
 """The study record's file name, directly inside the experiment directory."""
+
+
+def test_mean_key(target: Target) -> str:
+    """The analysis summary's column of the chosen configuration's mean test metric, e.g. test_acc_mean."""
+    return target.test_key + "_mean"

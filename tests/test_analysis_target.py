@@ -14,6 +14,7 @@ import pytest
 from analysis_fixtures import ADAM, MSE, PERPLEXITY, FakeTrial, rising, standard_experiment, write_experiment
 
 import analysis
+import analysis.plots
 from analysis.loading import curve_columns, metric_columns
 from analysis.target import resolve
 from optsweep.vocabulary import DEFAULT_TARGET, STUDY_FILE, TARGET_RECORD_KEY, Target
@@ -178,6 +179,22 @@ def test_a_table_without_its_target_is_refused_rather_than_misread(ppl_trials: p
     ]
     copied = ppl_trials[ppl_trials["optimizer"] == "adam"]
     assert resolve(copied) == PPL  # the target survives selections
+
+
+def test_tables_read_back_from_csv_need_their_target(ppl_experiment: Path, tmp_path: Path) -> None:
+    trials = analysis.load(ppl_experiment)
+    summary = analysis.summarize(trials, n_resamples=300)
+    budget = analysis.tuning_budget(trials)
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    budget.to_csv(tmp_path / "budget.csv", index=False)
+    summary_csv, budget_csv = pd.read_csv(tmp_path / "summary.csv"), pd.read_csv(tmp_path / "budget.csv")
+    with pytest.raises(ValueError, match="test_perplexity_mean but no target"):
+        analysis.verdict(summary_csv)
+    with pytest.raises(ValueError, match="expected_min but no target"):
+        analysis.plots.tuning_budget(budget_csv)
+    assert analysis.verdict(summary_csv, target=PPL) == analysis.verdict(summary)
+    figure = analysis.plots.tuning_budget(budget_csv, target=PPL)
+    assert figure.axes[0].get_ylabel().endswith("(lower is better)")
 
 
 def test_every_kind_of_value_is_read_from_one_vocabulary() -> None:

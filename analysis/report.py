@@ -16,7 +16,7 @@ from analysis.tune_files import NotAnExperimentError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.report",
-        description="Write EXPERIMENT_DIR/report/ (tables, plots, report.md) from a stored experiment.",
+        description="Write EXPERIMENT_DIR/report/ (tables, plots, report.md, report.html) of an experiment.",
     )
     parser.add_argument("experiment_dir", help="experiment directory (one Ray Tune experiment per optimizer)")
     args = parser.parse_args(argv)

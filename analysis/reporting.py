@@ -1,4 +1,4 @@
-"""Write `EXPERIMENT_DIR/report/`: trials.csv, summary.csv, tuning_budget.csv, report.md, PNGs.
+"""Write `EXPERIMENT_DIR/report/`: trials.csv, summary.csv, tuning_budget.csv, report.md, report.html, PNGs.
 
 Reads only files (no Ray, no project code), so it works on a copied or half-finished experiment
 and can be rerun at any time; every file is replaced atomically.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis import atomic, metric_text, plots
 from analysis.caveats import caveats
+from analysis.html_report import render_html
 from analysis.loading import DIVERGED, FINISHED, read_experiment
 from analysis.markdown import ReportContent, render
 from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES
@@ -108,5 +109,7 @@ def write_report(
     atomic.write_csv(out / "trials.csv", trials)
     atomic.write_csv(out / "summary.csv", summary)
     atomic.write_csv(out / "tuning_budget.csv", budget)
-    atomic.write_text(out / "report.md", render(content))
+    text = render(content)
+    atomic.write_text(out / "report.md", text)
+    atomic.write_text(out / "report.html", render_html(text, out, title=content.title, experiment_dir=root))
     return out

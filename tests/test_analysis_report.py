@@ -20,6 +20,7 @@ REPORT_FILES = {
     "summary.csv",
     "tuning_budget.csv",
     "report.md",
+    "report.html",
     "lr_sensitivity.png",
     "learning_curves.png",
     "tuning_budget.png",

@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -67,6 +68,13 @@ def test_smoke_sweep_leaves_a_complete_report(smoke_experiment: Path) -> None:
     text = (report / "report.md").read_text()
     assert "## Verdict" in text
     assert json.loads((smoke_experiment / "study.json").read_text())["num_samples"] == 2
+    # Retention: each finished trial keeps only its newest checkpoint (--keep-checkpoints 1); it saved two.
+    kept = [len(list(trial_dir.glob("checkpoint_*"))) for trial_dir in smoke_experiment.glob("*/run_trial_*")]
+    assert len(kept) == 6 and max(kept) == 1, kept  # (a trial that diverged in epoch 1 saved none)
+    # Report files get the same permissions as the files Tune writes (not mkstemp's 0600).
+    tune_file_mode = stat.S_IMODE(next(smoke_experiment.glob("*/*/result.json")).stat().st_mode)
+    for name in ("trials.csv", "report.md"):
+        assert stat.S_IMODE((report / name).stat().st_mode) == tune_file_mode, name
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,148 @@
+"""Issue 11 end to end on the shared local Ray: a damaged or planted experiment is repaired or refused,
+worker groups that fill the node exactly run (they hung), Ctrl-C stops the whole study resumably and the
+resumed report reads the state Tune restored (with ASHA-stopped trials), with corrected resources."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from sweeps import adam_vs_sgd
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTSWEEP_STATE_DIR", str(tmp_path / "optsweep-state"))
+
+
+class _Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.timeout(400)
+def test_a_damaged_or_planted_experiment_is_refused_or_started_afresh_never_run_with_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--smoke", "--optimizers", "sgd", "--name", "damaged", "--storage-path", str(tmp_path)]
+    experiment = tmp_path / "damaged" / "sgd"
+    assert adam_vs_sgd.main(argv) == 0
+    capsys.readouterr()
+
+    # A planted tuner.pkl (anyone who can write the storage path could plant one) is never unpickled.
+    tuner = experiment / "tuner.pkl"
+    original = tuner.read_bytes()
+    marker = tmp_path / "code-ran"
+    tuner.write_bytes(pickle.dumps(_Planted(marker)))
+    assert adam_vs_sgd.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tuner.pkl is not the file this study wrote" in err
+    assert not marker.exists()
+    tuner.write_bytes(original)
+
+    # The experiment state Tune would restore is gone, but trials have results: refused, nothing lost.
+    for state in experiment.glob("experiment_state-*.json"):
+        state.unlink()
+    assert adam_vs_sgd.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot resume sgd" in err and "move" in err
+    assert len(list(experiment.glob("*/result.json"))) == 2
+
+    # Killed right after Tune created the experiment (no trial started): it starts afresh, and every
+    # trial is an sgd trial with its sampled configuration (Ray would have trained `{}`: Adam defaults).
+    for trial_dir in experiment.glob("run_trial_*"):
+        shutil.rmtree(trial_dir)
+    assert adam_vs_sgd.main(argv) == 0
+    assert "no trial had started; starting sgd afresh" in capsys.readouterr().out
+    trials = pd.read_csv(tmp_path / "damaged" / "report" / "trials.csv")
+    assert len(trials) == 2 and set(trials["optimizer"]) == {"sgd"}
+    assert trials["lr"].notna().all() and trials["momentum"].notna().all()
+    assert set(trials["status"]) == {"completed"}
+
+
+@pytest.mark.timeout(420)
+def test_workers_that_fill_the_node_exactly_run_and_ones_that_never_fit_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test session's Ray has 2 CPUs. Before the fix each multi-worker trial's driver reserved 0.01
+    CPU, so 2 workers x 1 CPU never fitted and the sweep hung (this test would time out)."""
+    base = ["--optimizers", "sgd", "--num-samples", "1", "--seeds", "1", "--max-epochs", "1",
+            "--storage-path", str(tmp_path)]  # fmt: skip
+    assert adam_vs_sgd.main([*base, "--workers-per-trial", "3", "--name", "three"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workers-per-trial 3" in err and "wait forever" in err
+    assert not (tmp_path / "three" / "sgd").exists()  # refused before any trial
+
+    assert adam_vs_sgd.main([*base, "--workers-per-trial", "2", "--name", "exact"]) == 0
+    trials = pd.read_csv(tmp_path / "exact" / "report" / "trials.csv")
+    assert list(trials["status"]) == ["completed"]
+
+
+def _stopped_early(experiment: Path, max_epochs: int) -> list[Path]:
+    stopped = []
+    for result in experiment.glob("sgd/*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if lines and lines[-1].get("done") is True and lines[-1]["epoch"] < max_epochs:
+            stopped.append(result.parent)
+    return stopped
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_the_whole_study_and_the_resume_reports_asha_stopped_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    max_epochs = 9
+    argv = ["--optimizers", "sgd,adam", "--num-samples", "6", "--seeds", "1", "--max-epochs", str(max_epochs),
+            "--model", "cnn", "--schedules", "constant", "--name", "interrupted",
+            "--storage-path", str(tmp_path)]  # fmt: skip
+    experiment = tmp_path / "interrupted"
+    driver = subprocess.Popen(
+        [sys.executable, adam_vs_sgd.__file__, *argv, "--address", ray.get_runtime_context().gcs_address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while (
+        time.monotonic() < deadline and driver.poll() is None and not _stopped_early(experiment, max_epochs)
+    ):
+        time.sleep(0.05)
+    assert driver.poll() is None, driver.communicate()[0].decode()
+    assert _stopped_early(experiment, max_epochs), "ASHA stopped no trial in time"
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    out = driver.communicate(timeout=120)[0].decode()
+    assert driver.returncode == 130, out
+    assert f"Run the same command again to resume {experiment}" in out
+    assert not (experiment / "report").exists()  # the study stopped; no report of a half study
+    assert "Starting adam" not in out  # one Ctrl-C stops the study, not only the running optimizer
+    assert len(list(experiment.glob("*/*/result.json"))) < 12
+
+    # Resumed with corrected resources: they reach the unfinished trials instead of being ignored.
+    assert adam_vs_sgd.main([*argv, "--cpus-per-worker", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Resuming sgd" in out and "unfinished trial(s) resume with this run's resources" in out
+    trials = pd.read_csv(experiment / "report" / "trials.csv")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert "incomplete" not in set(trials["status"])
+    assert "stopped_early" in set(trials[trials["optimizer"] == "sgd"]["status"])
+    summary = pd.read_csv(experiment / "report" / "summary.csv")
+    assert set(summary["optimizer"]) == {"sgd", "adam"}
+    assert (trials["cpus_per_worker"] == 0.5).any()  # the resumed and the new trials

@@ -34,6 +34,7 @@ __all__ = [
     "tuning_budget",
 ]
 
+SPAN_FOR_LOG = 10.0  # a min metric whose values span this factor or more gets a log axis
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _WIDE = (8.0, 4.8)
 
@@ -103,7 +104,9 @@ def lr_sensitivity(
     ax.set_xscale("log")
     _fit_log_x(ax, trials["lr"])
     ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel(metric_text.axis_label(target, "best"))
+    plotted = trials.loc[trials["status"].isin([COMPLETED, STOPPED_EARLY]), target.best_key]
+    log = _metric_axis(ax, plotted, target)
+    ax.set_ylabel(metric_text.axis_label(target, "best") + (" (log scale)" if log else ""))
     ax.set_title("Learning-rate sensitivity")
     ax.grid(True, which="major", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
@@ -129,6 +132,7 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame, *, target: Targ
     fig = Figure(figsize=(10.0, 4.4), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
     handles = []
+    drawn = []
     for row in summary[summary["config_id"].notna()].itertuples(index=False):
         runs = curves[(curves["config_id"] == row.config_id) & curves["status"].isin(FINISHED)]
         color = colors[row.optimizer]
@@ -138,6 +142,8 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame, *, target: Targ
             if wide.empty:
                 continue
             ax.plot(wide.index, wide.to_numpy(), color=color, lw=0.9, alpha=0.45)
+            if metric == target.key:
+                drawn.append(wide.stack())
             stats = seed_mean(wide)
             if not stats.empty:
                 ax.fill_between(stats.index, stats["low"], stats["high"], color=color, alpha=0.15, lw=0)
@@ -149,7 +155,9 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame, *, target: Targ
                 elif stats.index.max() < last:
                     details += f"; mean to epoch {stats.index.max():g}"
         handles.append(Line2D([], [], color=color, lw=2.2, label=f"{row.optimizer} ({details})"))
-    acc_ax.set_ylabel(f"{metric_text.val_words(target)} ({metric_text.direction(target)})")
+    log = _metric_axis(acc_ax, pd.concat(drawn) if drawn else pd.Series(dtype=float), target)
+    scale = " (log scale)" if log else ""
+    acc_ax.set_ylabel(f"{metric_text.val_words(target)} ({metric_text.direction(target)}){scale}")
     loss_ax.set_ylabel("training loss (log scale)")
     loss_ax.set_yscale("log")
     _log_ticks(loss_ax.yaxis)
@@ -237,6 +245,20 @@ def _best_per_lr(configs: pd.DataFrame, target: Target) -> pd.Series:
     return pd.Series(chosen["mean"].to_numpy(), index=chosen["lr"].to_numpy()).sort_index()
 
 
+def _metric_axis(ax: Axes, values: pd.Series, target: Target) -> bool:
+    """Put the target metric on a log axis when it is a min metric (a loss, perplexity, MSE) whose
+    values span SPAN_FOR_LOG or more: bad configurations would otherwise squash the good end, where
+    the comparison happens. Max metrics (accuracy-like, bounded) stay linear. True if log."""
+    values = values.dropna()
+    if target.mode != "min" or values.empty or values.min() <= 0:
+        return False
+    if values.max() < SPAN_FOR_LOG * values.min():
+        return False
+    ax.set_yscale("log")
+    _log_ticks(ax.yaxis)
+    return True
+
+
 def _fit_log_x(ax: Axes, values: pd.Series) -> None:
     """Show every value (diverged ones are drawn in axes coordinates, which autoscaling ignores)."""
     positive = values[values > 0]
@@ -265,9 +287,11 @@ def _log_ticks(axis: Axis) -> None:
 def _diverged_strip(ax: Axes, strip_y: float) -> None:
     """Leave room beyond the worst point (below it when `strip_y` is near 0, above it near 1) for
     the strip of diverged markers, and shade the strip so its crosses do not read as values."""
-    low, high = ax.get_ylim()
-    pad = 0.08 * (high - low)
-    ax.set_ylim(*((low - pad, high) if strip_y < 0.5 else (low, high + pad)))
+    log = ax.get_yscale() == "log"
+    low, high = np.log10(ax.get_ylim()) if log else ax.get_ylim()
+    pad = 0.08 * (high - low)  # in the axis's own (linear or log) coordinates
+    limits = np.array((low - pad, high) if strip_y < 0.5 else (low, high + pad))
+    ax.set_ylim(*(10.0**limits if log else limits))
     bottom = strip_y - 0.03
     strip = Rectangle((0.0, bottom), 1.0, 0.06, transform=ax.transAxes, color="#fbe3e1", zorder=0, lw=0)
     ax.add_patch(strip)

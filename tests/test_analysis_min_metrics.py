@@ -13,7 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_fixtures import ACC, ADAM_BEST, MSE, PERPLEXITY, SGD_BEST, Kind, standard_experiment
+from analysis_fixtures import (
+    ACC,
+    ADAM,
+    ADAM_BEST,
+    MSE,
+    PERPLEXITY,
+    SGD_BEST,
+    FakeTrial,
+    Kind,
+    standard_experiment,
+    write_experiment,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.image import imread
@@ -234,6 +245,37 @@ def test_lr_sensitivity_of_a_min_metric(ppl_trials: pd.DataFrame, ppl_summary: p
     assert at[1e-3] == pytest.approx(np.mean([M(q) for q in ADAM_BEST]))
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "diverged (top strip)" in legend
+
+
+def test_a_min_metric_spanning_decades_is_drawn_on_log_axes(tmp_path: Path) -> None:
+    """Perplexities from 4 to 200: on a linear axis the good configurations would sit in a sliver."""
+    finals = {1e-4: 200.0, 1e-3: 20.0, 1e-2: 4.0, 1e-1: 60.0}
+    trials = [
+        FakeTrial("adam", seed, {**ADAM, "lr": lr}, [v * 20 + seed, v * 5 + seed, v + seed], max_epochs=3)
+        for lr, v in finals.items()
+        for seed in range(2)
+    ]
+    trials.append(FakeTrial("adam", 0, {**ADAM, "lr": 1.0}, [900.0], diverged=True, max_epochs=3))
+    root = write_experiment(tmp_path / "exp", trials, kind=PERPLEXITY)
+    table = analysis.load(root)
+    summary = analysis.summarize(table, n_resamples=200)
+    ax = plots.lr_sensitivity(table, summary).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel().endswith("(lower is better) (log scale)")
+    low, high = ax.get_ylim()
+    assert low < 4.0 and high > 201.0
+    worst = ax.transAxes.inverted().transform(ax.transData.transform((1e-4, 201.0)))[1]
+    assert worst < 0.94  # below the diverged strip at the top
+    labels = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert "10" in labels and "100" in labels
+    curves_ax = plots.learning_curves(analysis.curves(root), summary).axes[0]
+    assert curves_ax.get_yscale() == "log"  # the chosen configuration falls from 80 to 4
+    narrow = [FakeTrial("adam", s, ADAM, [3.0, 2.5, 2.0 + s], max_epochs=3) for s in range(2)]
+    narrow_table = analysis.load(write_experiment(tmp_path / "narrow", narrow, kind=PERPLEXITY))
+    assert plots.lr_sensitivity(narrow_table).axes[0].get_yscale() == "linear"
+    acc = analysis.load(
+        write_experiment(tmp_path / "acc", [FakeTrial("sgd", 0, ADAM, [0.01, 0.5], max_epochs=2)])
+    )
+    assert plots.lr_sensitivity(acc).axes[0].get_yscale() == "linear"  # max metrics never
 
 
 def test_learning_curves_of_a_min_metric(experiments: dict[str, Path], ppl_summary: pd.DataFrame) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from optsweep.vocabulary import MODES
+
 N_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
@@ -92,6 +94,8 @@ def expected_best_curve(
 ) -> pd.DataFrame:
     """`expected_max_curve` in the direction of `mode`: for "min" the expected minimum of k
     draws, E[min_k] = -E[max_k of the negated scores], in a column named expected_min."""
+    if mode not in MODES:
+        raise ValueError(f"invalid mode {mode!r}; allowed: {', '.join(MODES)}")
     sign = 1.0 if mode == "max" else -1.0
     curve = expected_max_curve(sign * np.asarray(scores, dtype=float), k_max)
     curve["expected_max"] = sign * curve["expected_max"] + 0.0  # + 0.0: no "-0.0"

@@ -174,6 +174,8 @@ def test_expected_min_curve_matches_brute_force(scores: list[float]) -> None:
         assert curve.loc[k - 1, "std"] == pytest.approx(minima.std(), abs=1e-9)
     as_max = analysis.expected_best_curve(scores, "max", k_max=4)
     pd.testing.assert_frame_equal(as_max, analysis.expected_max_curve(scores, k_max=4))
+    with pytest.raises(ValueError, match="invalid mode 'minimum'"):
+        analysis.expected_best_curve(scores, "minimum")
 
 
 def test_diverged_seeds_score_the_worst_value_in_either_direction() -> None:

@@ -381,3 +381,30 @@ def test_the_notebook_example_path_is_the_default_results_folder() -> None:
     notebook = Path(adam_vs_sgd.__file__).parents[1] / "analysis" / "notebooks" / "adam_vs_sgd.ipynb"
     example = f"OPTSWEEP_EXPERIMENT={cli.DEFAULT_STORAGE}/{adam_vs_sgd.DEFAULTS.name} "
     assert example in notebook.read_text()
+
+
+def test_a_failed_first_run_does_not_block_the_corrected_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first run that failed before any optimizer's experiment existed left study.json (with its
+    wrong settings) and the lock file: the corrected command replaces the record and goes on to Ray."""
+
+    def reached_ray(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reached Ray")
+
+    monkeypatch.setattr(ray, "init", reached_ray)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    experiment = tmp_path / "adam_vs_sgd-smoke"
+    experiment.mkdir()
+    (experiment / "study.json").write_text(json.dumps({"task": "digits", "num_samples": 8}))
+    (experiment / ".optsweep.lock").write_text("pid 1")
+    with pytest.raises(RuntimeError, match="reached Ray"):
+        adam_vs_sgd.main(["--smoke", "--storage-path", str(tmp_path)])
+    assert json.loads((experiment / "study.json").read_text())["num_samples"] == 2
+    # Once an optimizer's experiment exists, other settings are refused as before.
+    (experiment / "sgd").mkdir()
+    (experiment / "sgd" / "tuner.pkl").write_bytes(b"x")
+    assert adam_vs_sgd.main(["--smoke", "--num-samples", "3", "--storage-path", str(tmp_path)]) == 2
+    assert "holds a study with other settings" in _one_line_error(capsys)

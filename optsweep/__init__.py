@@ -10,7 +10,25 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    # The study
+    "Study": "sweeps.api",
+    "StudyResult": "sweeps.api",
+    # What is trained
+    "Task": "trainables.tasks",
+    "TaskData": "trainables.tasks",
+    "Metric": "trainables.tasks",
+    "ACCURACY": "trainables.tasks",
+    "MSE": "trainables.tasks",
+    "MAE": "trainables.tasks",
+    "PERPLEXITY": "trainables.tasks",
+    "token_cross_entropy": "trainables.tasks",
     "Target": "optsweep.vocabulary",
+    # Search spaces of a user's optimizer
+    "LogUniform": "sweeps.spaces",
+    "Uniform": "sweeps.spaces",
+    "OneMinusLogUniform": "sweeps.spaces",
+    "LogUniformOrZero": "sweeps.spaces",
+    "Choice": "sweeps.spaces",
 }
 
 __all__ = sorted(_EXPORTS)

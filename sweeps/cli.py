@@ -298,7 +298,8 @@ def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyAr
     return dataclasses.replace(args, storage_path=storage, data_dir=data_dir)
 
 
-def validate(args: StudyArgs) -> None:
+def validate(args: StudyArgs, *, named_task: bool = True) -> None:
+    """One-line UsageErrors for bad settings; `named_task` False: the task is an object, not a name."""
     registered = [o for o in args.optimizers if not optimizer_choice.is_reference(o)]
     if not args.optimizers:
         _check_choices("optimizer", (), optimizers.names(), flag="--optimizers")
@@ -307,7 +308,7 @@ def validate(args: StudyArgs) -> None:
     if duplicates:
         raise UsageError(f"--optimizers names {', '.join(duplicates)} more than once")
     _check_choices("schedule", args.schedules, schedules.names(), flag="--schedules")
-    if ":" not in args.task and args.task not in builtin_tasks.TASKS:
+    if named_task and ":" not in args.task and args.task not in builtin_tasks.TASKS:
         raise UsageError(
             f"unknown task {args.task!r} in --task; built-in: {', '.join(builtin_tasks.names())}, "
             "or an import path my_pkg.tasks:build_task / path/to/my_task.py:build_task"

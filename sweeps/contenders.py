@@ -30,9 +30,15 @@ class Contender:
     label: str
     reference: str  # a registered name or an import path
     params: dict[str, spaces.Param]
+    cls: type | None = None  # a user's optimizer class (sent to the trials); None: a registered one
 
     def record(self) -> dict[str, Any]:
         return {"optimizer": self.reference, "space": spaces.space_to_json(self.params)}
+
+
+def reference_of(cls: type) -> str:
+    """The import path of an optimizer class given in Python (a record; the class itself is sent)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def label_of(reference: str) -> str:
@@ -42,16 +48,20 @@ def label_of(reference: str) -> str:
     return reference.strip().lower()
 
 
-def resolve(references: Mapping[str, str], declared: Mapping[str, Any]) -> list[Contender]:
+def resolve(
+    references: Mapping[str, str], declared: Mapping[str, Any], objects: Mapping[str, type] | None = None
+) -> list[Contender]:
     """Each optimizer (label -> reference) with its space; raises ValueError with one line for an optimizer
-    that does not resolve, lacks a space, or whose space names a hyperparameter it does not take."""
+    that does not resolve, lacks a space, or whose space names a hyperparameter it does not take.
+    `objects` holds classes given directly in Python, by label."""
+    objects = objects or {}
     contenders = []
     for label, reference in references.items():
         if not re.fullmatch(LABEL_PATTERN, label):
             raise ValueError(
                 f"optimizer label {label!r} is invalid: use lowercase letters, digits, '_', '.' and '-'"
             )
-        cls = optimizer_choice.resolve(reference)
+        cls = objects[label] if label in objects else optimizer_choice.resolve(reference)
         if label in declared:
             params = spaces.parse_space(_plain(declared[label], label))
         elif getattr(cls, SPACE_ATTRIBUTE, None) is not None:
@@ -71,7 +81,8 @@ def resolve(references: Mapping[str, str], declared: Mapping[str, Any]) -> list[
                 f"the search space of {label} names {', '.join(unknown)}, which {cls.__name__} does not "
                 f"take; it takes: {', '.join(sorted(valid))}"
             )
-        contenders.append(Contender(label, reference, params))
+        user_class = cls if optimizer_choice.is_reference(reference) else None
+        contenders.append(Contender(label, reference, params, user_class))
     return contenders
 
 

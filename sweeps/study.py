@@ -52,28 +52,13 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     try:
         args = cli.parse(argv, prog, description, defaults)
         plan = prepare(args)
-        address, source = safeguards.before_ray(plan.args)
+        connection = safeguards.before_ray(plan.args)
     except ValueError as error:  # UsageError, TaskError, DatasetUnavailableError
         return cli.fail(str(error))
     args = plan.args
-    # Tune's rich console output (tables, banners) would drown the one progress line per optimizer.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
-    # epochs of a few milliseconds that is constantly, and it is expected here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.monotonic()
     try:
-        with _exclusive(args), interrupts.StopOnSignal():
-            if not args.is_remote_storage:
-                storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
-            identity.record_or_check(args.experiment_dir, plan.identity())
-            _connect_ray(args, plan.user_code, address, source)
-            _check_cluster(args)
-            safeguards.check_feasible(args, joined=address is not None)
-            for contender in plan.contenders:
-                _run_optimizer(plan, contender)
-            report_dir = _write_report(args)
-            tracking.for_study(args).log_study(report_dir)
+        report_dir = execute(plan, connection)
     except safeguards.ONE_LINE_ERRORS as error:
         return cli.fail(str(error))
     except (StorageError, OSError) as error:
@@ -93,6 +78,30 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     return 0
 
 
+def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Path:
+    """Run a prepared study to its report and return the report's directory; errors propagate (`main`
+    turns them into one line and an exit code). `connection` is `safeguards.before_ray`'s answer."""
+    args = plan.args
+    address, source = connection if connection is not None else safeguards.before_ray(args)
+    # Tune's rich console output (tables, banners) would drown the one progress line per optimizer.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
+    # epochs of a few milliseconds that is constantly, and it is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    with _exclusive(args), interrupts.StopOnSignal():
+        if not args.is_remote_storage:
+            storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
+        identity.record_or_check(args.experiment_dir, plan.identity())
+        _connect_ray(args, plan.user_code, address, source)
+        _check_cluster(args)
+        safeguards.check_feasible(args, joined=address is not None)
+        for contender in plan.contenders:
+            _run_optimizer(plan, contender)
+        report_dir = _write_report(args)
+        tracking.for_study(args).log_study(report_dir)
+    return report_dir
+
+
 @dataclass(frozen=True)
 class Plan:
     """A study resolved and checked before Ray starts: its settings with the task's defaults filled in,
@@ -108,11 +117,14 @@ class Plan:
         return identity.identity(self.args, self.task, self.contenders, task_is_named=self.task_is_named)
 
 
-def prepare(args: cli.StudyArgs, task: Task | None = None) -> Plan:
+def prepare(
+    args: cli.StudyArgs, task: Task | None = None, optimizer_classes: dict[str, type] | None = None
+) -> Plan:
     """Resolve and check everything that can be checked without Ray; one-line ValueErrors.
 
     `task` is a Task object given in Python (`args.task` then only names it); otherwise `args.task` is
     built. Its data and model are built once here (a missing dataset fails now, not in every trial).
+    `optimizer_classes` are optimizer classes given in Python, by label.
     """
     task_is_named = task is None
     if task is None:
@@ -123,7 +135,7 @@ def prepare(args: cli.StudyArgs, task: Task | None = None) -> Plan:
         max_epochs=args.max_epochs or task.max_epochs,
         batch_size=args.batch_size or task.batch_size,
     )
-    contenders_ = contenders.resolve(args.references(), args.search_spaces)
+    contenders_ = contenders.resolve(args.references(), args.search_spaces, optimizer_classes)
     for contender in contenders_:
         low, high = args.lr_range(contender.label, contender.params) or (0.0, 1.0)
         if low > high:
@@ -191,7 +203,7 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         settings["optimizer_class"] = contender.reference
     config = TrainConfig(optimizer=optimizer, **settings)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, task=plan.task), trial_resources(config)
+        tune.with_parameters(run_trial, task=plan.task, optimizer=contender.cls), trial_resources(config)
     )
     if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
         print(

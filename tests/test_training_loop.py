@@ -208,8 +208,10 @@ def test_trial_config_is_flat_and_typos_are_errors() -> None:
         TrainConfig(amp=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="workers: 0"):
         TrainConfig(workers=0)
-    with pytest.raises(ValueError, match="Invalid task: 'imagenet'; built-in tasks: digits"):
-        TrainConfig(task="imagenet")
+    with pytest.raises(ValueError, match="Invalid task: ''"):
+        TrainConfig(task="")
+    with pytest.raises(ValueError, match="unknown task 'imagenet'; built-in tasks: digits"):
+        loop.train(TrainConfig(task="imagenet"), sessions.LocalSession())
 
 
 def test_ray_checkpoints_fall_back_to_their_older_siblings(tmp_path: Path) -> None:

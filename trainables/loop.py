@@ -58,10 +58,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, session: Session, task: Task | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    session: Session,
+    task: Task | None = None,
+    optimizer_class: type[torch.optim.Optimizer] | None = None,
+) -> dict[str, Any]:
     """Train `config` to the end (or until diverged or asked to stop); returns the last metrics.
 
-    `task` is what is trained; None builds `config.task` with `config.task_args`.
+    `task` is what is trained; None builds `config.task` with `config.task_args`. `optimizer_class` is a
+    user's optimizer given as a class; None resolves `config.optimizer_class` or `config.optimizer`.
     """
     if task is None:
         task = build_task(config.task, config.task_args, data_dir=config.data_dir)
@@ -91,7 +97,9 @@ def train(config: TrainConfig, session: Session, task: Task | None = None) -> di
         if split is not None
     }
     groups = param_groups(_unwrapped(model), task.weight_decay)
-    optimizer = optimizer_choice.build(config.optimizer_class or config.optimizer, groups, config.hparams)
+    optimizer = optimizer_choice.build(
+        config.optimizer_class or config.optimizer, groups, config.hparams, cls=optimizer_class
+    )
     schedule_options = {"mode": target.mode} if config.schedule == "plateau" else {}
     total_steps = max_epochs * len(train_loader)
     scheduler = schedules.build(config.schedule, optimizer, total_steps, **schedule_options)

@@ -40,11 +40,14 @@ def hyperparameter_names(cls: type[torch.optim.Optimizer]) -> list[str]:
     return names
 
 
-def build(name: str, params: Any, hparams: dict[str, Any]) -> torch.optim.Optimizer:
-    """Build optimizer `name` over `params` (tensors or param groups) with `hparams`."""
-    if not is_reference(name):
+def build(
+    name: str, params: Any, hparams: dict[str, Any], cls: type[torch.optim.Optimizer] | None = None
+) -> torch.optim.Optimizer:
+    """Build optimizer `name` over `params` (tensors or param groups) with `hparams`; `cls`, when given,
+    is the class `name` stands for (a user's class sent along instead of imported again)."""
+    if cls is None and not is_reference(name):
         return optimizers.build(name, params, **hparams)
-    cls = resolve(name)
+    cls = cls or resolve(name)
     hparams = dict(hparams)
     valid = hyperparameter_names(cls)
     unknown = sorted(set(hparams) - set(valid))

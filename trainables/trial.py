@@ -16,6 +16,7 @@ from .tasks import Task
 
 TASK_KEY = "__optsweep_task"
 """Where a multi-worker trial hands its task object to the Train workers (not a hyperparameter)."""
+OPTIMIZER_KEY = "__optsweep_optimizer_class"
 
 DRIVER_MEMORY_BYTES = 64 * 2**20
 """What the Tune trial of a multi-worker run reserves for itself: it only waits on its TorchTrainer, so
@@ -43,17 +44,18 @@ def check_trial_config(config: dict[str, Any]) -> None:
         )
 
 
-def run_trial(config: dict[str, Any], task: Task | None = None) -> None:
+def run_trial(config: dict[str, Any], task: Task | None = None, optimizer: type | None = None) -> None:
     """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`).
 
-    `task` (given with `tune.with_parameters`) is what is trained; None builds the config's task.
+    `task` and `optimizer` (given with `tune.with_parameters`) are what is trained and a user's optimizer
+    class; None builds the config's task and optimizer.
     """
     check_trial_config(config)
     train_config = TrainConfig.from_trial_config(config)
     if train_config.workers == 1:
-        loop.train(train_config, sessions.TuneSession(), task)
+        loop.train(train_config, sessions.TuneSession(), task, optimizer)
     else:
-        _run_torch_trainer(train_config, config, task)
+        _run_torch_trainer(train_config, config, task, optimizer)
 
 
 def trial_resources(config: TrainConfig) -> dict[str, float]:
@@ -68,10 +70,12 @@ def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     train_config = TrainConfig.from_trial_config(config)
     session = sessions.TrainWorkerSession(config["__optsweep_trial_id"], train_config.scheduler_decisions)
-    loop.train(train_config, session, config.get(TASK_KEY))
+    loop.train(train_config, session, config.get(TASK_KEY), config.get(OPTIMIZER_KEY))
 
 
-def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any], task: Task | None) -> None:
+def _run_torch_trainer(
+    train_config: TrainConfig, config: dict[str, Any], task: Task | None, optimizer: type | None
+) -> None:
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
@@ -86,7 +90,12 @@ def _run_torch_trainer(train_config: TrainConfig, config: dict[str, Any], task: 
         resources["GPU"] = train_config.gpus_per_worker
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={**config, "__optsweep_trial_id": trial_id, TASK_KEY: task},
+        train_loop_config={
+            **config,
+            "__optsweep_trial_id": trial_id,
+            TASK_KEY: task,
+            OPTIMIZER_KEY: optimizer,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config.workers, use_gpu=use_gpu, resources_per_worker=resources
         ),

@@ -27,6 +27,7 @@ import inspect
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
@@ -394,8 +395,10 @@ def check(task: Task, batch: int = 2) -> None:
         ) from None
     if not isinstance(data, TaskData):
         raise TaskError(f"task {task.name!r}: data() returned {type(data).__name__}, not a TaskData")
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         dataset = getattr(data, split)
+        if dataset is None and split == "test":
+            continue
         try:
             size = len(dataset)
         except TypeError:
@@ -423,7 +426,11 @@ def check(task: Task, batch: int = 2) -> None:
             f"{type(error).__name__}: {_first_line(error)}"
         ) from None
     try:
-        loss = task.loss(outputs, targets)
+        with warnings.catch_warnings():
+            # torch's regression losses only warn, then broadcast, when the shapes differ: outputs (B, 1)
+            # against targets (B,) would train on a (B, B) error matrix.
+            warnings.filterwarnings("error", message="Using a target size", category=UserWarning)
+            loss = task.loss(outputs, targets)
     except Exception as error:
         raise TaskError(
             f"task {task.name!r}: the model's output (shape {_shape(outputs)}) does not fit the loss "
@@ -431,7 +438,16 @@ def check(task: Task, batch: int = 2) -> None:
         ) from None
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise TaskError(f"task {task.name!r}: the loss must return a scalar tensor, got {_shape(loss)}")
-    loss.backward()
+    if not torch.isfinite(loss).all():
+        raise TaskError(
+            f"task {task.name!r}: the loss is not finite ({float(loss.detach())}) on the first examples"
+        )
+    try:
+        loss.backward()
+    except RuntimeError as error:
+        raise TaskError(
+            f"task {task.name!r}: no gradient flows from the loss to the model: {_first_line(error)}"
+        ) from None
     for name, metric in task.metrics.items():
         try:
             values = metric.values(outputs.detach(), targets)

@@ -5,10 +5,11 @@ write, with known answers.
 `trial_data`, one trial directory per started trial (params.json, result.json, progress.csv and
 error.txt for failures), and `<root>/study.json` with the target when the experiment has one. The
 result lines use the project's vocabulary (`optsweep.vocabulary`) as the loop does: every epoch
-reports the losses, val_<m> and test_<m> of each task metric m and best_val_<target>; a diverged
-epoch reports DIVERGED_VALUE losses and `target.worst` for the target. `legacy=True` writes what
-experiments from before targets held instead: test_acc on the last line of a trial that ran to its
-end only, val_acc and test_acc 0 on a diverged line, no best_val_acc, no study.json.
+reports the losses (test_loss too), val_<m> and test_<m> of each task metric m and
+best_val_<target>; a diverged epoch reports DIVERGED_VALUE losses and `target.worst` for the
+target. `legacy=True` writes what experiments from before targets held instead: test_acc on the
+last line of a trial that ran to its end only, val_acc and test_acc 0 on a diverged line, no
+best_val_acc, no test_loss, no study.json.
 
 `standard_experiment` builds the experiment most tests use; its right answers are spelled out next to
 it. `PERPLEXITY` and `MSE` give the same experiment for min metrics (`standard_experiment(root,
@@ -156,6 +157,8 @@ def _results(
             v.VAL_LOSS: round(kind.loss(value) + 0.05, 6),
             target.key: value,
         }
+        if not legacy:
+            metrics[v.TEST_LOSS] = round(kind.loss(test) + 0.05, 6)
         if not legacy or (last and reached_end):
             metrics[target.test_key] = test
         for name, of in kind.others.items():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch._dynamo
@@ -85,6 +85,7 @@ class _Bucket:
         "compiled_with",
         "complex",
         "counts",
+        "counts_version",
         "device",
         "numel",
         "originals",
@@ -103,6 +104,7 @@ class _Bucket:
         # If the optimizer counts steps: one tensor whose elements are the params' `step` state tensors
         # (0-dim views into it, as torch.optim keeps one tensor per param), so one add counts them all.
         self.counts: Tensor | None = None
+        self.counts_version = 0  # counts._version after our last add: anything else bumps it
         self.numel = 0
         self.compiled_with: dict[str, bool] | None = None  # flags of the last compiled call
 
@@ -155,6 +157,12 @@ class FusableOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():
+            # Traced by dynamo (`torch.compile(opt.step)`, a compiled training step): a step whose
+            # counts stay in tensors, so no Python value changes from step to step (see _traced_group).
+            for group in self.param_groups:
+                self._traced_group(group)
+            return loss
         for group in self.param_groups:
             self._step_group(group)
         return loss
@@ -162,6 +170,27 @@ class FusableOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._plans = {}  # the state tensors were replaced
+
+    # Param-group keys torch.optim added over time, with the values its __setstate__ fills into an
+    # older state dict's groups; subclasses list theirs.
+    _group_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling and load_state_dict: fill in flags missing from older state dicts and turn
+        a numeric `step` (very old checkpoints) into a tensor, as torch.optim does."""
+        super().__setstate__(state)
+        self._plans = {}
+        for group in self.param_groups:
+            for key, value in self._group_defaults.items():
+                group.setdefault(key, value)
+            self._fix_group(group)
+            for param in group["params"]:
+                param_state = self.state.get(param)
+                if param_state and "step" in param_state and not torch.is_tensor(param_state["step"]):
+                    param_state["step"] = torch.tensor(float(param_state["step"]), dtype=step_counter().dtype)
+
+    def _fix_group(self, group: dict[str, Any]) -> None:
+        """Group settings an optimizer imposes on whatever state dict it loads (AdamW's decay)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -174,6 +203,7 @@ class FusableOptimizer(torch.optim.Optimizer):
             if bucket.counts is not None:
                 bucket.counts += 1
                 bucket.step += 1
+                bucket.counts_version = bucket.counts._version
             scalars = self._scalars(group, bucket.step)
             grads = bucket.grads()
             if self._should_compile(group, bucket.device, bucket.numel):
@@ -184,17 +214,91 @@ class FusableOptimizer(torch.optim.Optimizer):
                     continue
             type(self)._update(bucket.params, grads, *bucket.state_lists, scalars, **flags)
 
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        steps: list[Tensor],
+        *state_lists: list[Tensor | None],
+    ) -> None:
+        """Gather the group's parameters with gradients, their step counts and state tensors, creating
+        the state of counting optimizers; a missing momentum buffer is listed as None.
+
+        Used by the traced step. Dynamo runs a method of this name eagerly instead of tracing it (as for
+        torch.optim's) and guards on the state it leaves, so the state it creates is never re-created
+        by a graph and the graph holds for every later step. It must append the tensors themselves
+        (not views) so that dynamo finds their sources.
+        """
+        active = self._active_state_names(group)
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if self._counts_steps and self._is_fresh(self.state.get(param, {}), group):
+                self._init_state(param, group)
+            state = self.state.get(param, {})
+            params.append(param)
+            grads.append(param.grad)
+            if self._counts_steps:
+                steps.append(state["step"])
+            for name, tensors in zip(self._state_names, state_lists, strict=True):
+                if name in active:
+                    tensors.append(state.get(name))
+
+    def _traced_group(self, group: dict[str, Any]) -> None:
+        """One group's step as dynamo traces it: per parameter, with scalars computed from its step
+        tensor (torch.optim's compiled path does the same), and buffers created in the graph."""
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        steps: list[Tensor] = []
+        state_lists: list[list[Tensor | None]] = [[] for _ in self._state_names]
+        self._init_group(group, params, grads, steps, *state_lists)
+        active = self._active_state_names(group)
+        flags = self._flags(group)
+        if steps:
+            torch._foreach_add_(steps, 1)
+        for i, param in enumerate(params):
+            if self._counts_steps:
+                step: Tensor | float = steps[i]
+            else:
+                step = 1.0
+                for name, tensors in zip(self._state_names, state_lists, strict=True):
+                    if name in active and tensors[i] is None:
+                        tensors[i] = self.state[param][name] = zeros_like(param)
+                        step = 0.0  # a state-creating step, as in the eager path
+            states = [
+                [_real_view(tensors[i])] if name in active else None  # type: ignore[arg-type]
+                for name, tensors in zip(self._state_names, state_lists, strict=True)
+            ]
+            type(self)._update(
+                [_real_view(param)], [_real_view(grads[i])], *states, self._scalars(group, step), **flags
+            )
+
     def _plan_for(self, group: dict[str, Any]) -> _Plan:
         plans: dict[int, _Plan] = self.__dict__.setdefault("_plans", {})
         key = (tuple(p.grad is not None for p in group["params"]), self._active_state_names(group))
         plan = plans.get(id(group))
-        if plan is None or plan.key != key:
+        if plan is None or plan.key != key or not self._counts_current(plan):
             plan = self._build_plan(group, key)
             if plan.reusable:
                 plans[id(group)] = plan
             else:
                 plans.pop(id(group), None)
         return plan
+
+    def _counts_current(self, plan: _Plan) -> bool:
+        """Whether the plan's host-side step counts still hold: a compiled `opt.step` (which counts in
+        the state tensors only), dynamo moving the counts to the device, or a user's edit changes
+        them behind its back."""
+        for bucket in plan.buckets:
+            if bucket.counts is not None and (
+                bucket.counts._version != bucket.counts_version
+                or self.state[bucket.originals[0]]["step"]._base is not bucket.counts
+            ):
+                return False
+        return True
 
     def _build_plan(self, group: dict[str, Any], key: tuple[Any, ...]) -> _Plan:
         """Create missing state and bucket the parameters that have gradients."""
@@ -228,6 +332,7 @@ class FusableOptimizer(torch.optim.Optimizer):
                 )
                 for i, param in enumerate(bucket.originals):
                     self.state[param]["step"] = bucket.counts[i]
+                bucket.counts_version = bucket.counts._version
             for name in self._state_names:
                 if name in active:
                     bucket.state_lists.append([_real_view(self.state[p][name]) for p in bucket.originals])
@@ -274,6 +379,15 @@ class FusableOptimizer(torch.optim.Optimizer):
             )
             return False
         return True
+
+
+def hyper(value: float | Tensor) -> float | Tensor:
+    """A hyperparameter for `_scalars`: a Python float (the eager step computes its scalars in float64
+    on the host, like torch's loop), but a tensor stays a tensor while dynamo traces the step
+    (converting it would be a data-dependent graph break)."""
+    if isinstance(value, Tensor) and torch.compiler.is_compiling():
+        return value
+    return float(value)
 
 
 def zeros_like(param: Tensor) -> Tensor:

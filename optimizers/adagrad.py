@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, step_counter
+from ._engine import FusableOptimizer, hyper, step_counter
 from .transforms import Scalar, accumulate_square_, add_l2_penalty, descend_ratio_, oriented_grad
 
 
@@ -36,6 +36,12 @@ class Adagrad(FusableOptimizer):
 
     _update = staticmethod(adagrad_update)
     _state_names = ("sum",)
+    _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.Adagrad.__setstate__
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "fused": None,
+    }
 
     def __init__(
         self,
@@ -91,7 +97,7 @@ class Adagrad(FusableOptimizer):
         )
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        lr = float(group["lr"])
+        lr = hyper(group["lr"])
         return (
             lr / (1 + (step - 1) * float(group["lr_decay"])),
             float(group["weight_decay"]),

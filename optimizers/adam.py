@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, step_counter, zeros_like
+from ._engine import FusableOptimizer, hyper, step_counter, zeros_like
 from .transforms import (
     Scalar,
     adam_denominator,
@@ -59,7 +59,7 @@ def init_moments(state: dict[str, Any], param: Tensor) -> None:
 
 def moment_scalars(group: dict[str, Any], step: float) -> tuple[float, ...]:
     """(beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, sqrt(1 - beta2^t)), in float64 like torch's loop."""
-    beta1, beta2 = (float(b) for b in group["betas"])
+    beta1, beta2 = (hyper(b) for b in group["betas"])
     return beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1**step, (1 - beta2**step) ** 0.5
 
 
@@ -72,6 +72,15 @@ class Adam(FusableOptimizer):
 
     _update = staticmethod(adam_update)
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.Adam.__setstate__
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+        "fused": None,
+    }
 
     def __init__(
         self,
@@ -120,7 +129,7 @@ class Adam(FusableOptimizer):
         return self._state_names if group["amsgrad"] else self._state_names[:2]
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        lr, weight_decay = float(group["lr"]), float(group["weight_decay"])
+        lr, weight_decay = hyper(group["lr"]), float(group["weight_decay"])
         moments = moment_scalars(group, step)
         bias_correction1, bias_correction2_sqrt = moments[4:]
         return (
@@ -142,7 +151,12 @@ class Adam(FusableOptimizer):
 
 
 class AdamW(Adam):
-    """AdamW, a drop-in for `torch.optim.AdamW`: Adam with decoupled weight decay (default 1e-2)."""
+    """AdamW, a drop-in for `torch.optim.AdamW`: Adam with decoupled weight decay (default 1e-2).
+
+    Like torch's, it keeps decoupled decay whatever state dict it loads (one from Adam included)."""
+
+    def _fix_group(self, group: dict[str, Any]) -> None:
+        group["decoupled_weight_decay"] = True
 
     def __init__(
         self,

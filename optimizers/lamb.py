@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer
+from ._engine import FusableOptimizer, hyper
 from .adam import init_moments, moment_scalars
 from .transforms import (
     Scalar,
@@ -53,6 +53,7 @@ class LAMB(FusableOptimizer):
 
     _update = staticmethod(lamb_update)
     _state_names = ("exp_avg", "exp_avg_sq")
+    _group_defaults: ClassVar[dict[str, Any]] = {"maximize": False, "foreach": None, "fused": None}
 
     def __init__(
         self,
@@ -94,7 +95,7 @@ class LAMB(FusableOptimizer):
             bias_correction2_sqrt,
             float(group["eps"]),
             float(group["weight_decay"]),
-            float(group["lr"]),
+            hyper(group["lr"]),
         )
 
     def _flags(self, group: dict[str, Any]) -> dict[str, bool]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
+from ._engine import hyper
 from .sgd import MomentumBufferOptimizer
 from .transforms import (
     Scalar,
@@ -52,6 +53,12 @@ class LARS(MomentumBufferOptimizer):
     """
 
     _update = staticmethod(lars_update)
+    _group_defaults: ClassVar[dict[str, Any]] = {
+        "nesterov": False,
+        "maximize": False,
+        "foreach": None,
+        "fused": None,
+    }
 
     def __init__(
         self,
@@ -92,7 +99,7 @@ class LARS(MomentumBufferOptimizer):
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
         return (
-            float(group["lr"]),
+            hyper(group["lr"]),
             float(group["weight_decay"]),
             float(group["momentum"]),
             float(group["trust_coefficient"]),

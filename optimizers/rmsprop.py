@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, step_counter, zeros_like
+from ._engine import FusableOptimizer, hyper, step_counter, zeros_like
 from .transforms import (
     Scalar,
     add_l2_penalty,
@@ -57,6 +57,15 @@ class RMSprop(FusableOptimizer):
 
     _update = staticmethod(rmsprop_update)
     _state_names = ("square_avg", "grad_avg", "momentum_buffer")
+    _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.RMSprop.__setstate__, plus our `fused`
+        "momentum": 0,
+        "centered": False,
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+        "fused": None,
+    }
 
     def __init__(
         self,
@@ -118,7 +127,7 @@ class RMSprop(FusableOptimizer):
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
         alpha = float(group["alpha"])
         return (
-            float(group["lr"]),
+            hyper(group["lr"]),
             float(group["weight_decay"]),
             alpha,
             1 - alpha,

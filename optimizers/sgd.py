@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from . import _validation as check
-from ._engine import FusableOptimizer, zeros_like
+from ._engine import FusableOptimizer, hyper, zeros_like
 from .transforms import Scalar, add_l2_penalty, descend_, heavy_ball_, nesterov_direction, oriented_grad
 
 
@@ -62,6 +62,13 @@ class SGD(MomentumBufferOptimizer):
     """SGD, a drop-in for `torch.optim.SGD`: same arguments, defaults, state and trajectory."""
 
     _update = staticmethod(sgd_update)
+    _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.SGD.__setstate__
+        "nesterov": False,
+        "maximize": False,
+        "foreach": None,
+        "differentiable": False,
+        "fused": False,
+    }
 
     def __init__(
         self,
@@ -102,7 +109,7 @@ class SGD(MomentumBufferOptimizer):
 
     def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
         return (
-            float(group["lr"]),
+            hyper(group["lr"]),
             float(group["weight_decay"]),
             float(group["momentum"]),
             *momentum_scalars(group, first_step=step == 0.0),

@@ -35,16 +35,15 @@ from analysis.target import attach, resolve
 from optsweep.vocabulary import DIVERGED, FINISHED, STATUSES, Target, test_mean_key
 
 STATUS_COUNT_COLUMNS = {f"n_{status}": status for status in STATUSES}
-
-
 test_mean_column = test_mean_key  # the summary's mean test metric column, e.g. test_acc_mean
 
 
 def diverged_score(target: Target, trials: pd.DataFrame) -> float:
     """What a diverged seed scores in the tuning-budget view: no better than the worst finished
-    seed of the whole experiment (the same for every optimizer). For a max metric also at most 0,
-    the floor of accuracy-like metrics (so accuracy keeps its 0); a min metric (a loss, perplexity)
-    has no such ceiling, so the worst finished seed it is (NaN if no seed finished)."""
+    seed of the whole experiment (the same for every optimizer). A max metric also scores at most
+    0, the floor of accuracy-like metrics (so accuracy keeps its 0); a min metric (a loss,
+    perplexity) has no natural worst value, so it scores the worst finished seed's value (NaN if
+    no seed finished)."""
     finished = trials.loc[trials["status"].isin(FINISHED), target.best_key].dropna()
     if target.mode == "max":
         return float(min(0.0, finished.min())) if len(finished) else 0.0

@@ -33,6 +33,12 @@ def before_ray(args: cli.StudyArgs) -> tuple[str | None, str]:
     return ray_connect.resolve_address(args.address)
 
 
+def run_settings(args: cli.StudyArgs) -> dict[str, Any]:
+    """This run's run-time settings, which every trial uses even if it was stored with others."""
+    settings = args.settings()
+    return {key: settings[key] for key in resume.RUN_SETTINGS if key in settings}
+
+
 def connect(address: str | None, source: str, **init_kwargs: Any) -> None:
     print(ray_connect.connect(address, source, **init_kwargs), flush=True)
 

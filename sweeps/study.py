@@ -203,7 +203,10 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         settings["optimizer_class"] = contender.reference
     config = TrainConfig(optimizer=optimizer, **settings)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, task=plan.task, optimizer=contender.cls), trial_resources(config)
+        tune.with_parameters(
+            run_trial, task=plan.task, optimizer=contender.cls, run_settings=safeguards.run_settings(args)
+        ),
+        trial_resources(config),
     )
     if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
         print(

@@ -408,3 +408,14 @@ def test_a_failed_first_run_does_not_block_the_corrected_command(
     (experiment / "sgd" / "tuner.pkl").write_bytes(b"x")
     assert adam_vs_sgd.main(["--smoke", "--num-samples", "3", "--storage-path", str(tmp_path)]) == 2
     assert "holds a study with other settings" in _one_line_error(capsys)
+
+
+def test_this_runs_resources_win_over_a_stored_trial_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainables import trial
+
+    seen: list[Any] = []
+    monkeypatch.setattr(trial.loop, "train", lambda config, *args: seen.append(config))
+    monkeypatch.setattr(trial.sessions, "TuneSession", lambda: None)
+    stored = {"optimizer": "sgd", "lr": 0.1, "seed": 0, "settings": {"max_epochs": 1, "cpus_per_worker": 1.0}}
+    run_trial(stored, run_settings={"cpus_per_worker": 0.5})
+    assert seen[0].cpus_per_worker == 0.5 and stored["settings"]["cpus_per_worker"] == 1.0

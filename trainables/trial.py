@@ -44,13 +44,22 @@ def check_trial_config(config: dict[str, Any]) -> None:
         )
 
 
-def run_trial(config: dict[str, Any], task: Task | None = None, optimizer: type | None = None) -> None:
+def run_trial(
+    config: dict[str, Any],
+    task: Task | None = None,
+    optimizer: type | None = None,
+    run_settings: dict[str, Any] | None = None,
+) -> None:
     """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`).
 
     `task` and `optimizer` (given with `tune.with_parameters`) are what is trained and a user's optimizer
-    class; None builds the config's task and optimizer.
+    class; None builds the config's task and optimizer. `run_settings` (resources, data directory) are
+    this run's and win over the stored config's: a trial resumed by a rerun with corrected resources
+    (or generated from the stored search space) uses them.
     """
     check_trial_config(config)
+    if run_settings:
+        config = {**config, "settings": {**config["settings"], **run_settings}}
     train_config = TrainConfig.from_trial_config(config)
     if train_config.workers == 1:
         loop.train(train_config, sessions.TuneSession(), task, optimizer)

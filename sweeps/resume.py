@@ -1,6 +1,6 @@
 """Make an interrupted Tune experiment safe to restore, or refuse it with one line.
 
-Two kinds of damage are handled before `Tuner.restore` (local storage):
+Before `Tuner.restore` (the first check on any storage, the others on local storage):
 
 - The experiment state that Tune would restore is missing or damaged (a driver killed within a moment
   of creating the experiment, a truncated write). Ray 2.60 then logs "Failed to restore the run state"
@@ -19,12 +19,15 @@ Two kinds of damage are handled before `Tuner.restore` (local storage):
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs
 
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED", "ERROR"}
 STATE_GLOB = "experiment_state-*.json"
@@ -46,15 +49,24 @@ def state_file_tune_restores(experiment: str | Path) -> Path | None:
 def read_trial_data(state_file: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(trial, runtime metadata) pairs of an experiment state file; ValueError if it is damaged."""
     try:
-        state = json.loads(state_file.read_text())
-        pairs = [(json.loads(trial), json.loads(runtime)) for trial, runtime in state["trial_data"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        text = state_file.read_text()
+    except OSError as error:
         raise ValueError(f"{state_file.name} is unreadable ({type(error).__name__})") from None
+    return parse_trial_data(text, state_file.name)
+
+
+def parse_trial_data(text: str | bytes, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Like `read_trial_data`, from the file's content (any storage)."""
+    try:
+        state = json.loads(text)
+        pairs = [(json.loads(trial), json.loads(runtime)) for trial, runtime in state["trial_data"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{name} is unreadable ({type(error).__name__})") from None
     for trial, _runtime in pairs:
         if not (isinstance(trial, dict) and "trial_id" in trial and isinstance(trial.get("config"), dict)):
-            raise ValueError(f"{state_file.name} holds a trial without its id or config")
+            raise ValueError(f"{name} holds a trial without its id or config")
     if not pairs:
-        raise ValueError(f"{state_file.name} lists no trials")
+        raise ValueError(f"{name} lists no trials")
     return pairs
 
 
@@ -68,40 +80,61 @@ class RestorePlan:
 
 def prepare_restore(experiment: str | Path, optimizer: str) -> RestorePlan:
     """Check the state Tune would restore; set damaged states aside when an older whole one exists.
+    `experiment` is a local path or a URI (s3://...): the same checks on any storage.
 
     Raises DamagedExperimentError when no whole state is left but trials have results there."""
-    experiment = Path(experiment)
+    fs, root = pyarrow.fs.FileSystem.from_uri(_absolute(experiment))
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    states = sorted(
+        (
+            e
+            for e in entries
+            if e.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(e.base_name, STATE_GLOB)
+        ),
+        key=lambda e: e.base_name,
+        reverse=True,
+    )
     problems = []
-    for state_file in sorted(experiment.glob(STATE_GLOB), key=lambda p: p.name, reverse=True):
+    for state in states:
         try:
-            read_trial_data(state_file)
-        except ValueError as error:
-            problems.append((state_file, str(error)))
+            with fs.open_input_stream(state.path) as f:
+                parse_trial_data(f.read(), state.base_name)
+        except (OSError, ValueError) as error:
+            problems.append((state, str(error)))
             continue
         notes = []
         for damaged, problem in problems:
-            damaged.rename(damaged.with_name(f".{damaged.name}{DAMAGED_SUFFIX}"))
-            notes.append(f"{optimizer}: {problem}; set aside, resuming from the older {state_file.name}")
+            fs.move(damaged.path, f"{root}/.{damaged.base_name}{DAMAGED_SUFFIX}")
+            notes.append(f"{optimizer}: {problem}; set aside, resuming from the older {state.base_name}")
         return RestorePlan(True, notes)
     what = "; ".join(problem for _, problem in problems) or "its experiment state is missing"
-    if not _trial_dirs(experiment):
-        shutil.rmtree(experiment)
+    trials = _trial_dirs(fs, entries)
+    if not trials:
+        fs.delete_dir(root)
         return RestorePlan(
             False, [f"{optimizer}: {what}, and no trial had started; starting {optimizer} afresh"]
         )
     raise DamagedExperimentError(
-        f"cannot resume {optimizer} in {experiment}: {what}, and {len(_trial_dirs(experiment))} trial(s) "
-        f"have results there whose configurations cannot be trusted; move {experiment} aside to run "
-        f"{optimizer} afresh (python -m analysis.report still reads the moved trials)"
+        f"cannot resume {optimizer} in {experiment}: {what}, and {trials} trial(s) have results there "
+        f"whose configurations cannot be trusted; move {experiment} aside to run {optimizer} afresh "
+        "(python -m analysis.report still reads the moved trials)"
     )
 
 
-def _trial_dirs(experiment: Path) -> list[Path]:
-    return [
-        d
-        for d in experiment.iterdir()
-        if d.is_dir() and ((d / "params.json").exists() or (d / "result.json").exists())
-    ]
+def _absolute(experiment: str | Path) -> str:
+    text = str(experiment)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _trial_dirs(fs: pyarrow.fs.FileSystem, entries: list[pyarrow.fs.FileInfo]) -> int:
+    """How many trial directories (with params.json or result.json) are among `entries`."""
+    count = 0
+    for entry in entries:
+        if entry.type != pyarrow.fs.FileType.Directory:
+            continue
+        found = fs.get_file_info([f"{entry.path}/params.json", f"{entry.path}/result.json"])
+        count += any(info.type == pyarrow.fs.FileType.File for info in found)
+    return count
 
 
 def repair_checkpoint_references(experiment: str | Path) -> list[str]:

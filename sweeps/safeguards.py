@@ -52,12 +52,11 @@ def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, fl
     """Before `Tuner.restore`: repair or refuse damage, refuse a `tuner.pkl` this study did not write,
     and give unfinished trials this run's resources. False: nothing had run, start afresh."""
     path = f"{args.experiment_dir}/{optimizer}"
-    if not args.is_remote_storage:
-        plan = resume.prepare_restore(path, optimizer)
-        for note in plan.notes:
-            print(f"  {note}", flush=True)
-        if not plan.restore:
-            return False
+    plan = resume.prepare_restore(path, optimizer)
+    for note in plan.notes:
+        print(f"  {note}", flush=True)
+    if not plan.restore:
+        return False
     trust.check(args.experiment_dir, optimizer, args.trust_storage)
     if args.is_remote_storage:
         print(

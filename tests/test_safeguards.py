@@ -419,3 +419,18 @@ def test_this_runs_resources_win_over_a_stored_trial_config(monkeypatch: pytest.
     stored = {"optimizer": "sgd", "lr": 0.1, "seed": 0, "settings": {"max_epochs": 1, "cpus_per_worker": 1.0}}
     run_trial(stored, run_settings={"cpus_per_worker": 0.5})
     assert seen[0].cpus_per_worker == 0.5 and stored["settings"]["cpus_per_worker"] == 1.0
+
+
+def test_the_first_checkpoint_of_a_study_that_will_not_fit_triggers_one_warning(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint_000000"
+    checkpoint.mkdir()
+    (checkpoint / "state.pt").write_bytes(b"\0" * 100_000)
+    said: list[str] = []
+    forecast = retention.DiskForecast(str(tmp_path), trials_left=10**9, keep=1, say=said.append)
+    running = [SimpleNamespace(status="RUNNING")]
+    for _ in range(3):
+        forecast.on_checkpoint(0, running, running[0], SimpleNamespace(path=str(checkpoint)))
+    assert len(said) == 1 and "0.1 MB each, 1000000000 trials to go" in said[0]
+    roomy = retention.DiskForecast(str(tmp_path), trials_left=2, keep=1, say=said.append)
+    roomy.on_checkpoint(0, running, running[0], SimpleNamespace(path=str(checkpoint)))
+    assert len(said) == 1

@@ -20,8 +20,7 @@ DEFAULTS = cli.StudyArgs(
     optimizers=("sgd", "adam", "adamw"),
     num_samples=24,
     seeds=5,
-    max_epochs=20,
-    task="digits",
+    task="digits",  # its budget: 20 epochs
 )
 
 

@@ -301,9 +301,8 @@ def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyAr
 def validate(args: StudyArgs, *, named_task: bool = True) -> None:
     """One-line UsageErrors for bad settings; `named_task` False: the task is an object, not a name."""
     registered = [o for o in args.optimizers if not optimizer_choice.is_reference(o)]
-    if not args.optimizers:
-        _check_choices("optimizer", (), optimizers.names(), flag="--optimizers")
-    _check_choices("optimizer", tuple(registered), optimizers.names(), flag="--optimizers")
+    if not args.optimizers or registered:
+        _check_choices("optimizer", tuple(registered), optimizers.names(), flag="--optimizers")
     duplicates = sorted({label for label in args.labels if args.labels.count(label) > 1})
     if duplicates:
         raise UsageError(f"--optimizers names {', '.join(duplicates)} more than once")

@@ -44,7 +44,7 @@ def reference_of(cls: type) -> str:
 def label_of(reference: str) -> str:
     """``adam`` -> ``adam``; ``my_pkg.opt:Lion`` -> ``lion``."""
     if optimizer_choice.is_reference(reference):
-        return reference.rpartition(":")[2].lower()
+        return reference.rpartition(":")[2].rpartition(".")[2].lower()
     return reference.strip().lower()
 
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
     except KeyboardInterrupt as interrupt:
         print(f"\nInterrupted. Run the same command again to resume {args.experiment_dir}.", file=sys.stderr)
         return getattr(interrupt, "exit_code", 130)
-    _print_summary(report_dir, time.monotonic() - started)
+    _print_summary(report_dir, time.monotonic() - started, plan.task.target)
     return 0
 
 
@@ -336,15 +336,13 @@ def _write_report(args: cli.StudyArgs) -> Path:
     return report_dir
 
 
-def _print_summary(report_dir: Path, elapsed_s: float) -> None:
+def _print_summary(report_dir: Path, elapsed_s: float, target: Target) -> None:
     import pandas as pd
 
     summary = pd.read_csv(report_dir / "summary.csv")
-    print(f"\nDone in {elapsed_s / 60:.1f} min. {analysis.verdict(summary)}")
-    columns = [
-        c
-        for c in ("optimizer", "mean", "std", "ci_low", "ci_high", "test_acc_mean", "n_diverged")
-        if c in summary.columns
-    ]
+    print(f"\nDone in {elapsed_s / 60:.1f} min. {analysis.verdict(summary, target=target)}")
+    test_column = analysis.test_mean_column(target)
+    wanted = ("optimizer", "mean", "std", "ci_low", "ci_high", test_column, "n_diverged")
+    columns = [c for c in wanted if c in summary.columns]
     print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"Report: {report_dir / 'report.md'}")

@@ -1,0 +1,257 @@
+"""`--log-to tensorboard,mlflow,wandb`: a real smoke sweep logged to the real libraries and read back
+with their own readers (TensorBoard's EventAccumulator, MlflowClient, W&B's run records), and backends
+that fail (unreachable server, missing package, unusable store) cost one warning line, never a result."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import analysis
+from sweeps import adam_vs_sgd, cli, tracking
+
+pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
+pytest.importorskip("wandb", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
+pytest.importorskip("tensorboard", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
+
+NAME = "tracked"
+SMOKE = ["--smoke", "--optimizers", "sgd,adam", "--name", NAME]
+
+
+@dataclass
+class Sweep:
+    root: Path
+    code: int
+    err: str
+    trials: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def _run(storage: Path, *argv: str) -> Sweep:
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        # The test decides nothing about W&B's mode: no API key here, so tracking must pick offline.
+        mp.setenv("WANDB_MODE", "")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        mp.setenv("NETRC", str(storage / "no-netrc"))
+        with contextlib.redirect_stderr(err):
+            code = adam_vs_sgd.main([*SMOKE, *argv, "--storage-path", str(storage)])
+    root = storage / NAME
+    report = root / "report"
+    return Sweep(
+        root, code, err.getvalue(), pd.read_csv(report / "trials.csv"), pd.read_csv(report / "summary.csv")
+    )
+
+
+@pytest.fixture(scope="module")
+def tracked(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    return _run(tmp_path_factory.mktemp("tracked"), "--log-to", "tensorboard,mlflow,wandb")
+
+
+def _trial_rows(sweep: Sweep) -> dict[str, pd.Series]:
+    return {row["trial_id"]: row for _, row in sweep.trials.iterrows()}
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sweep_with_every_backend_succeeds_without_warnings(tracked: Sweep) -> None:
+    assert tracked.code == 0, tracked.err
+    assert "warning" not in tracked.err
+    assert len(tracked.trials) == 2 * 2  # optimizers x configurations (1 seed)
+    assert (tracked.root / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_tensorboard_event_files_hold_every_epoch_and_the_trial_identity(tracked: Sweep) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for _, row in tracked.trials.iterrows():
+        events = EventAccumulator(str(tracked.root / row["trial_dir"]), size_guidance={"tensors": 0})
+        events.Reload()
+        accuracy = events.Scalars("ray/tune/val_acc")
+        assert [e.step for e in accuracy] == list(range(1, row["epochs"] + 1))
+        content = events.PluginTagToContent("hparams")
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = {k: v.string_value or v.number_value for k, v in data.session_start_info.hparams.items()}
+        assert hparams["config_id"] == row["config_id"]
+        assert hparams["optimizer"] == row["optimizer"]
+        assert hparams["trial_id"] == row["trial_id"]
+        assert hparams["lr"] == pytest.approx(row["lr"])
+
+    study = EventAccumulator(str(tracked.root / tracking.TENSORBOARD_STUDY_DIR), size_guidance={"tensors": 0})
+    study.Reload()
+    texts = {
+        tag: study.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in study.Tags()["tensors"]
+    }
+    assert texts["verdict/text_summary"] == analysis.verdict(tracked.summary)
+    figures = sorted(p.stem for p in (tracked.root / "report").glob("*.png"))
+    assert figures and sorted(tag.removeprefix("report/") for tag in study.Tags()["images"]) == figures
+    best = tracked.summary.iloc[0]
+    assert study.Scalars(f"summary/{best['optimizer']}/mean")[0].value == pytest.approx(best["mean"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_mlflow_store_holds_a_run_per_trial_and_the_study_run(tracked: Sweep) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tracked.root / tracking.MLFLOW_DB}")
+    experiment = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([experiment.experiment_id])
+    trial_runs = [r for r in runs if r.data.tags[tracking.KIND_TAG] == tracking.TRIAL_KIND]
+    rows = _trial_rows(tracked)
+    assert sorted(r.data.tags["optsweep.trial_id"] for r in trial_runs) == sorted(rows)
+    for run in trial_runs:
+        row = rows[run.data.tags["optsweep.trial_id"]]
+        assert run.data.tags["optsweep.config_id"] == row["config_id"]
+        assert run.data.tags["optsweep.optimizer"] == row["optimizer"]
+        assert run.data.tags["optsweep.seed"] == str(row["seed"])
+        assert run.info.run_name == f"{row['config_id']}-seed{row['seed']}"
+        assert float(run.data.params["lr"]) == pytest.approx(row["lr"])
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, row["epochs"] + 1))
+        assert max(m.value for m in history) == pytest.approx(row["best_val_acc"])
+        assert run.info.status == "FINISHED"
+
+    (study,) = [r for r in runs if r.data.tags[tracking.KIND_TAG] == tracking.STUDY_KIND]
+    assert study.data.tags["optsweep.verdict"] == analysis.verdict(tracked.summary)
+    for _, best in tracked.summary.iterrows():
+        assert study.data.metrics[f"{best['optimizer']}/mean"] == pytest.approx(best["mean"])
+        assert study.data.params[f"{best['optimizer']}/config_id"] == best["config_id"]
+    assert study.data.params["study/num_samples"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
+    assert {"report.html", "report.md", "summary.csv", "learning_curves.png"} <= artifacts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_wandb_offline_runs_are_grouped_by_configuration(tracked: Sweep) -> None:
+    from wandb_records import read_run
+
+    run_dirs = sorted((tracked.root / "wandb").glob("offline-run-*"))
+    runs = [read_run(d) for d in run_dirs]
+    trial_runs = {r.run_id: r for r in runs if r.job_type != tracking.STUDY_KIND}  # W&B run id = trial id
+    rows = _trial_rows(tracked)
+    assert sorted(trial_runs) == sorted(rows)
+    for trial_id, run in trial_runs.items():
+        row = rows[trial_id]
+        assert run.name == f"{row['config_id']}-seed{row['seed']}"
+        assert run.group == row["config_id"]
+        assert run.job_type == row["optimizer"]
+        assert run.project == NAME
+        assert run.config["lr"] == pytest.approx(row["lr"])
+        accuracy = [h["val_acc"] for h in run.history if "val_acc" in h]
+        assert len(accuracy) == row["epochs"]
+        assert max(accuracy) == pytest.approx(row["best_val_acc"])
+    (study,) = [r for r in runs if r.job_type == tracking.STUDY_KIND]
+    assert study.summary["verdict"] == analysis.verdict(tracked.summary)
+    assert study.config["num_samples"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
+    from sweeps import identity, study
+
+    page = (tracked.root / "report" / "report.html").read_text()
+    command = html.unescape(page.split('<pre id="rerun-command"><code>', 1)[1].split("</code>", 1)[0])
+    program, script, *argv = shlex.split(command)
+    assert (program, script) == ("python", "sweeps/adam_vs_sgd.py")
+    args = cli.parse(argv, "t", "t", adam_vs_sgd.DEFAULTS)
+    assert args.experiment_dir == str(tracked.root)
+    recorded = json.loads((tracked.root / "study.json").read_text())
+    assert identity.differences(recorded, study.prepare(args).identity()) == []
+
+
+# ------------------------------------------------------------------------------------- failures
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_failing_backends_cost_one_warning_line_each_and_no_result(
+    ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+    server = f"http://127.0.0.1:{_closed_port()}"
+    sweep = _run(tmp_path, "--log-to", "mlflow,wandb", "--tracking-uri", server)
+    assert sweep.code == 0, sweep.err
+    warnings = sorted(line for line in sweep.err.splitlines() if line.startswith("warning: --log-to"))
+    assert len(warnings) == 2, sweep.err
+    assert f"mlflow: the MLflow server {server} is unreachable" in warnings[0]
+    assert "wandb: wandb is not installed" in warnings[1] and tracking.INSTALL_HINT in warnings[1]
+    assert len(sweep.trials) == 4
+    assert set(sweep.trials["status"]) <= {"completed", "stopped_early", "diverged"}
+    assert (sweep.root / "report" / "report.html").is_file()
+
+
+def test_an_error_inside_a_backend_is_one_warning_and_switches_it_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unusable = tmp_path / "file-not-dir"
+    unusable.write_text("")
+    study = tracking.StudyTracking(
+        ("mlflow",), str(tmp_path), tracking_uri=f"sqlite:///{unusable}/x/mlflow.db"
+    )
+    (callback,) = study.callbacks()
+    callback.setup()  # the store cannot be created: MLflow raises inside Tune's hook
+    callback.on_trial_result(iteration=1, trials=[], trial=object(), result={"val_acc": 0.5})
+    callback.on_experiment_end(trials=[])
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: --log-to mlflow: "), err
+    assert study.callbacks() == []  # the next optimizer does not try again
+
+
+# ------------------------------------------------------------------------------ command line
+BAD_FLAGS = [
+    (
+        ["--log-to", "tensorboard,neptune"],
+        "unknown tracking backend 'neptune' in --log-to; valid: tensorboard",
+    ),
+    (["--log-to", "mlflow,mlflow"], "lists a backend more than once"),
+    (
+        ["--tracking-uri", "http://h:5000"],
+        "--tracking-uri http://h:5000 is for MLflow: add mlflow to --log-to",
+    ),
+    (["--log-to", "mlflow", "--tracking-uri", "h:5000"], "--tracking-uri 'h:5000' is invalid"),
+    (["--log-to", "mlflow", "--storage-path", "s3://bucket/x"], "needs --tracking-uri (an MLflow server)"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_tracking_flags_are_one_line(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--storage-path" not in argv:
+        argv = [*argv, "--storage-path", str(tmp_path)]
+    assert adam_vs_sgd.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_tracking_flags_parse() -> None:
+    args = cli.parse(
+        ["--log-to", "MLflow, wandb", "--tracking-uri", "http://127.0.0.1:5000"],
+        "t",
+        "t",
+        adam_vs_sgd.DEFAULTS,
+    )
+    assert args.log_to == ("mlflow", "wandb")
+    assert args.tracking_uri == "http://127.0.0.1:5000"
+    assert cli.parse([], "t", "t", adam_vs_sgd.DEFAULTS).log_to == ()

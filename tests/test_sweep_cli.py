@@ -107,7 +107,8 @@ def test_smoke_shrinks_the_study_and_explicit_flags_win(tmp_path: Path) -> None:
     tuned = _parse("--smoke", "--seeds", "2", "--optimizers", "sgd", "--storage-path", str(tmp_path))
     assert (tuned.num_samples, tuned.seeds, tuned.optimizers) == (2, 2, ("sgd",))
     default = _parse("--storage-path", str(tmp_path))
-    assert (default.num_samples, default.seeds, default.max_epochs) == (24, 5, 20)
+    assert (default.num_samples, default.seeds, default.max_epochs) == (24, 5, None)  # None: the task's
+    assert study.prepare(default).args.max_epochs == 20  # the digits task's budget
     assert default.storage_path == str(tmp_path)
     assert default.trials_per_optimizer == 120
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.linear_model import LinearRegression
 
+from optsweep import vocabulary as v
 from optsweep.vocabulary import Target
 from trainables import builtin_tasks, loop, sessions, text_corpus
 from trainables.config import TrainConfig
@@ -49,13 +50,13 @@ def _train(name: str, lr: float, max_epochs: int) -> tuple[dict, sessions.LocalS
 
 def _reported_every_epoch(session: sessions.LocalSession, name: str, max_epochs: int) -> None:
     task = build_task(name, TASK_ARGS[name])
-    assert [r["epoch"] for r in session.reports] == list(range(1, max_epochs + 1))
+    assert [r[v.EPOCH] for r in session.reports] == list(range(1, max_epochs + 1))
     for report in session.reports:
-        assert not report["diverged"]
+        assert not report[v.DIVERGED_FLAG]
         for metric in task.metric_names:
-            assert math.isfinite(report[f"val_{metric}"]) and math.isfinite(report[f"test_{metric}"])
+            assert math.isfinite(report[v.val_key(metric)]) and math.isfinite(report[v.test_key(metric)])
         assert report[task.target.best_key] == task.target.best_of(
-            r[task.target.key] for r in session.reports[: report["epoch"]]
+            r[task.target.key] for r in session.reports[: report[v.EPOCH]]
         )
 
 

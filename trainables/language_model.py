@@ -113,7 +113,9 @@ def pydoc_lm(
 ) -> Task:
     """Byte-level language model on the Python documentation; target: validation perplexity (min).
 
-    `corpus_fraction` keeps the first part of every documentation topic (smaller and faster runs).
+    `context_length` tokens per sequence, `width` the embedding width, `layers` transformer blocks of
+    `heads` attention heads; `corpus_fraction` keeps the first part of every documentation topic
+    (smaller and faster runs, the same mix of topics).
     """
     vocab_size = text_corpus.VOCAB_SIZE
     for name, value in (

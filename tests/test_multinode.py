@@ -392,3 +392,88 @@ def test_trials_of_a_removed_node_resume_from_their_checkpoint_on_the_other_node
 
 if __name__ == "__main__" and sys.argv[1:] == [SERVE_CLUSTER]:
     serve_cluster()
+
+
+# ------------------------------------------------ 3. a user's own code, from outside the repo (issue 10)
+
+USER_PACKAGE = {
+    "userpkg/__init__.py": "",
+    "userpkg/nets.py": '''
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A model class the worker nodes can only know from the shipped package."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    def forward(self, x):
+        return self.body(x)
+''',
+    "userpkg/tasks.py": """
+from trainables import builtin_tasks
+from trainables.tasks import Task
+
+from userpkg.nets import TinyNet
+
+
+def build_task(max_epochs: int = 100) -> Task:
+    digits = builtin_tasks.TASKS["digits"]()
+    return Task(name="userpkg-digits", model=TinyNet, data=digits.data, max_epochs=max_epochs)
+""",
+    "my_optimizer.py": """
+import torch
+
+
+class PlainSGD(torch.optim.SGD):
+    search_space = {"lr": {"log_uniform": [0.01, 0.2]}, "momentum": {"uniform": [0.5, 0.9]}}
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_users_package_and_file_reach_the_workers_of_a_two_node_cluster(
+    sessions: Sessions, env: dict[str, str], ray_dir: Path, tmp_path: Path
+) -> None:
+    """A task from a local package (imported by name: shipped as runtime_env py_modules) and an optimizer
+    from a file (pickled by value), both outside the repo, train on both nodes of a `ray start` cluster."""
+    project = tmp_path / "project"
+    for name, text in USER_PACKAGE.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    gcs = start_node(
+        sessions,
+        env,
+        ray_dir / "head",
+        tmp_path / "head.log",
+        "--head",
+        "--port=0",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    )
+    address = f"127.0.0.1:{gcs.rsplit(':', 1)[1]}"
+    start_node(sessions, env, ray_dir / "worker", tmp_path / "worker.log", f"--address={address}")
+    head_proc, worker_proc = sessions.procs
+    nodes = {raylet_node_id(sessions, head_proc): "head", raylet_node_id(sessions, worker_proc): "worker"}
+
+    argv = ["--task", "userpkg.tasks:build_task", "--optimizers", "my_optimizer.py:PlainSGD"]
+    # ~3-6 s a trial (100 epochs): the head alone would need longer for the six than the second node's
+    # trial actor takes to start, so both nodes get trials (see the first test of this file).
+    argv += ["--num-samples", "6", "--seeds", "1", "--scheduler", "fifo", "--name", "user-code"]
+    argv += ["--storage-path", tmp_path / "results", "--address", address]
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as out:
+        sweep = sessions.popen(
+            [sys.executable, SWEEP, *argv], env=env, cwd=project, stdout=out, stderr=subprocess.STDOUT
+        )
+    assert wait_for_sweep(sweep, 240, log) == 0, tail(log)
+
+    trials = pd.read_csv(tmp_path / "results" / "user-code" / "report" / "trials.csv")
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}, trials.to_string()
+    assert set(trials["optimizer"]) == {"plainsgd"}
+    assert set(trials["node_id"].map(nodes)) == {"head", "worker"}, trials[
+        ["trial_id", "node_id"]
+    ].to_string()

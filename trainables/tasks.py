@@ -209,7 +209,7 @@ class Task:
         }
 
 
-def param_groups(model: nn.Module, rule: str, weight_decay: float | None = None) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, rule: str) -> list[dict[str, Any]]:
     """The model's parameters as optimizer param groups under weight-decay `rule`: one group, or a group
     with the optimizer's weight decay and one with none (biases and normalisation weights)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -260,6 +260,10 @@ def load_reference(reference: str, what: str) -> Any:
 
 
 def _import_module(name: str, what: str) -> ModuleType:
+    # As `python -m` does: the user's own packages in the directory they run from are importable, also
+    # when optsweep is started as a script (whose sys.path[0] is the script's directory).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
     except ImportError as error:

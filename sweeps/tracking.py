@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -34,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.logger import TBXLoggerCallback
 
-from optsweep.vocabulary import DEFAULT_TARGET, Target
+from optsweep.vocabulary import TARGET_RECORD_KEY, Target
 
 from .trial_identity import ConfigurationIds
 
@@ -71,13 +72,11 @@ class StudyTracking:
         experiment_dir: str,
         *,
         tracking_uri: str | None = None,
-        target: Target = DEFAULT_TARGET,
     ) -> None:
         self.backends = backends
         self.experiment_dir = experiment_dir
         self.name = Path(experiment_dir.rstrip("/")).name
         self.tracking_uri = tracking_uri
-        self.target = target
         self.failed: set[str] = set()
         self._checked = False
 
@@ -107,6 +106,9 @@ class StudyTracking:
                 importlib.import_module(PACKAGES[backend])
             except ImportError as error:
                 self.fail(backend, f"{PACKAGES[backend]} is not installed ({error}); {INSTALL_HINT}")
+        if MLFLOW in self.backends and MLFLOW not in self.failed:
+            # MLflow logs each store migration at INFO on stderr; the progress lines should stay readable.
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
         if MLFLOW in self.backends and MLFLOW not in self.failed and _is_http(self.mlflow_uri):
             problem = _server_problem(self.mlflow_uri)
             if problem:
@@ -178,14 +180,21 @@ class StudyTracking:
         import analysis
 
         report = Path(report_dir)
-        summary = pd.read_csv(report / "summary.csv")
-        study = StudySummary(
-            name=self.name,
-            verdict=analysis.verdict(summary),
-            summary=summary,
-            settings=_read_settings(Path(self.experiment_dir) / STUDY_FILE),
-            files=sorted(p for p in report.iterdir() if p.is_file()),
-        )
+        try:
+            summary = pd.read_csv(report / "summary.csv")
+            settings = _read_settings(Path(self.experiment_dir) / STUDY_FILE)
+            target = Target.from_json(settings.get(TARGET_RECORD_KEY))
+            study = StudySummary(
+                name=self.name,
+                verdict=analysis.verdict(summary, target=target),
+                summary=summary,
+                settings=settings,
+                files=sorted(p for p in report.iterdir() if p.is_file()),
+            )
+        except Exception as error:  # no study-level run without its summary; the trials' runs stay
+            for backend in active:
+                self.fail(backend, f"the study summary could not be read ({_describe(error)})")
+            return
         writers = {TENSORBOARD: self._tensorboard_study, MLFLOW: self._mlflow_study, WANDB: self._wandb_study}
         for backend in active:
             try:
@@ -247,6 +256,7 @@ class StudyTracking:
             run.summary.update({"verdict": study.verdict, **study.metrics(), **study.params()})
         finally:
             run.finish()
+            wandb.teardown()  # the run is on disk when the sweep returns
 
 
 class StudySummary:
@@ -439,11 +449,22 @@ class MLflowCallback(_FailSoft, MLflowLoggerCallback):
         super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
 
 
+class _FlushingWandbActor(_WandbLoggingActor):
+    """Ray's W&B logging actor, waiting at the end until W&B's own service has written the run out:
+    Ray kills the actor as soon as `run` returns, and wandb 0.2x+ writes from a separate process, so
+    without this the last records of a run, or all of them, were lost here (1 run in 4)."""
+
+    def run(self) -> None:
+        super().run()
+        self._wandb.teardown()
+
+
 class WandbCallback(_FailSoft, WandbLoggerCallback):
     """Tune's W&B logger (one run per trial, logged from a small Ray actor): the run is grouped by
     its configuration id, its job type is the optimizer, its name <config_id>-seed<seed>."""
 
     backend = WANDB
+    _logger_actor_cls = _FlushingWandbActor  # Ray's hook for its logging actor
 
     def __init__(self, tracking: StudyTracking) -> None:
         super().__init__(
@@ -475,14 +496,12 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
 _studies: dict[int, StudyTracking] = {}
 
 
-def for_study(args: StudyArgs, target: Target = DEFAULT_TARGET) -> StudyTracking:
+def for_study(args: StudyArgs) -> StudyTracking:
     """The tracking of this study run (one object per parsed arguments, so a backend that failed for
     one optimizer stays off, and silent, for the next)."""
     key = id(args)
     if key not in _studies:
-        _studies[key] = StudyTracking(
-            tuple(args.log_to), args.experiment_dir, tracking_uri=args.tracking_uri, target=target
-        )
+        _studies[key] = StudyTracking(tuple(args.log_to), args.experiment_dir, tracking_uri=args.tracking_uri)
         weakref.finalize(args, _studies.pop, key, None)
     return _studies[key]
 

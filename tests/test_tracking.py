@@ -176,6 +176,25 @@ def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
     assert identity.differences(recorded, study.prepare(args).identity()) == []
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_multi_worker_trials_are_tracked_every_epoch(ray_session: None, tmp_path: Path) -> None:
+    """A 2-worker TorchTrainer trial reports through Train to Tune: the driver's tracker sees it all."""
+    from mlflow import MlflowClient
+
+    one = ["--optimizers", "adam", "--num-samples", "1", "--scheduler", "fifo", "--workers-per-trial", "2"]
+    sweep = _run(tmp_path, *one, "--log-to", "mlflow")
+    assert sweep.code == 0, sweep.err
+    (row,) = _trial_rows(sweep).values()
+    client = MlflowClient(f"sqlite:///{sweep.root / tracking.MLFLOW_DB}")
+    experiment = client.get_experiment_by_name(NAME)
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.`{tracking.KIND_TAG}` = 'trial'")
+    assert run.data.params["settings/workers"] == "2"
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2] == list(range(1, row["epochs"] + 1))
+    assert max(m.value for m in history) == pytest.approx(row["best_val_acc"])
+
+
 # ------------------------------------------------------------------------------------- failures
 def _closed_port() -> int:
     with socket.socket() as s:

@@ -140,6 +140,7 @@ def test_a_failing_user_training_step_is_reported_per_trial_with_its_traceback(t
     ).run(str(tmp_path))
     assert list(result.trials["status"]) == ["error"]
     assert "my_custom_loss_is_broken" in str(result.trials["error_message"].iloc[0])
-    trial_dir = Path(result.trials["trial_dir"].iloc[0])
+    trial_dir = Path(result.experiment_dir) / result.trials["trial_dir"].iloc[0]
     logged = "".join(p.read_text(errors="replace") for p in trial_dir.glob("error.txt"))
-    assert "_FailingLoss.__call__" in logged and "ArithmeticError: my_custom_loss_is_broken" in logged
+    assert "test_user_code_sweeps.py" in logged and "in __call__" in logged  # the user's own frame
+    assert "ArithmeticError: my_custom_loss_is_broken" in logged

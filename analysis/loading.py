@@ -211,7 +211,7 @@ def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) 
     max_epochs = _int_or_none(settings.get("max_epochs"))
     results = trial.results
     last = results[-1] if results else {}
-    diverged = any(r.get("diverged") is True for r in results)
+    diverged = any(r.get(DIVERGED_FLAG) is True for r in results)
     epochs = _epoch_of(last) or 0
     if max_epochs is not None:
         reached_end = epochs >= max_epochs
@@ -318,7 +318,7 @@ def _curves_frame(
     frame = frame.sort_values(["optimizer", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
     frame["seed"] = _maybe_int(frame["seed"])
     frame["epoch"] = frame["epoch"].astype("int64")
-    frame["diverged"] = frame["diverged"].astype(bool)
+    frame[DIVERGED_FLAG] = frame[DIVERGED_FLAG].astype(bool)
     return frame
 
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from optsweep.vocabulary import DEFAULT_TARGET
 from trainables import checkpoints, loop
 from trainables.config import TrainConfig
 from trainables.sessions import LocalSession
@@ -174,7 +175,8 @@ def study_args(storage: str, name: str, trials: int, epochs: int, model: str, wo
         num_samples=trials,
         seeds=1,
         max_epochs=epochs,
-        model=model,
+        task="digits",
+        task_args={"model": model},
         schedules=SCHEDULES,
         lr_min=LR_RANGE[0],
         lr_max=LR_RANGE[1],
@@ -250,9 +252,8 @@ def plain_trial(config: dict[str, Any]) -> TrialTiming:
         started_at, started = time.time(), time.perf_counter()
         metrics = loop.train(train_config, session)
         elapsed = time.perf_counter() - started
-    return TrialTiming(
-        started_at, elapsed, saves[0], session.copy_s, torch.get_num_threads(), float(metrics["val_acc"])
-    )
+    score = float(metrics[DEFAULT_TARGET.key])
+    return TrialTiming(started_at, elapsed, saves[0], session.copy_s, torch.get_num_threads(), score)
 
 
 def _children_cpu_s() -> float:
@@ -402,7 +403,7 @@ def run_tune(args: StudyArgs, cores: int, root: str, tag: str) -> TuneRun:
         started_at,
         wall_s,
         [float(r.metrics["time_total_s"]) for r in results],
-        {int(r.config["__configuration"]): float(r.metrics["val_acc"]) for r in results},
+        {int(r.config["__configuration"]): float(r.metrics[DEFAULT_TARGET.key]) for r in results},
         _read_probes(str(probe_dir)),
         sampler.by_role(),
         load,
@@ -415,10 +416,11 @@ def _fit(args: StudyArgs, probe_dir: str) -> tune.ResultGrid:
     from sweeps import study
     from trainables.trial import run_trial, trial_resources
 
-    settings = args.settings()
+    plan = study.prepare(args)
+    settings = plan.args.settings()
     resources = trial_resources(TrainConfig(optimizer=OPTIMIZER, **settings))
     trainable = tune.with_resources(probed(run_trial, probe_dir), resources)
-    tuner = study._new_tuner(args, OPTIMIZER, trainable, settings)
+    tuner = study._new_tuner(plan, plan.contenders[0], trainable, settings)
     with contextlib.redirect_stdout(io.StringIO()):  # the sweep's progress line
         return tuner.fit()
 

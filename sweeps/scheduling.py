@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
 
-METRIC = "val_acc"
-MODE = "max"
 TIME_ATTR = "epoch"
 
 

@@ -70,9 +70,11 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_mnist_format_data_from_disk_sweeps(tmp_path: Path) -> None:
-    """The torchvision tasks read real MNIST-format files (here generated: no download is possible)."""
-    raw = tmp_path / "data" / "MNIST" / "raw"
+@pytest.mark.parametrize(("task", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_format_data_from_disk_sweeps(task: str, folder: str, tmp_path: Path) -> None:
+    """The torchvision tasks read real MNIST-format files (here generated: no download is possible).
+    CIFAR-10's loader checks its files' md5 sums, so it cannot be fed generated files."""
+    raw = tmp_path / "data" / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     _write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, size=(5200, 28, 28)))
@@ -80,10 +82,10 @@ def test_mnist_format_data_from_disk_sweeps(tmp_path: Path) -> None:
     _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, size=(50, 28, 28)))
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(50) % 10)
     result = optsweep.Study(
-        "mnist", optimizers=["adam"], num_samples=1, seeds=1, max_epochs=1, scheduler="fifo", name="mnist"
+        task, optimizers=["adam"], num_samples=1, seeds=1, max_epochs=1, scheduler="fifo", name=task
     ).run(str(tmp_path / "results"), data_dir=str(tmp_path / "data"))
     assert list(result.trials["status"]) == ["completed"]
-    assert result.trials["task"].tolist() == ["mnist"]
+    assert result.trials["task"].tolist() == [task]
 
 
 @pytest.mark.timeout(300)

@@ -747,7 +747,7 @@ def test_docs_sweep_command_parses() -> None:
 
     argv = [*SWEEP_COMMAND.split()[2:-2], "--storage-path", "s3://bucket/optsweep"]
     args = cli.parse(argv, "t", "t", adam_vs_sgd.DEFAULTS)
-    assert (args.address, args.dataset, args.model) == ("auto", "cifar10", "resnet18")
+    assert (args.address, args.task, args.task_args) == ("auto", "cifar10", {"model": "resnet18"})
     assert (args.gpus_per_worker, args.workers_per_trial) == (1.0, 2)
     assert args.is_remote_storage
 

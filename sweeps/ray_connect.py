@@ -2,13 +2,14 @@
 
 - `--address` (or `RAY_ADDRESS`, which `ray.init` would otherwise follow silently) is checked before
   Ray is called: a malformed value or one where nothing listens is one line, not minutes of retries.
-- The driver always says which cluster it joined or started.
+- The driver always says which cluster it joined or started; a local Ray listens on loopback only.
 - Ray 2.60 protects a local cluster with a token in `~/.ray/auth_token` but writes that file readable
   by everyone on the machine; optsweep creates it 0600 and warns when it is readable by others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import secrets
 import socket
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,37 @@ def connect(address: str | None, source: str, **init_kwargs: Any) -> str:
                 f"{source} {address}: cannot join the Ray cluster ({first}). Nothing ran."
             ) from None
         return f"Ray: joined the cluster at {address} (from {source}): {_size()}"
-    # Local: the dashboard stays off (anyone who reaches a Ray port can run code).
-    ray.init(include_dashboard=False, **quiet)
-    return f"Ray: started a local Ray on this machine: {_size()}"
+    # Local: the dashboard stays off and every Ray server listens on loopback only (anyone who reaches
+    # a Ray port can run code).
+    with _loopback_only():
+        ray.init(include_dashboard=False, **quiet)
+    return f"Ray: started a local Ray on this machine (loopback only): {_size()}"
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start a local Ray whose node address is 127.0.0.1, so that its GCS, raylet and worker servers
+    bind to loopback (Ray 2.60 binds them to every interface otherwise and has no setting for it).
+
+    This is what `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` does, which Ray reads once, at import: the
+    driver's copy of it is set for the start only, the processes started meanwhile get the variable.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
 
 
 def _size() -> str:

@@ -25,7 +25,7 @@ def test_local_ray_starts_with_the_dashboard_off_and_says_so(
     _fake_cluster(monkeypatch, ["127.0.0.1"])
     address, source = ray_connect.resolve_address(None)
     assert ray_connect.connect(address, source) == (
-        "Ray: started a local Ray on this machine: 1 node(s), 8 CPUs, 0 GPUs"
+        "Ray: started a local Ray on this machine (loopback only): 1 node(s), 8 CPUs, 0 GPUs"
     )
     assert calls == [{"include_dashboard": False, "log_to_driver": False, "logging_level": 30}]
     joined = ray_connect.connect("auto", "--address")

@@ -9,6 +9,8 @@ import os
 import pickle
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -146,3 +148,82 @@ def test_ctrl_c_stops_the_whole_study_and_the_resume_reports_asha_stopped_trials
     summary = pd.read_csv(experiment / "report" / "summary.csv")
     assert set(summary["optimizer"]) == {"sgd", "adam"}
     assert (trials["cpus_per_worker"] == 0.5).any()  # the resumed and the new trials
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+_LOCAL_RAY = """
+import sys, ray
+from sweeps import ray_connect
+print(ray_connect.connect(None, "local"), flush=True)
+ray.get(ray.remote(lambda: 1).remote())  # a worker process, with its own server
+print("GCS", ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test is done
+"""
+_JOIN = """
+import ray
+try:
+    ray.init(address="{address}", log_to_driver=False)
+    print("JOINED")
+except Exception as error:
+    print("REFUSED", type(error).__name__)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_local_ray_listens_on_loopback_only_and_refuses_clients_without_its_private_token(
+    tmp_path: Path,
+) -> None:
+    """Ray 2.60 binds its servers to every interface unless the node address is loopback; the study's
+    local Ray is started that way. Its token must be private and really required."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["HOME"] = str(tmp_path)  # a user without a token yet
+    repo = Path(adam_vs_sgd.__file__).parents[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", _LOCAL_RAY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=repo,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = [server.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        assert lines[0].startswith("Ray: started a local Ray on this machine"), lines
+        address = lines[1].split()[1]
+        token = tmp_path / ".ray" / "auth_token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600  # and Ray uses it: it did not write its own
+        processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        listening = {
+            c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN
+        }
+        assert listening and listening <= LOOPBACK, listening  # GCS, raylet, driver, workers
+        # From the network (the machine's own outside address) nothing answers on the GCS port.
+        port = int(address.rsplit(":", 1)[1])
+        outside = [
+            a.address
+            for addrs in psutil.net_if_addrs().values()
+            for a in addrs
+            if a.family == socket.AF_INET and not a.address.startswith("127.")
+        ]
+        for ip in outside:
+            with pytest.raises(OSError), socket.create_connection((ip, port), timeout=5):
+                pass
+        # On this machine, a client needs the token (a client of a loopback Ray connects like one).
+        client_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+        join = [sys.executable, "-c", _JOIN.format(address=address)]
+        owner = subprocess.run(join, env=client_env, capture_output=True, text=True, timeout=120)
+        assert "JOINED" in owner.stdout, owner.stdout + owner.stderr[-2000:]
+        intruder_env = {**client_env, "HOME": str(tmp_path / "intruder"), "RAY_AUTH_TOKEN": "0" * 32}
+        intruder = subprocess.run(join, env=intruder_env, capture_output=True, text=True, timeout=120)
+        assert "REFUSED" in intruder.stdout and "JOINED" not in intruder.stdout, intruder.stdout
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)

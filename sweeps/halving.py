@@ -1,0 +1,312 @@
+"""Early stopping decided per configuration: synchronous successive halving on the mean over seeds.
+
+Ray Tune's ASHA judges every trial alone, as its result arrives. In an optimizer study a trial is one
+seed of a configuration, so ASHA ends a configuration's seeds at different rungs by chance (the
+reported "mean over seeds" then mixes a seed after 2 epochs with one after 20), and its decisions
+depend on which trial reports first (the same command gives different winners). Here:
+
+- the unit is the configuration: at each rung (epochs grace x rf^k, as ASHA's) a configuration goes
+  on or stops with all its seeds, judged by the mean over its seeds of the best target value so far
+  (the quantity the report ranks configurations by, so the reported best configuration is always one
+  that reached the full budget);
+- a rung is decided once every configuration still in the running has all its seeds at that rung:
+  seeds wait there paused (their resources go to the others) and the decision depends on the results
+  only, never on their order. The top max(1, floor(n / rf)) of the n configurations that entered the
+  rung go on (ties: the lower configuration number); a configuration with a diverged or failed seed
+  scores the target's worst value;
+- the records and decisions are written to a state file after every change, so a resumed sweep
+  (Tune does not restore its schedulers' state) makes exactly the decisions an uninterrupted one makes.
+
+Trials are grouped by their config's `optimizer` and `__configuration`; their seed is `seed`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from optsweep.vocabulary import DIVERGED_FLAG, EPOCH, Target
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+CONFIGURATION_KEY = "__configuration"
+STATE_FILE = "optsweep_halving.json"
+"""In the optimizer's Tune experiment directory: the rung records and decisions."""
+
+Group = tuple[str, int]  # (optimizer, configuration)
+
+
+def rungs_for(max_epochs: int, reduction_factor: int = 3) -> list[int]:
+    """The epochs at which configurations are judged: grace x rf^k below `max_epochs`, with the first rung
+    after 1/8 of the epochs (early enough to save time, late enough for a warmup or a slow starter)."""
+    grace = max(1, max_epochs // 8)
+    rungs = []
+    epoch = grace
+    while epoch < max_epochs:
+        rungs.append(epoch)
+        epoch *= reduction_factor
+    return rungs
+
+
+class ConfigurationHalving(TrialScheduler):
+    """See the module docstring. `seeds` is the number of seeds of every configuration; `state_file`
+    (None: kept in memory only) persists the records and decisions across a resume."""
+
+    def __init__(
+        self,
+        target: Target,
+        max_epochs: int,
+        configurations: int,
+        seeds: int,
+        *,
+        reduction_factor: int = 3,
+        state_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if reduction_factor < 2:
+            raise ValueError(f"reduction_factor {reduction_factor} is invalid: it must be >= 2")
+        self.target = target
+        self.max_epochs = max_epochs
+        self.configurations = configurations
+        self.seeds = seeds
+        self.reduction_factor = reduction_factor
+        self.rungs = rungs_for(max_epochs, reduction_factor)
+        self.state_file = Path(state_file) if state_file is not None else None
+        # rung -> group -> seed -> best target value so far at that rung
+        self.records: dict[int, dict[Group, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        self.failed: set[Group] = set()  # a seed diverged or errored
+        self.survivors: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations going on
+        self.entered: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations judged
+        self._to_unpause: set[str] = set()
+        if self.state_file is not None and self.state_file.exists():
+            self._load()
+
+    # ------------------------------------------------------------------------------ Tune's calls
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # the target is given; Tune's metric/mode are the same target's
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        pass
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
+        optimizer, configuration, seed = self._identity(trial)
+        self._to_unpause.discard(trial.trial_id)  # it runs again
+        if self._eliminated(optimizer, configuration):
+            return self.STOP
+        epoch = int(result.get(EPOCH, 0))
+        # Rungs below this epoch that are not decided yet: only for a seed resumed from its checkpoint
+        # after a restart. It waits, as an uninterrupted run would have; without a record of such a rung
+        # (its state file was lost) it counts with its best so far, so that the rung can still be decided.
+        undecided = [r for r in self.rungs if r < epoch and (optimizer, r) not in self.survivors]
+        for rung in undecided:
+            self.records[rung][(optimizer, configuration)].setdefault(seed, self._value(result))
+        if epoch in self.rungs:
+            self.records[epoch][(optimizer, configuration)][seed] = self._value(result)
+            if result.get(DIVERGED_FLAG):
+                self.failed.add((optimizer, configuration))
+        elif not undecided:
+            return self.CONTINUE
+        self._after_change(tune_controller, optimizer)
+        if self._eliminated(optimizer, configuration):
+            return self.STOP
+        decided = all((optimizer, r) in self.survivors for r in self.rungs if r <= epoch)
+        return self.CONTINUE if decided else self.PAUSE
+
+    def _value(self, result: dict[str, Any]) -> float:
+        return self.target.worst if result.get(DIVERGED_FLAG) else float(result[self.target.best_key])
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> None:
+        optimizer, configuration, _ = self._identity(trial)
+        finished_early = (result or {}).get(EPOCH, 0) < self.max_epochs
+        if (result or {}).get(DIVERGED_FLAG) or (
+            finished_early and not self._eliminated(optimizer, configuration)
+        ):
+            self.failed.add((optimizer, configuration))
+        self._after_change(tune_controller, optimizer)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        optimizer, configuration, _ = self._identity(trial)
+        self.failed.add((optimizer, configuration))
+        self._after_change(tune_controller, optimizer)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._to_unpause.discard(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        """Paused seeds whose configuration goes on first, then new trials, in the experiment's order."""
+        trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
+                return trial
+        for trial in trials:
+            # A seed restored while it waited at a rung (Tune restores it as pending) waits on.
+            if trial.status == Trial.PENDING and not self._waiting(trial):
+                return trial
+        for trial in trials:  # paused before a restore: resume them once their rungs are decided
+            if trial.status == Trial.PAUSED and self._waiting_is_over(trial):
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        return f"Per-configuration halving at epochs {self.rungs}, keeping 1/{self.reduction_factor}"
+
+    # -------------------------------------------------------------------------------- decisions
+
+    def decisions(self) -> dict[tuple[str, int], list[int]]:
+        """(optimizer, rung) -> the configurations that went on from that rung."""
+        return dict(self.survivors)
+
+    def _decide_ready(self, tune_controller: TuneController, optimizer: str) -> None:
+        """Decide every rung of `optimizer` whose configurations have all reported (in rung order)."""
+        entering = list(range(self.configurations))
+        for rung in self.rungs:
+            key = (optimizer, rung)
+            if key not in self.survivors:
+                if not self._complete(optimizer, rung, entering, self._ended(tune_controller, optimizer)):
+                    return
+                self._decide(tune_controller, optimizer, rung, entering)
+            entering = self.survivors[key]
+
+    def _complete(self, optimizer: str, rung: int, entering: list[int], ended: set[int]) -> bool:
+        """Every configuration judged at `rung` has all its seeds there, or failed, or can no longer
+        report (all its trials ended without a record: only after a state file was lost)."""
+        records = self.records[rung]
+        return all(
+            (optimizer, c) in self.failed or len(records[(optimizer, c)]) >= self.seeds or c in ended
+            for c in entering
+        )
+
+    def _ended(self, tune_controller: TuneController, optimizer: str) -> set[int]:
+        """Configurations of `optimizer` all of whose trials have ended (terminated or errored)."""
+        statuses: dict[int, set[str]] = defaultdict(set)
+        for trial in tune_controller.get_trials():
+            trial_optimizer, configuration, _ = self._identity(trial)
+            if trial_optimizer == optimizer:
+                statuses[configuration].add(trial.status)
+        return {c for c, seen in statuses.items() if seen <= {Trial.TERMINATED, Trial.ERROR}}
+
+    def _decide(
+        self, tune_controller: TuneController, optimizer: str, rung: int, entering: list[int]
+    ) -> None:
+        def score(configuration: int) -> float:
+            values = self.records[rung][(optimizer, configuration)].values()
+            if (optimizer, configuration) in self.failed or len(values) < self.seeds:
+                return -math.inf
+            return self.target.sign() * sum(values) / len(values)
+
+        keep = max(1, len(entering) // self.reduction_factor)
+        ranked = sorted(entering, key=lambda c: (-score(c), c))
+        self.entered[(optimizer, rung)] = list(entering)
+        self.survivors[(optimizer, rung)] = sorted(c for c in ranked[:keep] if score(c) > -math.inf)
+        self._apply(tune_controller, optimizer)
+
+    def _apply(self, tune_controller: TuneController, optimizer: str) -> None:
+        """Stop the paused seeds of eliminated configurations; mark the others' to be resumed."""
+        for trial in tune_controller.get_trials():
+            waiting_pending = trial.status == Trial.PENDING and self._reached_a_rung(trial)
+            if trial.status != Trial.PAUSED and not trial.is_saving and not waiting_pending:
+                continue
+            trial_optimizer, configuration, _ = self._identity(trial)
+            if trial_optimizer != optimizer:
+                continue
+            if self._eliminated(optimizer, configuration):
+                tune_controller.stop_trial(trial)
+            elif trial.status == Trial.PAUSED and self._waiting_is_over(trial):
+                self._to_unpause.add(trial.trial_id)
+
+    def _after_change(self, tune_controller: TuneController, optimizer: str) -> None:
+        self._decide_ready(tune_controller, optimizer)
+        self._save()
+
+    def _eliminated(self, optimizer: str, configuration: int) -> bool:
+        for rung in self.rungs:
+            survivors = self.survivors.get((optimizer, rung))
+            if survivors is None:
+                return False
+            if configuration not in survivors:
+                return True
+        return False
+
+    def _reached_a_rung(self, trial: Trial) -> bool:
+        optimizer, configuration, seed = self._identity(trial)
+        return any(seed in self.records[r].get((optimizer, configuration), {}) for r in self.rungs)
+
+    def _waiting(self, trial: Trial) -> bool:
+        """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
+        optimizer, configuration, seed = self._identity(trial)
+        return any(
+            seed in self.records[r].get((optimizer, configuration), {})
+            and (optimizer, r) not in self.survivors
+            for r in self.rungs
+        )
+
+    def _waiting_is_over(self, trial: Trial) -> bool:
+        """Whether every rung this paused trial has reached is decided in its favour."""
+        optimizer, configuration, seed = self._identity(trial)
+        reached = [r for r in self.rungs if seed in self.records[r].get((optimizer, configuration), {})]
+        return all(configuration in self.survivors.get((optimizer, r), []) for r in reached) and bool(reached)
+
+    @staticmethod
+    def _identity(trial: Trial) -> tuple[str, int, int]:
+        config = trial.config
+        return (
+            str(config.get("optimizer")),
+            int(config.get(CONFIGURATION_KEY, -1)),
+            int(config.get("seed", 0)),
+        )
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        state = {
+            "target": self.target.to_json(),
+            "rungs": self.rungs,
+            "configurations": self.configurations,
+            "seeds": self.seeds,
+            "records": [
+                [rung, optimizer, configuration, seed, value]
+                for rung, groups in sorted(self.records.items())
+                for (optimizer, configuration), seeds in sorted(groups.items())
+                for seed, value in sorted(seeds.items())
+            ],
+            "failed": sorted([o, c] for o, c in self.failed),
+            "decisions": [
+                [o, rung, self.entered[(o, rung)], survivors]
+                for (o, rung), survivors in sorted(self.survivors.items())
+            ],
+        }
+        temporary = self.state_file.with_name(f"{self.state_file.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self.state_file)
+
+    def _load(self) -> None:
+        assert self.state_file is not None
+        try:
+            state = json.loads(self.state_file.read_text())
+            planned = (state["rungs"], state["configurations"], state["seeds"])
+            if planned != (self.rungs, self.configurations, self.seeds):
+                raise ValueError(f"it was written for rungs, configurations and seeds {planned}")
+            for rung, optimizer, configuration, seed, value in state["records"]:
+                self.records[rung][(optimizer, configuration)][seed] = value
+            self.failed = {(o, c) for o, c in state["failed"]}
+            for optimizer, rung, entered, survivors in state["decisions"]:
+                self.entered[(optimizer, rung)] = list(entered)
+                self.survivors[(optimizer, rung)] = list(survivors)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"the early-stopping state {self.state_file} is damaged or belongs to another study "
+                f"({error}); move it aside to decide the rungs again from the trials' reports"
+            ) from None

@@ -1,0 +1,194 @@
+"""Per-configuration successive halving (issue 12), driven the way Tune's controller drives a scheduler,
+without Ray: trials start when the scheduler chooses them, report one epoch at a time in an order we
+choose, pause, resume from their last reported epoch, and stop when told."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+
+from optsweep.vocabulary import Target
+from sweeps.halving import ConfigurationHalving, rungs_for
+
+TARGET = Target("acc", "max")
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict[str, Any]
+    status: str = Trial.PENDING
+    is_saving: bool = False
+    epoch: int = 0  # last reported epoch (its checkpoint)
+    best: float = -1.0
+
+
+@dataclass
+class FakeController:
+    trials: list[FakeTrial]
+    scheduler: ConfigurationHalving | None = None
+    log: list[tuple[str, int]] = field(default_factory=list)
+
+    def get_trials(self) -> list[FakeTrial]:
+        return self.trials
+
+    def stop_trial(self, trial: FakeTrial) -> None:
+        assert trial.status in (Trial.PAUSED, Trial.PENDING)
+        trial.status = Trial.TERMINATED
+        assert self.scheduler is not None
+        self.scheduler.on_trial_remove(self, trial)  # as Tune does for a paused trial
+
+
+def accuracy(configuration: int, seed: int, epoch: int, diverge: set[tuple[int, int]]) -> float | None:
+    """A deterministic learning curve; None: this seed diverges at this epoch."""
+    if (configuration, seed) in diverge and epoch == 3:
+        return None
+    quality = ((configuration * 7919) % 13) / 13  # configurations of different quality, not in index order
+    return quality * (1 - 0.5**epoch) + 0.01 * seed
+
+
+def simulate(
+    configurations: int,
+    seeds: int,
+    max_epochs: int,
+    *,
+    order_seed: int,
+    slots: int,
+    state_file: Path | None = None,
+    restart_after: int | None = None,
+    diverge: frozenset[tuple[int, int]] = frozenset(),
+) -> tuple[dict, dict[str, int], dict[str, str]]:
+    """Run a whole sweep; returns (decisions, last epoch per trial, final status per trial)."""
+    trials = [
+        FakeTrial(f"t{c:02d}_{s}", {"optimizer": "adam", "__configuration": c, "seed": s})
+        for c, s in itertools.product(range(configurations), range(seeds))
+    ]
+    controller = FakeController(trials)
+
+    def new_scheduler() -> ConfigurationHalving:
+        scheduler = ConfigurationHalving(TARGET, max_epochs, configurations, seeds, state_file=state_file)
+        controller.scheduler = scheduler
+        for trial in trials:
+            scheduler.on_trial_add(controller, trial)
+        return scheduler
+
+    scheduler = new_scheduler()
+    rng = random.Random(order_seed)
+    steps = 0
+    while True:
+        running = [t for t in trials if t.status == Trial.RUNNING]
+        while len(running) < slots:
+            chosen = scheduler.choose_trial_to_run(controller)
+            if chosen is None:
+                break
+            chosen.status = Trial.RUNNING
+            running.append(chosen)
+        if not running:
+            break
+        trial = rng.choice(running)  # which running trial reports next: timing, here random
+        trial.epoch += 1
+        value = accuracy(trial.config["__configuration"], trial.config["seed"], trial.epoch, set(diverge))
+        result: dict[str, Any] = {"epoch": trial.epoch, "diverged": value is None}
+        if value is not None:
+            trial.best = max(trial.best, value)
+        result[TARGET.key] = TARGET.worst if value is None else value
+        result[TARGET.best_key] = trial.best if trial.best >= 0 else TARGET.worst
+        if value is None:  # the loop ends a diverged run itself
+            trial.status = Trial.TERMINATED
+            scheduler.on_trial_complete(controller, trial, result)
+            continue
+        decision = scheduler.on_trial_result(controller, trial, result)
+        if decision == scheduler.PAUSE:
+            trial.status = Trial.PAUSED
+        elif decision == scheduler.STOP or trial.epoch == max_epochs:
+            trial.status = Trial.TERMINATED
+            scheduler.on_trial_complete(controller, trial, result)
+        steps += 1
+        if restart_after is not None and steps == restart_after:
+            # The driver dies: Tune restores unfinished trials as PENDING from their checkpoints, and the
+            # scheduler starts anew (Tune keeps no scheduler state), reading its state file.
+            for t in trials:
+                if t.status in (Trial.RUNNING, Trial.PAUSED):
+                    t.status = Trial.PENDING
+            scheduler = new_scheduler()
+        assert steps < 100_000, "the simulated sweep does not end"
+    epochs = {t.trial_id: t.epoch for t in trials}
+    return scheduler.decisions(), epochs, {t.trial_id: t.status for t in trials}
+
+
+def test_rungs_follow_ashas_schedule() -> None:
+    assert rungs_for(20) == [2, 6, 18]
+    assert rungs_for(2) == [1]
+    assert rungs_for(1) == []
+    assert rungs_for(100, 4) == [12, 48]
+
+
+def test_decisions_are_per_configuration_and_independent_of_timing() -> None:
+    runs = [
+        simulate(12, 3, 20, order_seed=seed, slots=slots) for seed, slots in [(0, 1), (1, 2), (2, 5), (3, 36)]
+    ]
+    decisions, epochs, _ = runs[0]
+    assert all(run[:2] == (decisions, epochs) for run in runs[1:])
+    assert [len(decisions[("adam", r)]) for r in (2, 6, 18)] == [4, 1, 1]
+    by_configuration: dict[int, set[int]] = {}
+    for trial_id, epoch in epochs.items():
+        by_configuration.setdefault(int(trial_id[1:3]), set()).add(epoch)
+    assert all(len(seen) == 1 for seen in by_configuration.values())  # all seeds stop together
+    (best,) = decisions[("adam", 18)]
+    assert by_configuration[best] == {20}  # the survivor's seeds all trained the full budget
+    # The survivors are the best by the mean over seeds at each rung.
+    means = {c: sum(accuracy(c, s, 2, set()) for s in range(3)) / 3 for c in range(12)}
+    assert decisions[("adam", 2)] == sorted(sorted(means, key=lambda c: (-means[c], c))[:4])
+
+
+def test_a_resumed_sweep_decides_exactly_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole = simulate(9, 2, 20, order_seed=5, slots=2, state_file=tmp_path / "a.json")
+    for restart_after in (5, 40, 77):
+        state = tmp_path / f"b{restart_after}.json"
+        resumed = simulate(9, 2, 20, order_seed=6, slots=2, state_file=state, restart_after=restart_after)
+        assert resumed[:2] == whole[:2], restart_after
+    # Without its state file a resumed sweep still ends (rungs decided on what the seeds report then).
+    _, _, statuses = simulate(9, 2, 20, order_seed=6, slots=2, state_file=None, restart_after=40)
+    assert set(statuses.values()) == {Trial.TERMINATED}
+
+
+def test_a_configuration_with_a_diverged_seed_stops_at_the_next_rung() -> None:
+    decisions, epochs, _ = simulate(6, 2, 20, order_seed=0, slots=3, diverge=frozenset({(5, 1)}))
+    assert 5 not in decisions[("adam", 6)]
+    assert epochs["t05_1"] == 3  # it ended itself
+    assert epochs["t05_0"] == 6 or 5 not in decisions[("adam", 2)]  # its other seed stopped with it
+    healthy = simulate(6, 2, 20, order_seed=0, slots=3)
+    assert healthy[0][("adam", 2)] == decisions[("adam", 2)] or 5 in healthy[0][("adam", 2)]
+
+
+def test_a_damaged_state_file_is_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    with pytest.raises(ValueError, match="early-stopping state .* is damaged or belongs to another study"):
+        ConfigurationHalving(TARGET, 20, 4, 2, state_file=state)
+    simulate(4, 2, 20, order_seed=0, slots=2, state_file=tmp_path / "ok.json")
+    recorded = json.loads((tmp_path / "ok.json").read_text())
+    with pytest.raises(ValueError, match="written for rungs, configurations and seeds"):
+        ConfigurationHalving(TARGET, 20, 4, 3, state_file=tmp_path / "ok.json")
+    assert recorded["rungs"] == [2, 6, 18]
+
+
+def test_min_targets_keep_the_lowest() -> None:
+    target = Target("loss", "min")
+    scheduler = ConfigurationHalving(target, 4, 3, 1)
+    trials = [FakeTrial(f"t{c}", {"optimizer": "sgd", "__configuration": c, "seed": 0}) for c in range(3)]
+    controller = FakeController(trials, scheduler)
+    decisions = [
+        scheduler.on_trial_result(controller, t, {"epoch": 1, target.best_key: loss})
+        for t, loss in zip(trials, (0.5, 0.2, 0.9), strict=True)
+    ]
+    assert decisions[:2] == [scheduler.PAUSE, scheduler.PAUSE]
+    assert decisions[2] == scheduler.STOP  # the third completed the rung and lost
+    assert scheduler.decisions() == {("sgd", 1): [1]}

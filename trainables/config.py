@@ -19,6 +19,9 @@ from optimizers import schedules
 
 # Keys of a trial config that are not optimizer hyperparameters.
 NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")
+MODES = ("sync", "zero1", "async-ps")
+"""Training modes: synchronous data parallelism, ZeRO-1 sharded optimizer state, asynchronous parameter
+server."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class TrainConfig:
     # Multi-worker trials under a sweep scheduler: the channel (trainables.decisions) on which to wait
     # after each epoch for the scheduler's decision, ending the run when it says stop.
     scheduler_decisions: str | None = None
+    # How the workers train (see MODES): synchronous data parallelism, the same with the optimizer state
+    # sharded across the workers (ZeRO-1, trainables.zero), or an asynchronous parameter server with
+    # `workers` gradient workers (trainables.param_server).
+    mode: str = "sync"
+    # async-ps only: divide the lr of each update by the gradient's staleness (Zhang et al. 2016).
+    staleness_aware_lr: bool = False
+    # Experiments only: the last worker sleeps this long before each of its steps (an injected straggler).
+    straggler_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -71,6 +82,15 @@ class TrainConfig:
             raise ValueError(f"Invalid grad_clip: {self.grad_clip}; must be > 0 (or None for no clipping)")
         if self.divergence_loss is not None and not self.divergence_loss > 0:
             raise ValueError(f"Invalid divergence_loss: {self.divergence_loss}; must be > 0")
+        if self.mode not in MODES:
+            raise ValueError(f"Invalid mode: {self.mode!r}; allowed: {', '.join(MODES)}")
+        if self.mode == "zero1" and self.workers < 2:
+            raise ValueError(
+                f"Invalid workers: {self.workers} with mode 'zero1'; sharding the optimizer state needs "
+                "workers >= 2 (use mode 'sync' for one worker)"
+            )
+        if self.straggler_delay_s < 0:
+            raise ValueError(f"Invalid straggler_delay_s: {self.straggler_delay_s}; must be >= 0")
 
     @classmethod
     def from_trial_config(cls, config: dict[str, Any]) -> TrainConfig:

@@ -22,7 +22,7 @@ from torch import nn
 from optimizers import schedules
 from optsweep import vocabulary as v
 
-from . import checkpoints, data, faults, optimizer_choice
+from . import checkpoints, data, faults, optimizer_choice, zero
 from .config import TrainConfig
 from .tasks import LOSS_METRIC, Task, build_task, param_groups
 
@@ -97,8 +97,15 @@ def train(
         if split is not None
     }
     groups = param_groups(_unwrapped(model), task.weight_decay)
-    optimizer = optimizer_choice.build(
-        config.optimizer_class or config.optimizer, groups, config.hparams, cls=optimizer_class
+
+    def build_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        return optimizer_choice.build(
+            config.optimizer_class or config.optimizer, groups, config.hparams, cls=optimizer_class
+        )
+
+    # zero1: each worker keeps the optimizer state of its shard of the parameters (trainables.zero).
+    optimizer = (
+        zero.ShardedOptimizer(groups, build_optimizer) if config.mode == "zero1" else build_optimizer(groups)
     )
     schedule_options = {"mode": target.mode} if config.schedule == "plateau" else {}
     total_steps = max_epochs * len(train_loader)
@@ -125,6 +132,7 @@ def train(
             config,
             bound,
             on_first_batch=lambda e=epoch: faults.maybe_crash(session.rank, e),
+            delay_s=config.straggler_delay_s if session.rank == session.world_size - 1 else 0.0,
         )
         elapsed = time.perf_counter() - started
         metrics = {
@@ -167,8 +175,16 @@ def train(
             v.DIVERGED_FLAG: False,
         }
         with tempfile.TemporaryDirectory(prefix="optsweep-ckpt-") as directory:
+            # A sharded optimizer consolidates its state collectively: every rank takes part.
+            optimizer_state = (
+                optimizer.state_dict()
+                if session.rank == 0 or isinstance(optimizer, zero.ShardedOptimizer)
+                else None
+            )
             state = (
-                _training_state(model, optimizer, scheduler, scaler, progress) if session.rank == 0 else None
+                _training_state(model, optimizer_state, scheduler, scaler, progress)
+                if session.rank == 0
+                else None
             )
             checkpoints.save(directory, state, session.rank, durable=False)  # a staging copy
             session.report(metrics, directory)
@@ -187,13 +203,17 @@ def _train_epoch(
     config: TrainConfig,
     divergence_bound: float,
     on_first_batch: Callable[[], None] | None = None,
+    delay_s: float = 0.0,
 ) -> tuple[float | None, int]:
-    """(mean over batches of the rank-averaged training loss, or None if it diverged; samples seen)."""
+    """(mean over batches of the rank-averaged training loss, or None if it diverged; samples seen).
+    `delay_s`: sleep this long before each step (an injected straggler)."""
     model.train()
     device = next(model.parameters()).device
     total, batches, samples = 0.0, 0, 0
     per_step_schedule = not schedules.needs_metric(scheduler)
     for inputs, targets in loader:
+        if delay_s:
+            time.sleep(delay_s)
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with _autocast(device, scaler.is_enabled()):
             loss = task.loss(model(inputs), targets)
@@ -297,14 +317,14 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 def _training_state(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any] | None,
     scheduler: schedules.Scheduler,
     scaler: torch.amp.GradScaler,
     progress: _Progress,
 ) -> dict[str, Any]:
     return {
         "model": _unwrapped(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "epoch": progress.epoch,

@@ -1,0 +1,133 @@
+"""Process bodies for the ZeRO-1 tests and benchmark: torch.distributed (gloo) workers started with
+torch.multiprocessing. Every step uses a global batch that does not depend on the number of workers
+(rank r takes rows r::world), so runs with different worker counts follow the same trajectory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import optimizers
+from trainables import zero
+
+HPARAMS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    "adam": {"lr": 0.01, "amsgrad": True},
+    "adamw": {"lr": 0.01, "weight_decay": 0.05},
+    "adagrad": {"lr": 0.05},
+    "rmsprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
+    "lamb": {"lr": 0.01},
+    "lars": {"lr": 0.1, "momentum": 0.9},
+}
+"""Settings that give each optimizer all its state tensors (momentum, max_exp_avg_sq, grad_avg, ...)."""
+GLOBAL_BATCH = 12  # divisible by 1, 2, 3 and 4 workers
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 24), nn.Tanh(), nn.Linear(24, 4)
+    ).double()
+
+
+def groups(net: nn.Module) -> list[dict[str, Any]]:
+    """Two groups, as the loop builds them: decay for matrices, none for biases."""
+    weights = [p for p in net.parameters() if p.ndim > 1]
+    biases = [p for p in net.parameters() if p.ndim <= 1]
+    return [{"params": weights, "weight_decay": 0.01}, {"params": biases, "weight_decay": 0.0}]
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 + step)
+    inputs = torch.randn(GLOBAL_BATCH, 16, generator=generator, dtype=torch.float64)
+    return inputs, torch.randint(0, 4, (GLOBAL_BATCH,), generator=generator)
+
+
+def local_gradients(net: nn.Module, step: int, rank: int, world: int) -> None:
+    """This rank's gradient, all-reduced to the mean over ranks (what DDP does)."""
+    inputs, targets = batch(step)
+    net.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(net(inputs[rank::world]), targets[rank::world]).backward()
+    if world > 1:
+        for p in net.parameters():
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def builder(name: str) -> zero.BuildOptimizer:
+    return lambda g: optimizers.build(name, g, **HPARAMS[name])
+
+
+def init(rank: int, world: int, address: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world)
+
+
+def equality(rank: int, world: int, address: str, out: str, steps: int) -> None:
+    """For every optimizer: a sharded and an unsharded copy step on the same gradients; rank 0 saves
+    both runs' parameters and full states (and each rank its shard's state bytes)."""
+    init(rank, world, address)
+    results = {}
+    for name in optimizers.names():
+        sharded_net, plain_net = model(), model()
+        sharded = zero.ShardedOptimizer(groups(sharded_net), builder(name))
+        plain = builder(name)(groups(plain_net))
+        for step in range(steps):
+            for net, optimizer in ((sharded_net, sharded), (plain_net, plain)):
+                local_gradients(net, step, rank, world)
+                optimizer.step()
+        state = sharded.state_dict()  # collective
+        local_bytes = torch.tensor([zero.state_bytes(sharded)], dtype=torch.int64)
+        all_bytes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+        dist.all_gather(all_bytes, local_bytes)
+        results[name] = {
+            "sharded_params": [p.detach().clone() for p in sharded_net.parameters()],
+            "plain_params": [p.detach().clone() for p in plain_net.parameters()],
+            "sharded_state": state,
+            "plain_state": plain.state_dict(),
+            "state_bytes": [int(b.item()) for b in all_bytes],
+            "plain_bytes": zero.state_bytes(plain),
+        }
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def train_and_save(
+    rank: int, world: int, address: str, name: str, start: str | None, out: str, steps: int
+) -> None:
+    """Train `steps` steps sharded over `world` workers from checkpoint `start` (or scratch); rank 0
+    saves the parameters and the consolidated optimizer state to `out`."""
+    init(rank, world, address)
+    net = model()
+    optimizer = zero.ShardedOptimizer(groups(net), builder(name))
+    first = 0
+    if start:
+        saved = torch.load(start, weights_only=True)
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first = saved["step"]
+    for step in range(first, first + steps):
+        local_gradients(net, step, rank, world)
+        optimizer.step()
+    state = optimizer.state_dict()
+    if rank == 0:
+        torch.save({"model": net.state_dict(), "optimizer": state, "step": first + steps}, out)
+    dist.destroy_process_group()
+
+
+def spawn(fn: Any, world: int, *args: Any) -> None:
+    """Run `fn(rank, world, address, *args)` in `world` fresh processes (gloo over a file store)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as directory:
+        address = f"file://{Path(directory) / 'store'}"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        mp.spawn(fn, args=(world, address, *args), nprocs=world, join=True)

@@ -68,7 +68,7 @@ class ConfigurationHalving(TrialScheduler):
         seeds: int,
         *,
         reduction_factor: int = 3,
-        state_file: str | os.PathLike[str] | None = None,
+        state_file: str | None = None,
     ) -> None:
         super().__init__()
         if reduction_factor < 2:
@@ -79,15 +79,15 @@ class ConfigurationHalving(TrialScheduler):
         self.seeds = seeds
         self.reduction_factor = reduction_factor
         self.rungs = rungs_for(max_epochs, reduction_factor)
-        self.state_file = Path(state_file) if state_file is not None else None
+        self.state_file = state_file  # a local path or a storage URI (s3://...)
         # rung -> group -> seed -> best target value so far at that rung
-        self.records: dict[int, dict[Group, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        self.records: dict[int, dict[Group, dict[int, float]]] = {}
         self.failed: set[Group] = set()  # a seed diverged or errored
         self.survivors: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations going on
         self.entered: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations judged
         self._to_unpause: set[str] = set()
-        if self.state_file is not None and self.state_file.exists():
-            self._load()
+        # Loaded at first use: Tuner.restore unpickles the scheduler from tuner.pkl, as it was built.
+        self._loaded = False
 
     # ------------------------------------------------------------------------------ Tune's calls
 
@@ -95,9 +95,10 @@ class ConfigurationHalving(TrialScheduler):
         return True  # the target is given; Tune's metric/mode are the same target's
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
-        pass
+        self._ensure_loaded()
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
+        self._ensure_loaded()
         optimizer, configuration, seed = self._identity(trial)
         self._to_unpause.discard(trial.trial_id)  # it runs again
         if self._eliminated(optimizer, configuration):
@@ -108,9 +109,9 @@ class ConfigurationHalving(TrialScheduler):
         # (its state file was lost) it counts with its best so far, so that the rung can still be decided.
         undecided = [r for r in self.rungs if r < epoch and (optimizer, r) not in self.survivors]
         for rung in undecided:
-            self.records[rung][(optimizer, configuration)].setdefault(seed, self._value(result))
+            self._seeds(rung, optimizer, configuration).setdefault(seed, self._value(result))
         if epoch in self.rungs:
-            self.records[epoch][(optimizer, configuration)][seed] = self._value(result)
+            self._seeds(epoch, optimizer, configuration)[seed] = self._value(result)
             if result.get(DIVERGED_FLAG):
                 self.failed.add((optimizer, configuration))
         elif not undecided:
@@ -120,6 +121,10 @@ class ConfigurationHalving(TrialScheduler):
             return self.STOP
         decided = all((optimizer, r) in self.survivors for r in self.rungs if r <= epoch)
         return self.CONTINUE if decided else self.PAUSE
+
+    def _seeds(self, rung: int, optimizer: str, configuration: int) -> dict[int, float]:
+        """seed -> value recorded at `rung` for a configuration (created empty)."""
+        return self.records.setdefault(rung, {}).setdefault((optimizer, configuration), {})
 
     def _value(self, result: dict[str, Any]) -> float:
         return self.target.worst if result.get(DIVERGED_FLAG) else float(result[self.target.best_key])
@@ -145,6 +150,7 @@ class ConfigurationHalving(TrialScheduler):
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         """Paused seeds whose configuration goes on first, then new trials, in the experiment's order."""
+        self._ensure_loaded()
         trials = tune_controller.get_trials()
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
@@ -181,9 +187,9 @@ class ConfigurationHalving(TrialScheduler):
     def _complete(self, optimizer: str, rung: int, entering: list[int], ended: set[int]) -> bool:
         """Every configuration judged at `rung` has all its seeds there, or failed, or can no longer
         report (all its trials ended without a record: only after a state file was lost)."""
-        records = self.records[rung]
+        records = self.records.get(rung, {})
         return all(
-            (optimizer, c) in self.failed or len(records[(optimizer, c)]) >= self.seeds or c in ended
+            (optimizer, c) in self.failed or len(records.get((optimizer, c), {})) >= self.seeds or c in ended
             for c in entering
         )
 
@@ -200,7 +206,7 @@ class ConfigurationHalving(TrialScheduler):
         self, tune_controller: TuneController, optimizer: str, rung: int, entering: list[int]
     ) -> None:
         def score(configuration: int) -> float:
-            values = self.records[rung][(optimizer, configuration)].values()
+            values = self._seeds(rung, optimizer, configuration).values()
             if (optimizer, configuration) in self.failed or len(values) < self.seeds:
                 return -math.inf
             return self.target.sign() * sum(values) / len(values)
@@ -240,13 +246,13 @@ class ConfigurationHalving(TrialScheduler):
 
     def _reached_a_rung(self, trial: Trial) -> bool:
         optimizer, configuration, seed = self._identity(trial)
-        return any(seed in self.records[r].get((optimizer, configuration), {}) for r in self.rungs)
+        return any(seed in self.records.get(r, {}).get((optimizer, configuration), {}) for r in self.rungs)
 
     def _waiting(self, trial: Trial) -> bool:
         """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
         optimizer, configuration, seed = self._identity(trial)
         return any(
-            seed in self.records[r].get((optimizer, configuration), {})
+            seed in self.records.get(r, {}).get((optimizer, configuration), {})
             and (optimizer, r) not in self.survivors
             for r in self.rungs
         )
@@ -254,7 +260,9 @@ class ConfigurationHalving(TrialScheduler):
     def _waiting_is_over(self, trial: Trial) -> bool:
         """Whether every rung this paused trial has reached is decided in its favour."""
         optimizer, configuration, seed = self._identity(trial)
-        reached = [r for r in self.rungs if seed in self.records[r].get((optimizer, configuration), {})]
+        reached = [
+            r for r in self.rungs if seed in self.records.get(r, {}).get((optimizer, configuration), {})
+        ]
         return all(configuration in self.survivors.get((optimizer, r), []) for r in reached) and bool(reached)
 
     @staticmethod
@@ -267,6 +275,21 @@ class ConfigurationHalving(TrialScheduler):
         )
 
     # ------------------------------------------------------------------------------ persistence
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Tune's tuner.pkl) without its records: an unpickled scheduler reads its state file."""
+        state = dict(self.__dict__)
+        state.update(records={}, failed=set(), survivors={}, entered={}, _to_unpause=set(), _loaded=False)
+        return state
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.state_file is not None:
+            text = _read(self.state_file)
+            if text is not None:
+                self._load(text)
 
     def _save(self) -> None:
         if self.state_file is None:
@@ -288,25 +311,46 @@ class ConfigurationHalving(TrialScheduler):
                 for (o, rung), survivors in sorted(self.survivors.items())
             ],
         }
-        temporary = self.state_file.with_name(f"{self.state_file.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, self.state_file)
+        _write(self.state_file, json.dumps(state))
 
-    def _load(self) -> None:
-        assert self.state_file is not None
+    def _load(self, text: str) -> None:
         try:
-            state = json.loads(self.state_file.read_text())
+            state = json.loads(text)
             planned = (state["rungs"], state["configurations"], state["seeds"])
             if planned != (self.rungs, self.configurations, self.seeds):
                 raise ValueError(f"it was written for rungs, configurations and seeds {planned}")
             for rung, optimizer, configuration, seed, value in state["records"]:
-                self.records[rung][(optimizer, configuration)][seed] = value
+                self._seeds(rung, optimizer, configuration)[seed] = value
             self.failed = {(o, c) for o, c in state["failed"]}
             for optimizer, rung, entered, survivors in state["decisions"]:
                 self.entered[(optimizer, rung)] = list(entered)
                 self.survivors[(optimizer, rung)] = list(survivors)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ValueError(
                 f"the early-stopping state {self.state_file} is damaged or belongs to another study "
                 f"({error}); move it aside to decide the rungs again from the trials' reports"
             ) from None
+
+
+def _read(location: str) -> str | None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def _write(location: str, text: str) -> None:
+    """Atomically: a local file by rename, an object store object whole."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        temporary = f"{path}.tmp-{os.getpid()}"
+        Path(temporary).write_text(text)
+        os.replace(temporary, path)
+        return
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +74,16 @@ def simulate(
     controller = FakeController(trials)
 
     def new_scheduler() -> ConfigurationHalving:
-        scheduler = ConfigurationHalving(TARGET, max_epochs, configurations, seeds, state_file=state_file)
+        scheduler = ConfigurationHalving(
+            TARGET, max_epochs, configurations, seeds, state_file=str(state_file) if state_file else None
+        )
         controller.scheduler = scheduler
         for trial in trials:
             scheduler.on_trial_add(controller, trial)
         return scheduler
 
     scheduler = new_scheduler()
+    as_built = pickle.dumps(scheduler)  # what Tune keeps in tuner.pkl and unpickles on Tuner.restore
     rng = random.Random(order_seed)
     steps = 0
     while True:
@@ -117,7 +121,10 @@ def simulate(
             for t in trials:
                 if t.status in (Trial.RUNNING, Trial.PAUSED):
                     t.status = Trial.PENDING
-            scheduler = new_scheduler()
+            scheduler = pickle.loads(as_built)
+            controller.scheduler = scheduler
+            for t in trials:
+                scheduler.on_trial_add(controller, t)
         assert steps < 100_000, "the simulated sweep does not end"
     epochs = {t.trial_id: t.epoch for t in trials}
     return scheduler.decisions(), epochs, {t.trial_id: t.status for t in trials}
@@ -172,11 +179,13 @@ def test_a_damaged_state_file_is_one_line(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     state.write_text("{not json")
     with pytest.raises(ValueError, match="early-stopping state .* is damaged or belongs to another study"):
-        ConfigurationHalving(TARGET, 20, 4, 2, state_file=state)
+        ConfigurationHalving(TARGET, 20, 4, 2, state_file=str(state)).choose_trial_to_run(FakeController([]))
     simulate(4, 2, 20, order_seed=0, slots=2, state_file=tmp_path / "ok.json")
     recorded = json.loads((tmp_path / "ok.json").read_text())
     with pytest.raises(ValueError, match="written for rungs, configurations and seeds"):
-        ConfigurationHalving(TARGET, 20, 4, 3, state_file=tmp_path / "ok.json")
+        ConfigurationHalving(TARGET, 20, 4, 3, state_file=str(tmp_path / "ok.json")).on_trial_add(
+            FakeController([]), FakeTrial("t", {"optimizer": "adam", "__configuration": 0, "seed": 0})
+        )
     assert recorded["rungs"] == [2, 6, 18]
 
 

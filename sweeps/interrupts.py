@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -42,6 +43,8 @@ class StopOnSignal:
 
     def __enter__(self) -> StopOnSignal:
         global _active
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only: leave them to it (and to Tune)
         _active = self
         self._env_before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -53,6 +56,8 @@ class StopOnSignal:
 
     def __exit__(self, *exc: object) -> None:
         global _active
+        if _active is not self:
+            return
         _active = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)

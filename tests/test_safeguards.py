@@ -434,3 +434,21 @@ def test_the_first_checkpoint_of_a_study_that_will_not_fit_triggers_one_warning(
     roomy = retention.DiskForecast(str(tmp_path), trials_left=2, keep=1, say=said.append)
     roomy.on_checkpoint(0, running, running[0], SimpleNamespace(path=str(checkpoint)))
     assert len(said) == 1
+
+
+def test_signal_handling_stays_out_of_a_study_run_from_another_thread() -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with interrupts.StopOnSignal(), interrupts.tune_running():
+                pass
+        except BaseException as error:  # signal.signal raises ValueError off the main thread
+            errors.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert errors == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -227,3 +227,31 @@ def test_a_local_ray_listens_on_loopback_only_and_refuses_clients_without_its_pr
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_stops_the_study_resumably_with_the_hint(tmp_path: Path) -> None:
+    """What `kill`, a job scheduler or a container stop sends (it aborted with exit -6 and no hint)."""
+    import ray
+
+    argv = ["--smoke", "--optimizers", "sgd,adam", "--model", "cnn", "--max-epochs", "8", "--name", "term",
+            "--storage-path", str(tmp_path), "--address", ray.get_runtime_context().gcs_address]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, adam_vs_sgd.__file__, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 200
+    while (
+        time.monotonic() < deadline
+        and driver.poll() is None
+        and not list(tmp_path.glob("term/sgd/*/result.json"))
+    ):
+        time.sleep(0.05)
+    assert driver.poll() is None, driver.communicate()[0].decode()
+    driver.send_signal(signal.SIGTERM)
+    out = driver.communicate(timeout=120)[0].decode()
+    assert driver.returncode == 143, out
+    assert f"Run the same command again to resume {tmp_path / 'term'}" in out
+    assert "Starting adam" not in out

@@ -76,6 +76,7 @@ class StudyTracking:
         self.backends = backends
         self.experiment_dir = experiment_dir
         self.name = Path(experiment_dir.rstrip("/")).name
+        self.is_remote = "://" in experiment_dir  # s3://, gs://, ...: nothing can be written there directly
         self.tracking_uri = tracking_uri
         self.failed: set[str] = set()
         self._checked = False
@@ -136,6 +137,11 @@ class StudyTracking:
         return (Path(self.experiment_dir).resolve() / MLFLOW_ARTIFACTS).as_uri()
 
     @property
+    def wandb_dir(self) -> str | None:
+        """W&B runs beside the trials; with s3/gs storage W&B's default (./wandb)."""
+        return None if self.is_remote else str(Path(self.experiment_dir).resolve())
+
+    @property
     def wandb_project(self) -> str:
         return os.environ.get("WANDB_PROJECT") or self.name
 
@@ -182,7 +188,8 @@ class StudyTracking:
         report = Path(report_dir)
         try:
             summary = pd.read_csv(report / "summary.csv")
-            settings = _read_settings(Path(self.experiment_dir) / STUDY_FILE)
+            # The report's parent is the experiment (a local copy of it with s3/gs storage).
+            settings = _read_settings(report.parent / STUDY_FILE)
             target = Target.from_json(settings.get(TARGET_RECORD_KEY))
             study = StudySummary(
                 name=self.name,
@@ -190,6 +197,7 @@ class StudyTracking:
                 summary=summary,
                 settings=settings,
                 files=sorted(p for p in report.iterdir() if p.is_file()),
+                local_root=report.parent,
             )
         except Exception as error:  # no study-level run without its summary; the trials' runs stay
             for backend in active:
@@ -208,7 +216,8 @@ class StudyTracking:
 
         from analysis.markdown import markdown_table
 
-        with SummaryWriter(str(Path(self.experiment_dir) / TENSORBOARD_STUDY_DIR)) as writer:
+        local = study.local_root / TENSORBOARD_STUDY_DIR
+        with SummaryWriter(str(local)) as writer:
             writer.add_text("verdict", study.verdict)
             table = markdown_table(list(study.summary.columns), study.summary.astype(str).values.tolist())
             writer.add_text("summary", table)
@@ -217,6 +226,13 @@ class StudyTracking:
                 writer.add_scalar(f"summary/{key}", value)
             for path in study.figures():
                 writer.add_image(f"report/{path.stem}", imread(path)[..., :3], dataformats="HWC")
+        if self.is_remote:  # written into the local copy of the experiment: send it where the trials are
+            import pyarrow.fs
+
+            fs, root = pyarrow.fs.FileSystem.from_uri(self.experiment_dir)
+            destination = f"{root.rstrip('/')}/{TENSORBOARD_STUDY_DIR}"
+            fs.create_dir(destination, recursive=True)
+            pyarrow.fs.copy_files(str(local), destination, destination_filesystem=fs)
 
     def _mlflow_study(self, study: StudySummary) -> None:
         from mlflow import MlflowClient
@@ -238,7 +254,7 @@ class StudyTracking:
 
         run = wandb.init(
             project=self.wandb_project,
-            dir=self.experiment_dir,
+            dir=self.wandb_dir,
             mode=self.wandb_mode,
             name=STUDY_RUN_NAME,
             job_type=STUDY_KIND,
@@ -269,12 +285,14 @@ class StudySummary:
         summary: pd.DataFrame,
         settings: dict[str, Any],
         files: list[Path],
+        local_root: Path,
     ) -> None:
         self.name = name
         self.verdict = verdict
         self.summary = summary
         self.settings = settings
         self.files = files
+        self.local_root = local_root
 
     def figures(self) -> list[Path]:
         return [path for path in self.files if path.suffix == ".png"]
@@ -469,7 +487,7 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
     def __init__(self, tracking: StudyTracking) -> None:
         super().__init__(
             project=tracking.wandb_project,
-            dir=str(Path(tracking.experiment_dir).resolve()),
+            dir=tracking.wandb_dir,
             mode=tracking.wandb_mode,
             settings={"silent": True},
         )

@@ -237,6 +237,23 @@ def test_an_error_inside_a_backend_is_one_warning_and_switches_it_off(
     assert study.callbacks() == []  # the next optimizer does not try again
 
 
+def test_study_run_reaches_remote_storage(tmp_path: Path) -> None:
+    """With s3/gs storage the report is made in a local copy; the study's TensorBoard run is sent to the
+    storage (a file:// URI stands in for the bucket: the same pyarrow filesystem call)."""
+    from analysis_fixtures import standard_experiment
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    report_dir = analysis.write_report(standard_experiment(tmp_path / "local-copy" / "exp"))
+    bucket = tmp_path / "bucket" / "exp"
+    bucket.mkdir(parents=True)
+    tracking.StudyTracking(("tensorboard",), bucket.as_uri()).log_study(report_dir)
+    events = EventAccumulator(str(bucket / tracking.TENSORBOARD_STUDY_DIR), size_guidance={"tensors": 0})
+    events.Reload()
+    summary = analysis.summarize(analysis.load(report_dir.parent))
+    verdict = events.Tensors("verdict/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert verdict == analysis.verdict(summary)
+
+
 # ------------------------------------------------------------------------------ command line
 BAD_FLAGS = [
     (

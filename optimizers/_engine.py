@@ -12,6 +12,13 @@ hand. That only pays when the step moves enough memory to amortise the compile (
 on-disk cache, ~25 s cold for ResNet-18), so by default buckets of at least `COMPILE_MIN_NUMEL`
 elements are compiled and small ones run eagerly. Where compilation fails (no C++ compiler, no
 Triton) the step falls back to eager with the same formulas and warns once.
+
+When the user compiles the step (`torch.compile(opt.step)`, or a compiled training step that calls
+it), dynamo traces `step()` itself. The eager path's host-side step counts would be Python numbers
+that change every step (dynamo would guard on them and recompile, or reuse a graph with a stale bias
+correction), so a traced step takes another path (`_traced_group`): no plans, scalars computed in the
+graph from each parameter's `step` tensor, state created by `_init_group` outside the graph. Eager
+plans notice steps counted by a compiled one through the count tensor's version counter.
 """
 
 from __future__ import annotations
@@ -87,6 +94,8 @@ class _Bucket:
         "counts",
         "counts_version",
         "device",
+        "first_count",
+        "first_state",
         "numel",
         "originals",
         "params",
@@ -105,6 +114,8 @@ class _Bucket:
         # (0-dim views into it, as torch.optim keeps one tensor per param), so one add counts them all.
         self.counts: Tensor | None = None
         self.counts_version = 0  # counts._version after our last add: anything else bumps it
+        self.first_state: dict[str, Any] = {}  # the first param's state and its `step` view of counts
+        self.first_count: Tensor | None = None
         self.numel = 0
         self.compiled_with: dict[str, bool] | None = None  # flags of the last compiled call
 
@@ -139,9 +150,10 @@ class FusableOptimizer(torch.optim.Optimizer):
         """State tensors this group uses; the others are passed to _update as None."""
         return self._state_names
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        """Per-step scalars. `step` is the 1-based count, or 0.0 for a step that creates the state of an
-        optimizer without step counts (its first step)."""
+    def _scalars(self, group: dict[str, Any], step: float | Tensor) -> tuple[Any, ...]:
+        """Per-step scalars, a NamedTuple of the update function. `step` is the 1-based count (a Python
+        float eagerly, the param's count tensor when traced), or 0.0 for a step that creates the state
+        of an optimizer without step counts (its first step)."""
         raise NotImplementedError
 
     def _flags(self, group: dict[str, Any]) -> dict[str, bool]:
@@ -295,7 +307,7 @@ class FusableOptimizer(torch.optim.Optimizer):
         for bucket in plan.buckets:
             if bucket.counts is not None and (
                 bucket.counts._version != bucket.counts_version
-                or self.state[bucket.originals[0]]["step"]._base is not bucket.counts
+                or bucket.first_state.get("step") is not bucket.first_count
             ):
                 return False
         return True
@@ -333,6 +345,8 @@ class FusableOptimizer(torch.optim.Optimizer):
                 for i, param in enumerate(bucket.originals):
                     self.state[param]["step"] = bucket.counts[i]
                 bucket.counts_version = bucket.counts._version
+                bucket.first_state = self.state[bucket.originals[0]]
+                bucket.first_count = bucket.first_state["step"]
             for name in self._state_names:
                 if name in active:
                     bucket.state_lists.append([_real_view(self.state[p][name]) for p in bucket.originals])
@@ -385,6 +399,8 @@ def hyper(value: float | Tensor) -> float | Tensor:
     """A hyperparameter for `_scalars`: a Python float (the eager step computes its scalars in float64
     on the host, like torch's loop), but a tensor stays a tensor while dynamo traces the step
     (converting it would be a data-dependent graph break)."""
+    if type(value) is float:
+        return value
     if isinstance(value, Tensor) and torch.compiler.is_compiling():
         return value
     return float(value)

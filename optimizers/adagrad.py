@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -13,22 +13,30 @@ from ._engine import FusableOptimizer, hyper, step_counter
 from .transforms import Scalar, accumulate_square_, add_l2_penalty, descend_ratio_, oriented_grad
 
 
+class AdagradScalars(NamedTuple):
+    """One step's scalars (Python floats eagerly, tensors when compiled)."""
+
+    step_size: Scalar  # lr / (1 + (t - 1) * lr_decay)
+    weight_decay: Scalar
+    eps: Scalar
+
+
 def adagrad_update(
     params: list[Tensor],
     grads: list[Tensor],
     sums: list[Tensor],
-    scalars: Any,
+    scalars: AdagradScalars | Tensor,
     *,
     maximize: bool,
     has_weight_decay: bool,
 ) -> None:
-    step_size, weight_decay, eps = scalars
+    s = scalars if type(scalars) is AdagradScalars else AdagradScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
         if has_weight_decay:
-            grad = add_l2_penalty(grad, param, weight_decay)
+            grad = add_l2_penalty(grad, param, s.weight_decay)
         total = accumulate_square_(sums[i], grad)
-        descend_ratio_(param, grad, total.sqrt().add_(eps), step_size)
+        descend_ratio_(param, grad, total.sqrt().add_(s.eps), s.step_size)
 
 
 class Adagrad(FusableOptimizer):
@@ -96,9 +104,9 @@ class Adagrad(FusableOptimizer):
             param, complex(value, value) if param.is_complex() else value, memory_format=torch.preserve_format
         )
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+    def _scalars(self, group: dict[str, Any], step: Scalar) -> AdagradScalars:
         lr = hyper(group["lr"])
-        return (
+        return AdagradScalars(
             lr / (1 + (step - 1) * float(group["lr_decay"])),
             float(group["weight_decay"]),
             float(group["eps"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -21,27 +21,42 @@ from .transforms import (
 )
 
 
+class LambScalars(NamedTuple):
+    """One step's scalars (Python floats eagerly, tensors when compiled)."""
+
+    beta1: Scalar
+    one_minus_beta1: Scalar
+    beta2: Scalar
+    one_minus_beta2: Scalar
+    inverse_bias_correction1: Scalar  # 1 / (1 - beta1^t)
+    bias_correction2_sqrt: Scalar  # sqrt(1 - beta2^t)
+    eps: Scalar
+    weight_decay: Scalar
+    lr: Scalar
+
+
 def lamb_update(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
-    scalars: Any,
+    scalars: LambScalars | Tensor,
     *,
     maximize: bool,
     has_weight_decay: bool,
 ) -> None:
-    beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc1, bc2_sqrt, eps, weight_decay, lr = scalars
+    s = scalars if type(scalars) is LambScalars else LambScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
-        first_moment = ema_(exp_avgs[i], grad, beta1, one_minus_beta1)
-        second_moment = ema_of_square_(exp_avg_sqs[i], grad, beta2, one_minus_beta2)
-        update = first_moment * inv_bc1 / adam_denominator(second_moment, bc2_sqrt, eps)
+        first_moment = ema_(exp_avgs[i], grad, s.beta1, s.one_minus_beta1)
+        second_moment = ema_of_square_(exp_avg_sqs[i], grad, s.beta2, s.one_minus_beta2)
+        denominator = adam_denominator(second_moment, s.bias_correction2_sqrt, s.eps)
+        update = first_moment * s.inverse_bias_correction1 / denominator
         if has_weight_decay:
-            update = update + weight_decay * param
+            update = update + s.weight_decay * param
         weight_norm, update_norm = param.norm(), update.norm()
         ratio = trust_ratio(weight_norm, update_norm, weight_norm / update_norm)
-        descend_(param, update, lr * ratio)
+        descend_(param, update, s.lr * ratio)
 
 
 class LAMB(FusableOptimizer):
@@ -86,13 +101,15 @@ class LAMB(FusableOptimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
         init_moments(self.state[param], param)
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        moments = moment_scalars(group, step)
-        bias_correction1, bias_correction2_sqrt = moments[4:]
-        return (
-            *moments[:4],
-            1 / bias_correction1,
-            bias_correction2_sqrt,
+    def _scalars(self, group: dict[str, Any], step: Scalar) -> LambScalars:
+        beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2_sqrt = moment_scalars(group, step)
+        return LambScalars(
+            beta1,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            1 / bc1,
+            bc2_sqrt,
             float(group["eps"]),
             float(group["weight_decay"]),
             hyper(group["lr"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -21,26 +21,37 @@ from .transforms import (
 )
 
 
+class LarsScalars(NamedTuple):
+    """One step's scalars (Python floats eagerly, tensors when compiled)."""
+
+    lr: Scalar
+    weight_decay: Scalar
+    momentum: Scalar
+    trust_coefficient: Scalar
+    eps: Scalar
+
+
 def lars_update(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffers: list[Tensor] | None,
-    scalars: Any,
+    scalars: LarsScalars | Tensor,
     *,
     maximize: bool,
     has_momentum: bool,
     nesterov: bool,
 ) -> None:
-    lr, weight_decay, momentum, trust_coefficient, eps = scalars
+    s = scalars if type(scalars) is LarsScalars else LarsScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
         weight_norm, grad_norm = param.norm(), grad.norm()
-        local_lr = trust_coefficient * weight_norm / (grad_norm + weight_decay * weight_norm + eps)
-        direction = add_l2_penalty(grad, param, weight_decay) * trust_ratio(weight_norm, grad_norm, local_lr)
+        local_lr = s.trust_coefficient * weight_norm / (grad_norm + s.weight_decay * weight_norm + s.eps)
+        ratio = trust_ratio(weight_norm, grad_norm, local_lr)
+        direction = add_l2_penalty(grad, param, s.weight_decay) * ratio
         if has_momentum:
-            buffer = heavy_ball_(momentum_buffers[i], direction, momentum, 1.0)
-            direction = nesterov_direction(direction, buffer, momentum) if nesterov else buffer
-        descend_(param, direction, lr)
+            buffer = heavy_ball_(momentum_buffers[i], direction, s.momentum, 1.0)
+            direction = nesterov_direction(direction, buffer, s.momentum) if nesterov else buffer
+        descend_(param, direction, s.lr)
 
 
 class LARS(MomentumBufferOptimizer):
@@ -97,8 +108,8 @@ class LARS(MomentumBufferOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        return (
+    def _scalars(self, group: dict[str, Any], step: float) -> LarsScalars:
+        return LarsScalars(
             hyper(group["lr"]),
             float(group["weight_decay"]),
             float(group["momentum"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -22,32 +22,43 @@ from .transforms import (
 )
 
 
+class RmspropScalars(NamedTuple):
+    """One step's scalars (Python floats eagerly, tensors when compiled)."""
+
+    lr: Scalar
+    weight_decay: Scalar
+    alpha: Scalar
+    one_minus_alpha: Scalar
+    eps: Scalar
+    momentum: Scalar
+
+
 def rmsprop_update(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
     grad_avgs: list[Tensor] | None,
     momentum_buffers: list[Tensor] | None,
-    scalars: Any,
+    scalars: RmspropScalars | Tensor,
     *,
     maximize: bool,
     has_weight_decay: bool,
     centered: bool,
     has_momentum: bool,
 ) -> None:
-    lr, weight_decay, alpha, one_minus_alpha, eps, momentum = scalars
+    s = scalars if type(scalars) is RmspropScalars else RmspropScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
         if has_weight_decay:
-            grad = add_l2_penalty(grad, param, weight_decay)
-        square_avg = ema_of_square_(square_avgs[i], grad, alpha, one_minus_alpha)
-        grad_avg = ema_(grad_avgs[i], grad, alpha, one_minus_alpha) if centered else None
-        denominator = rms_denominator(square_avg, grad_avg, eps)
+            grad = add_l2_penalty(grad, param, s.weight_decay)
+        square_avg = ema_of_square_(square_avgs[i], grad, s.alpha, s.one_minus_alpha)
+        grad_avg = ema_(grad_avgs[i], grad, s.alpha, s.one_minus_alpha) if centered else None
+        denominator = rms_denominator(square_avg, grad_avg, s.eps)
         if has_momentum:
-            buffer = heavy_ball_(momentum_buffers[i], grad / denominator, momentum, 1.0)
-            descend_(param, buffer, lr)
+            buffer = heavy_ball_(momentum_buffers[i], grad / denominator, s.momentum, 1.0)
+            descend_(param, buffer, s.lr)
         else:
-            descend_ratio_(param, grad, denominator, lr)
+            descend_ratio_(param, grad, denominator, s.lr)
 
 
 class RMSprop(FusableOptimizer):
@@ -124,9 +135,9 @@ class RMSprop(FusableOptimizer):
             or (name == "momentum_buffer" and float(group["momentum"]) > 0)
         )
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
+    def _scalars(self, group: dict[str, Any], step: Scalar) -> RmspropScalars:
         alpha = float(group["alpha"])
-        return (
+        return RmspropScalars(
             hyper(group["lr"]),
             float(group["weight_decay"]),
             alpha,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
@@ -19,26 +19,36 @@ def momentum_scalars(group: dict[str, Any], first_step: bool) -> tuple[float, fl
     return float(group["momentum"]), 1 - float(group["dampening"])
 
 
+class SgdScalars(NamedTuple):
+    """One step's scalars (Python floats eagerly, tensors when compiled)."""
+
+    lr: Scalar
+    weight_decay: Scalar
+    momentum: Scalar
+    buffer_decay: Scalar  # see momentum_scalars
+    direction_scale: Scalar
+
+
 def sgd_update(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffers: list[Tensor] | None,
-    scalars: Any,
+    scalars: SgdScalars | Tensor,
     *,
     maximize: bool,
     has_weight_decay: bool,
     has_momentum: bool,
     nesterov: bool,
 ) -> None:
-    lr, weight_decay, momentum, buffer_decay, direction_scale = scalars
+    s = scalars if type(scalars) is SgdScalars else SgdScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         direction = oriented_grad(grads[i], maximize)
         if has_weight_decay:
-            direction = add_l2_penalty(direction, param, weight_decay)
+            direction = add_l2_penalty(direction, param, s.weight_decay)
         if has_momentum:
-            buffer = heavy_ball_(momentum_buffers[i], direction, buffer_decay, direction_scale)
-            direction = nesterov_direction(direction, buffer, momentum) if nesterov else buffer
-        descend_(param, direction, lr)
+            buffer = heavy_ball_(momentum_buffers[i], direction, s.buffer_decay, s.direction_scale)
+            direction = nesterov_direction(direction, buffer, s.momentum) if nesterov else buffer
+        descend_(param, direction, s.lr)
 
 
 class MomentumBufferOptimizer(FusableOptimizer):
@@ -107,8 +117,8 @@ class SGD(MomentumBufferOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _scalars(self, group: dict[str, Any], step: float) -> tuple[float, ...]:
-        return (
+    def _scalars(self, group: dict[str, Any], step: float) -> SgdScalars:
+        return SgdScalars(
             hyper(group["lr"]),
             float(group["weight_decay"]),
             float(group["momentum"]),

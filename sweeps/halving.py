@@ -152,6 +152,13 @@ class ConfigurationHalving(TrialScheduler):
         """Paused seeds whose configuration goes on first, then new trials, in the experiment's order."""
         self._ensure_loaded()
         trials = tune_controller.get_trials()
+        # Tune carries out a PAUSE later than the result that asked for it: a seed may have finished
+        # pausing only after its configuration was eliminated. Stopping it again is a no-op.
+        for trial in trials:
+            if trial.status in (Trial.PAUSED, Trial.PENDING) and self._reached_a_rung(trial):
+                optimizer, configuration, _ = self._identity(trial)
+                if self._eliminated(optimizer, configuration):
+                    _stop(tune_controller, trial)
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
                 return trial
@@ -227,7 +234,7 @@ class ConfigurationHalving(TrialScheduler):
             if trial_optimizer != optimizer:
                 continue
             if self._eliminated(optimizer, configuration):
-                tune_controller.stop_trial(trial)
+                _stop(tune_controller, trial)
             elif trial.status == Trial.PAUSED and self._waiting_is_over(trial):
                 self._to_unpause.add(trial.trial_id)
 
@@ -268,11 +275,9 @@ class ConfigurationHalving(TrialScheduler):
     @staticmethod
     def _identity(trial: Trial) -> tuple[str, int, int]:
         config = trial.config
-        return (
-            str(config.get("optimizer")),
-            int(config.get(CONFIGURATION_KEY, -1)),
-            int(config.get("seed", 0)),
-        )
+        # Random search sets the seed; Optuna's Repeater numbers the seeds of a configuration instead.
+        seed = config.get("seed", config.get("__trial_index__", 0))
+        return str(config.get("optimizer")), int(config.get(CONFIGURATION_KEY, -1)), int(seed)
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -330,6 +335,16 @@ class ConfigurationHalving(TrialScheduler):
                 f"the early-stopping state {self.state_file} is damaged or belongs to another study "
                 f"({error}); move it aside to decide the rungs again from the trials' reports"
             ) from None
+
+
+def _stop(tune_controller: TuneController, trial: Trial) -> None:
+    """Stop a paused (or waiting) trial. Ray 2.60 re-serialises only the trials it marks, and it marks a
+    stopped trial only when it has a live actor: a paused one would stay PAUSED in the experiment
+    state (and read as unfinished by the report) unless marked here."""
+    tune_controller.stop_trial(trial)
+    mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)
 
 
 def _read(location: str) -> str | None:

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from optsweep.vocabulary import DEFAULT_TARGET, Target
 from trainables import decisions
+
+from .halving import ConfigurationHalving
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -22,12 +25,27 @@ if TYPE_CHECKING:
 TIME_ATTR = "epoch"
 
 
-def build_scheduler(kind: str, max_epochs: int, workers_per_trial: int) -> TrialScheduler:
-    """ASHA on validation accuracy per epoch, or FIFO (every trial runs all its epochs)."""
+def build_scheduler(
+    kind: str,
+    max_epochs: int,
+    workers_per_trial: int,
+    *,
+    target: Target = DEFAULT_TARGET,
+    configurations: int = 1,
+    seeds: int = 1,
+    state_file: str | None = None,
+) -> TrialScheduler:
+    """Early stopping per configuration (`halving.ConfigurationHalving`: all seeds of a configuration go on
+    or stop together, decided on their mean at each rung, independently of timing), or FIFO (every trial
+    runs all its epochs). Multi-worker trials cannot be paused (a paused Tune trial would leak its Train
+    placement group, see `trainables.decisions`), so they keep Ray's ASHA, per trial, stopped at the end
+    of an epoch."""
     if kind == "fifo":
         return FIFOScheduler()
     if kind != "asha":
         raise ValueError(f"Unknown scheduler {kind!r}; valid: asha, fifo")
+    if workers_per_trial == 1:
+        return ConfigurationHalving(target, max_epochs, configurations, seeds, state_file=state_file)
     asha = ASHAScheduler(
         time_attr=TIME_ATTR,
         max_t=max_epochs,
@@ -36,7 +54,7 @@ def build_scheduler(kind: str, max_epochs: int, workers_per_trial: int) -> Trial
         grace_period=max(1, max_epochs // 8),
         reduction_factor=3,
     )
-    return StopAtEpochEnd(asha) if workers_per_trial > 1 else asha
+    return StopAtEpochEnd(asha)
 
 
 class StopAtEpochEnd(TrialScheduler):

@@ -35,7 +35,18 @@ from trainables.config import TrainConfig
 from trainables.tasks import Task
 from trainables.trial import run_trial, trial_resources
 
-from . import cli, contenders, identity, interrupts, safeguards, shipping, spaces, storage_guard, tracking
+from . import (
+    cli,
+    contenders,
+    halving,
+    identity,
+    interrupts,
+    safeguards,
+    shipping,
+    spaces,
+    storage_guard,
+    tracking,
+)
 from .contenders import Contender
 from .progress import ProgressLine
 from .scheduling import build_scheduler
@@ -260,7 +271,15 @@ def _new_tuner(plan: Plan, contender: Contender, trainable: Any, settings: dict[
         tune_config=tune.TuneConfig(
             metric=target.key,
             mode=target.mode,
-            scheduler=build_scheduler(args.scheduler, args.max_epochs, args.workers_per_trial),
+            scheduler=build_scheduler(
+                args.scheduler,
+                args.max_epochs,
+                args.workers_per_trial,
+                target=target,
+                configurations=args.num_samples,
+                seeds=args.seeds,
+                state_file=f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}",
+            ),
             search_alg=searcher,
             num_samples=num_samples,
             max_concurrent_trials=args.max_concurrent,
@@ -300,7 +319,9 @@ def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune
 
 
 def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: Any) -> dict[str, Any]:
-    return {**space.suggest(trial), **constants}
+    # Repeater asks once per configuration, so Optuna's trial number numbers the configurations (what
+    # per-configuration early stopping groups the seeds by).
+    return {**space.suggest(trial), **constants, halving.CONFIGURATION_KEY: trial.number}
 
 
 def _random_search_space(

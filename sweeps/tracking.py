@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ray
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
@@ -493,6 +494,17 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
         )
         self._init_fail_soft(tracking)
 
+    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
+        # Ray's hook drops what its logging actors raised: here a W&B run that failed is the warning line.
+        futures = list(self._trial_logging_futures.values())
+        done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
+        for future in done:
+            try:
+                ray.get(future)
+            except Exception as error:
+                self.tracking.fail(self.backend, _describe(getattr(error, "cause", None) or error))
+        super()._cleanup_logging_actors(timeout=0, kill_on_timeout=kill_on_timeout)
+
     def log_trial_start(self, trial: Trial) -> None:
         identity = self.identities.of(trial)
         shared = self.kwargs
@@ -586,5 +598,6 @@ def _read_settings(path: Path) -> dict[str, Any]:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+    """The error on one line (a multi-line message is joined, then cut at 300 characters)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__

@@ -254,6 +254,42 @@ def test_study_run_reaches_remote_storage(tmp_path: Path) -> None:
     assert verdict == analysis.verdict(summary)
 
 
+class _Trial:
+    """What Ray's W&B callback reads of a Tune trial."""
+
+    def __init__(self, root: Path) -> None:
+        self.trial_id = "abc12_00000"
+        self.config = {"optimizer": "adam", "seed": 0, "lr": 0.01}
+        self.local_path = str(root)
+        self.experiment_dir_name = "adam"
+
+    def __str__(self) -> str:
+        return f"run_trial_{self.trial_id}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_wandb_run_failing_in_its_actor_is_one_warning(
+    ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "not-a-mode")  # wandb.init raises in Ray's logging actor
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    study = tracking.StudyTracking(("wandb",), str(tmp_path))
+    (callback,) = study.callbacks()
+    trial = _Trial(tmp_path)
+    callback.setup()
+    callback.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    for epoch in (1, 2):
+        result = {"val_acc": 0.5, "training_iteration": epoch}
+        callback.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
+    callback.on_trial_complete(iteration=3, trials=[trial], trial=trial)
+    callback.on_experiment_end(trials=[trial])
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning: --log-to")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: --log-to wandb: "), err
+    assert "not-a-mode" in warnings[0]
+
+
 # ------------------------------------------------------------------------------ command line
 BAD_FLAGS = [
     (

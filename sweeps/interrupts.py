@@ -7,7 +7,9 @@ to its next optimizer and finally exit 0. So the study turns Tune's own handler 
 saves the experiment state and stops its trials, so the study stays resumable) and, once `fit`
 returns, `raise_if_stopped` ends the study with `StudyInterrupted`. Outside `fit` (starting Ray,
 writing the report) the first signal raises `StudyInterrupted` at once. A second signal raises it
-wherever the study is, without waiting for Tune's last snapshot.
+wherever the study is, without waiting for Tune's last snapshot. (Ray's core worker installs a SIGTERM
+handler of its own when `ray.init` connects, which aborts the process; the handlers are installed
+again around every `fit`.)
 """
 
 from __future__ import annotations
@@ -70,12 +72,19 @@ class StopOnSignal:
     def in_tune(self) -> Iterator[None]:
         """Around `Tuner.fit`: a first signal then stops Tune gracefully instead of raising."""
         self.raise_if_stopped()
+        self.reclaim()
         self._in_tune = True
         try:
             yield
         finally:
             self._in_tune = False
         self.raise_if_stopped()
+
+    def reclaim(self) -> None:
+        """Install the handlers again: Ray's core worker (started by ray.init, after __enter__) installs
+        its own C-level SIGTERM handler, which aborts the process (exit -6)."""
+        for signum in SIGNALS:
+            signal.signal(signum, self._handle)
 
     def raise_if_stopped(self) -> None:
         if self.received is not None:
@@ -103,3 +112,9 @@ _active: StopOnSignal | None = None
 def tune_running() -> contextlib.AbstractContextManager[None]:
     """`StopOnSignal.in_tune` of the active handler (none outside a study run: Tune's own applies)."""
     return _active.in_tune() if _active is not None else contextlib.nullcontext()
+
+
+def reclaim() -> None:
+    """After `ray.init`: take SIGINT and SIGTERM back from Ray (see `StopOnSignal.reclaim`)."""
+    if _active is not None:
+        _active.reclaim()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import cli, feasibility, ray_connect, resume, retention, storage_guard, study_record, trust
+from . import cli, feasibility, interrupts, ray_connect, resume, retention, storage_guard, study_record, trust
 
 ONE_LINE_ERRORS = (
     cli.UsageError,
@@ -41,6 +41,7 @@ def run_settings(args: cli.StudyArgs) -> dict[str, Any]:
 
 def connect(address: str | None, source: str, **init_kwargs: Any) -> None:
     print(ray_connect.connect(address, source, **init_kwargs), flush=True)
+    interrupts.reclaim()
 
 
 def check_feasible(args: cli.StudyArgs, joined: bool) -> None:

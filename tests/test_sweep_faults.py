@@ -75,7 +75,7 @@ def test_a_damaged_or_planted_experiment_is_refused_or_started_afresh_never_run_
     trials = pd.read_csv(tmp_path / "damaged" / "report" / "trials.csv")
     assert len(trials) == 2 and set(trials["optimizer"]) == {"sgd"}
     assert trials["lr"].notna().all() and trials["momentum"].notna().all()
-    assert set(trials["status"]) == {"completed"}
+    assert set(trials["status"]) <= {"completed", "stopped_early"}  # (ASHA may stop one after epoch 1)
 
 
 @pytest.mark.timeout(420)

@@ -30,6 +30,9 @@ class ReportContent:
     figures: list[tuple[str, str, str]]  # (PNG file name, alt text, one-line caption)
     data_notes: list[str] = field(default_factory=list)
     target: Target = DEFAULT_TARGET
+    spent: pd.DataFrame | None = None  # analysis.spent.spent
+    imbalances: list[str] = field(default_factory=list)
+    rungs: pd.DataFrame | None = None  # analysis.spent.rungs_reached
 
 
 def render(content: ReportContent) -> str:
@@ -41,6 +44,8 @@ def render(content: ReportContent) -> str:
         "## Best configuration per optimizer\n\n" + _best_table(content.trials, content.summary, target),
         "## Figures\n\n" + _figures(content.figures),
         "## Tuning budget\n\n" + _budget_table(content.budget, target),
+        "## Budget spent\n\n" + _spent_table(content.spent, content.imbalances),
+        "## Early stopping: configurations per rung\n\n" + _rungs_table(content.rungs),
         "## Caveats\n\n" + "\n".join(f"- {note}" for note in content.caveats + content.data_notes),
         "## Method\n\n" + _method(target),
     ]
@@ -154,6 +159,43 @@ def _budget_table(budget: pd.DataFrame, target: Target) -> str:
         ]
         rows.append([k, *cells])
     return intro + "\n\n" + markdown_table(["k", *wide.columns], rows)
+
+
+def _spent_table(spent: pd.DataFrame | None, imbalances: list[str]) -> str:
+    intro = (
+        "What each optimizer actually used: trial-epochs trained, the trials' wall time, and the device "
+        "time they reserved (time x workers x CPUs or GPUs per worker)."
+    )
+    if spent is None or spent.empty:
+        return intro + "\n\nNothing has run yet."
+    rows = [
+        [
+            r.optimizer,
+            int(r.trials),
+            int(r.trial_epochs),
+            f"{r.wall_time_s:,.1f}",
+            f"{r.cpu_s:,.1f}",
+            f"{r.gpu_s:,.1f}",
+        ]
+        for r in spent.itertuples()
+    ]
+    table = markdown_table(["optimizer", "trials", "trial-epochs", "trial time (s)", "CPU s", "GPU s"], rows)
+    if imbalances:
+        verdict = "**Unequal budgets** (more than 5% from the mean): " + "; ".join(imbalances) + "."
+    else:
+        verdict = "Every optimizer spent the same budget within 5%."
+    return f"{intro}\n\n{table}\n\n{verdict}"
+
+
+def _rungs_table(rungs: pd.DataFrame | None) -> str:
+    if rungs is None or rungs.empty:
+        return "No early stopping: every configuration trained the full budget."
+    intro = (
+        "Configurations judged at each rung (epoch) and how many went on; all seeds of a configuration "
+        "go on or stop together, on their mean."
+    )
+    rows = [[r.optimizer, int(r.rung), int(r.judged), int(r.went_on)] for r in rungs.itertuples()]
+    return intro + "\n\n" + markdown_table(["optimizer", "rung (epoch)", "judged", "went on"], rows)
 
 
 def _method(target: Target) -> str:

@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
-from analysis import atomic, metric_text, plots
+from analysis import atomic, metric_text, plots, spent
 from analysis.caveats import caveats
 from analysis.html_report import render_html
 from analysis.loading import DIVERGED, FINISHED, read_experiment
@@ -76,6 +76,7 @@ def write_report(
     target = resolve(trials)  # the experiment's own when none was given
     summary = summarize(trials, n_resamples=n_resamples, seed=seed)
     budget = tuning_budget(trials)
+    spent_table = spent.spent(trials)
 
     out = root / REPORT_DIR_NAME
     out.mkdir(exist_ok=True)
@@ -105,10 +106,14 @@ def write_report(
         figures=[(name, *captions[name]) for name, figure in figures.items() if figure is not None],
         data_notes=data_notes,
         target=target,
+        spent=spent_table,
+        imbalances=spent.imbalances(spent_table),
+        rungs=spent.rungs_reached(root, trials),
     )
     atomic.write_csv(out / "trials.csv", trials)
     atomic.write_csv(out / "summary.csv", summary)
     atomic.write_csv(out / "tuning_budget.csv", budget)
+    atomic.write_csv(out / "spent.csv", content.spent)
     text = render(content)
     atomic.write_text(out / "report.md", text)
     atomic.write_text(out / "report.html", render_html(text, out, title=content.title, experiment_dir=root))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import loop, sessions
+from . import loop, param_server, sessions
 from .config import TrainConfig
 from .tasks import Task
 
@@ -61,7 +61,9 @@ def run_trial(
     if run_settings:
         config = {**config, "settings": {**config["settings"], **run_settings}}
     train_config = TrainConfig.from_trial_config(config)
-    if train_config.workers == 1:
+    if train_config.mode == "async-ps":
+        param_server.run(train_config, sessions.TuneSession(), task, optimizer)
+    elif train_config.workers == 1:
         loop.train(train_config, sessions.TuneSession(), task, optimizer)
     else:
         _run_torch_trainer(train_config, config, task, optimizer)
@@ -69,10 +71,23 @@ def run_trial(
 
 def trial_resources(config: TrainConfig) -> dict[str, float]:
     """What a Tune trial reserves: the whole worker on the fast path, no CPU for a Train driver (its
-    TorchTrainer reserves the workers)."""
-    if config.workers == 1:
+    TorchTrainer reserves the workers; async-ps: its server and workers are actors that reserve their own,
+    see `actor_bundles`)."""
+    if config.workers == 1 and config.mode != "async-ps":
         return {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
     return {"CPU": 0.0, "GPU": 0.0, "memory": DRIVER_MEMORY_BYTES}
+
+
+def actor_bundles(config: TrainConfig) -> list[dict[str, float]]:
+    """What a trial's own workers reserve besides `trial_resources` (for feasibility checks): the Train
+    workers of a multi-worker run, or the async-ps server (memory only) and its `workers` workers."""
+    worker = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
+    if config.mode == "async-ps":
+        server = {"CPU": 0.0, "GPU": 0.0, "memory": float(param_server.SERVER_MEMORY_BYTES)}
+        return [server] + [dict(worker) for _ in range(config.workers)]
+    if config.workers == 1:
+        return []
+    return [dict(worker) for _ in range(config.workers)]
 
 
 def _train_worker(config: dict[str, Any]) -> None:

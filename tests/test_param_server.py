@@ -1,0 +1,147 @@
+"""The asynchronous parameter server (trainables.param_server): staleness-aware updates, convergence on
+digits with recorded staleness, a killed worker replaced, a killed server resumed from its checkpoint,
+and the mode inside a Tune trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ray import tune
+
+from optsweep import vocabulary as v
+from trainables import checkpoints, faults, param_server
+from trainables.config import TrainConfig
+from trainables.sessions import LocalSession
+from trainables.tasks import build_task
+from trainables.trial import actor_bundles, run_trial, trial_resources
+
+EPOCHS = 4
+
+
+def _config(**settings: Any) -> TrainConfig:
+    values: dict[str, Any] = {
+        "optimizer": "adam",
+        "hparams": {"lr": 0.003},
+        "mode": "async-ps",
+        "workers": 2,
+        "cpus_per_worker": 0.5,
+        "max_epochs": EPOCHS,
+        "seed": 3,
+    } | settings
+    return TrainConfig(**values)
+
+
+def _grads(server: param_server.ParameterServer, value: float) -> list[torch.Tensor]:
+    return [torch.full_like(p, value) for p in server.params]
+
+
+def test_staleness_recorded_and_lr_divided_by_it() -> None:
+    """Driven in-process: a gradient 2 updates stale moves the parameters half as far with the aware lr."""
+    task = build_task("digits", {})
+    for aware, expected_scale in ((False, 1.0), (True, 0.5)):
+        config = _config(optimizer="sgd", hparams={"lr": 0.1}, staleness_aware_lr=aware)
+        server = param_server.ParameterServer(config, task, None, per_epoch=100, state=None)
+        server.push(_grads(server, 0.0), pulled=0, loss=1.0, samples=1)
+        server.push(_grads(server, 0.0), pulled=1, loss=1.0, samples=1)
+        before = [p.detach().clone() for p in server.params]
+        version, params, epoch, done = server.push(_grads(server, 1.0), pulled=0, loss=1.0, samples=1)
+        assert (version, epoch, done) == (3, 1, False)
+        assert server.counts == [2, 0, 1]  # staleness 0, 0, 2
+        for old, new in zip(before, params, strict=True):
+            torch.testing.assert_close(old - new, torch.full_like(old, 0.1 * expected_scale))
+
+
+def test_diverging_gradient_ends_the_run() -> None:
+    server = param_server.ParameterServer(_config(), build_task("digits", {}), None, per_epoch=10, state=None)
+    *_, done = server.push(_grads(server, 0.0), pulled=0, loss=float("nan"), samples=1)
+    assert done and server.wait_snapshot(1, timeout_s=1)["stats"][v.DIVERGED_FLAG]
+
+
+def test_resources_name_the_server_and_every_worker() -> None:
+    config = _config(workers=3, cpus_per_worker=1.0)
+    assert trial_resources(config)["CPU"] == 0.0
+    bundles = actor_bundles(config)
+    assert len(bundles) == 4 and bundles[0]["CPU"] == 0.0 and all(b["CPU"] == 1.0 for b in bundles[1:])
+
+
+def _check_learned(
+    session: LocalSession, config: TrainConfig, *, restarts: tuple[int, int]
+) -> dict[str, Any]:
+    reports = session.reports
+    last = reports[-1]
+    task = build_task("digits", {})
+    per_epoch = param_server.updates_per_epoch(len(task.data().train), task.batch_size, config.workers)
+    assert [r[v.EPOCH] for r in reports] == list(range(1, EPOCHS + 1))
+    assert last[param_server.UPDATES] == EPOCHS * per_epoch
+    assert last[v.VAL_PREFIX + "acc"] > 0.85, last
+    assert (last[param_server.WORKER_RESTARTS], last[param_server.SERVER_RESTARTS]) == restarts
+    for report in reports:
+        assert 0 <= report[param_server.STALENESS_P50] <= report[param_server.STALENESS_MAX]
+    # The last checkpoint holds every update's staleness.
+    state, _ = checkpoints.load(sorted(session.checkpoint_root.glob("checkpoint_*"))[-1], 0)
+    counts = state[param_server.STALENESS_COUNTS]
+    assert int(counts.sum()) == last[param_server.UPDATES]
+    return last
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("ray_session")
+def test_converges_on_digits_with_staleness_and_survives_a_killed_worker(
+    tmp_path: Path, fault_dir: Path
+) -> None:
+    marker = faults.crash_marker(fault_dir, rank=1, epoch=2)
+    marker.touch()
+    config = _config()
+    session = LocalSession(tmp_path / "ckpt", device=torch.device("cpu"))
+    param_server.run(config, session)
+    assert marker.with_name(marker.name + ".fired").exists()  # the worker really died
+    _check_learned(session, config, restarts=(1, 0))
+    # Two workers pushing without waiting: in epoch 1 (both alive) a gradient is ~1 update stale on
+    # average. (After the kill, the other worker runs alone until the replacement is up.)
+    assert 0.5 < session.reports[0][param_server.STALENESS_MEAN] < 2.0, session.reports[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("ray_session")
+def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_dir: Path) -> None:
+    marker = param_server.server_crash_marker(fault_dir, epoch=3)
+    marker.touch()
+    config = _config()
+    session = LocalSession(tmp_path / "ckpt", device=torch.device("cpu"))
+    param_server.run(config, session)
+    assert marker.with_name(marker.name + ".fired").exists()
+    _check_learned(session, config, restarts=(0, 1))
+    # The server died at its first update of epoch 3; the driver had checkpointed epoch 2, or (if the
+    # server died before the driver fetched that snapshot) epoch 1, and the run went on from there.
+    resumed = [r for r in session.reports if v.RESUMED_FROM_EPOCH in r]
+    assert len(resumed) == 1 and resumed[0][v.RESUMED_FROM_EPOCH] == resumed[0][v.EPOCH] - 1 in (1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("ray_session")
+def test_async_ps_runs_as_a_tune_trial(tmp_path: Path) -> None:
+    trial = {
+        "optimizer": "adam",
+        "lr": 0.003,
+        "seed": 0,
+        "schedule": "cosine",
+        "settings": {"mode": "async-ps", "workers": 2, "cpus_per_worker": 0.5, "max_epochs": 3},
+    }
+    resources = trial_resources(TrainConfig.from_trial_config(trial))
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        param_space=trial,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="ps", verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None
+    assert result.metrics[v.EPOCH] == 3 and result.metrics["val_acc"] > 0.85
+    assert result.metrics[param_server.STALENESS_MAX] >= 1
+    assert result.checkpoint is not None

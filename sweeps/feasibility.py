@@ -88,8 +88,9 @@ def check(cluster: Cluster, workers: int, cpus_per_worker: float, gpus_per_worke
             + ("" if cluster.local or cluster.autoscaling else " or add larger nodes")
         )
     if cluster.autoscaling:
+        per_type = [(_fits(bundle, shape), count) for shape, count in cluster.node_types]
         capacity = sum(
-            sys.maxsize if count < 0 else count * _fits(bundle, shape) for shape, count in cluster.node_types
+            0 if fits == 0 else sys.maxsize if count < 0 else fits * count for fits, count in per_type
         )
         capacity = max(capacity, sum(_fits(bundle, node) for node in cluster.nodes))
     else:

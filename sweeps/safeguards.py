@@ -61,7 +61,9 @@ def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, fl
     trust.check(args.experiment_dir, optimizer, args.trust_storage)
     if args.is_remote_storage:
         print(
-            "  (on remote storage, unfinished trials keep the resources they were created with)", flush=True
+            "  (on remote storage, trials already created keep their stored Tune resource request; their "
+            "settings follow this run)",
+            flush=True,
         )
         return True
     changed = resume.apply_run_settings(path, args.settings(), resources)

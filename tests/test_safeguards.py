@@ -452,3 +452,20 @@ def test_signal_handling_stays_out_of_a_study_run_from_another_thread() -> None:
     worker.start()
     worker.join()
     assert errors == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_resumed_tuner_takes_this_runs_max_concurrent(tmp_path: Path) -> None:
+    """Tune restores the stored TuneConfig; Ray 2.60 has no public setter, so this guards the private
+    attribute the study sets (a Ray upgrade that moves it fails here, not silently)."""
+    from ray import tune
+
+    from sweeps import cli, safeguards
+
+    tuner = tune.Tuner(
+        lambda config: None,
+        tune_config=tune.TuneConfig(max_concurrent_trials=3),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="t"),
+    )
+    args = cli.StudyArgs(name="x", storage_path=str(tmp_path), max_concurrent=1)
+    safeguards.restored(tuner, args)
+    assert tuner._local_tuner._tune_config.max_concurrent_trials == 1

@@ -19,6 +19,7 @@ REPORT_FILES = {
     "trials.csv",
     "summary.csv",
     "tuning_budget.csv",
+    "spent.csv",
     "report.md",
     "report.html",
     "lr_sensitivity.png",

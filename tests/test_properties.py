@@ -706,15 +706,19 @@ def valid_command_line(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
     if draw(st.booleans()):
         value = draw(st.integers(0, 2**32 - 1))
         give("--search-seed", str(value), value)
-    for flag, choices in (
-        ("--scheduler", ("asha", "fifo")),
-        ("--search", ("random", "optuna")),
-        ("--dataset", data.dataset_names()),
-        ("--model", models.model_names()),
-    ):
+    for flag, choices in (("--scheduler", ("asha", "fifo")), ("--search", ("random", "optuna"))):
         if draw(st.booleans()):
             value = draw(st.sampled_from(choices))
             give(flag, value, value)
+    # --dataset and --model are shorthands for the task and its model argument.
+    if draw(st.booleans()):
+        dataset = draw(st.sampled_from(data.dataset_names()))
+        argv.append(f"--dataset={dataset}")
+        expected["task"] = dataset
+    if draw(st.booleans()):
+        model = draw(st.sampled_from(models.model_names()))
+        argv.append(f"--model={model}")
+        expected["task_args"] = {"model": model}
     if draw(st.booleans()):
         value = draw(st.floats(0.01, 64.0))
         give("--cpus-per-worker", repr(value), value)
@@ -763,7 +767,7 @@ def test_cli_accepts_valid_command_lines(storage: Path, case: tuple[list[str], d
             assert low * (1 - 1e-9) <= config["lr"] <= high * (1 + 1e-9)
             hparams = {k: v for k, v in config.items() if k != "schedule"}
             built = optimizers.build(optimizer, [torch.nn.Parameter(torch.ones(2))], **hparams)
-            schedules.build(config["schedule"], built, args.max_epochs * 3)
+            schedules.build(config["schedule"], built, (args.max_epochs or 20) * 3)
     if args.search == "optuna":
         optuna.samplers.TPESampler(seed=args.search_seed)
 

@@ -24,11 +24,11 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # float32, the issue's bar
 # One case per optimizer that switches on most of its branches (each case costs a compile).
 CASES: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1, "maximize": True},
-    "adam": {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+    "adam": {"lr": 0.01, "betas": (0.85, 0.99), "weight_decay": 0.1, "amsgrad": True, "maximize": True},
     "adamw": {"lr": 0.01, "weight_decay": 0.1, "betas": (0.8, 0.95)},
     "adagrad": {"lr": 0.1, "lr_decay": 0.5, "weight_decay": 0.1, "initial_accumulator_value": 0.1},
     "rmsprop": {"lr": 0.01, "weight_decay": 0.1, "centered": True, "momentum": 0.1},
-    "lamb": {"lr": 0.02, "weight_decay": 0.1, "maximize": True},
+    "lamb": {"lr": 0.02, "betas": (0.85, 0.99), "weight_decay": 0.1, "maximize": True},
     "lars": {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True},
 }
 # Graphs of a compiled step: 1, or 2 for the momentum-buffer optimizers, whose first step creates the
@@ -87,8 +87,11 @@ def test_compiled_opt_step_matches_eager_and_compiles_once(name: str) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_compiled_training_step_with_scheduled_tensor_lr(name: str) -> None:
     """A compiled function that runs forward, backward, `opt.step()` and `opt.zero_grad()`, between eager
-    steps before and after it, with a tensor lr that a scheduler changes in place every step."""
+    steps before and after it, with a tensor lr that a scheduler changes in place every step (and
+    tensor betas)."""
     kwargs = {**CASES[name], "lr": torch.tensor(CASES[name]["lr"])}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(torch.tensor(beta) for beta in kwargs["betas"])
     problem = make_problem(torch.float32, complex_param=True)
     twin = clone_problem(problem)
     reference = _reference(name, twin.groups, copy.deepcopy(kwargs))

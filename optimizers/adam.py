@@ -87,6 +87,15 @@ class Adam(FusableOptimizer):
     forces the compiled step, `fused=False` the eager one, `None` picks by size (see `_engine`).
     """
 
+    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"log_uniform": [1e-4, 1e-1]},
+        "beta1": {"one_minus_log_uniform": [0.8, 0.98]},
+        "beta2": {"one_minus_log_uniform": [0.9, 0.9995]},
+        "eps": {"log_uniform": [1e-10, 1e-6]},
+        "weight_decay": {"log_uniform_or_zero": [1e-6, 1e-2]},
+    }
+
     _update = staticmethod(adam_update)
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.Adam.__setstate__
@@ -174,6 +183,12 @@ class AdamW(Adam):
     """AdamW, a drop-in for `torch.optim.AdamW`: Adam with decoupled weight decay (default 1e-2).
 
     Like torch's, it keeps decoupled decay whatever state dict it loads (one from Adam included)."""
+
+    # Decoupled weight decay is scaled by the LR, so AdamW's useful range sits higher than Adam's.
+    search_space: ClassVar[dict[str, Any]] = {
+        **Adam.search_space,
+        "weight_decay": {"log_uniform_or_zero": [1e-5, 1e-1]},
+    }
 
     def _fix_group(self, group: dict[str, Any]) -> None:
         group["decoupled_weight_decay"] = True

@@ -66,6 +66,14 @@ class LAMB(FusableOptimizer):
     is 1 where either norm is zero (freshly zeroed weights, zero update).
     """
 
+    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"log_uniform": [1e-4, 1e-1]},
+        "beta1": {"one_minus_log_uniform": [0.8, 0.98]},
+        "beta2": {"one_minus_log_uniform": [0.9, 0.9995]},
+        "weight_decay": {"log_uniform_or_zero": [1e-5, 1e-1]},
+    }
+
     _update = staticmethod(lamb_update)
     _state_names = ("exp_avg", "exp_avg_sq")
     _group_defaults: ClassVar[dict[str, Any]] = {"maximize": False, "foreach": None, "fused": None}

@@ -63,6 +63,13 @@ class LARS(MomentumBufferOptimizer):
     which is the same trajectory for a constant LR and lets LR schedules act immediately.
     """
 
+    # The trust ratio (1e-3 * ||w|| / ||g||) scales the step, so LARS wants much larger global LRs.
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"log_uniform": [1e-1, 1e2]},
+        "momentum": {"one_minus_log_uniform": [0.5, 0.99]},
+        "weight_decay": {"log_uniform_or_zero": [1e-6, 1e-2]},
+    }
+
     _update = staticmethod(lars_update)
     _group_defaults: ClassVar[dict[str, Any]] = {
         "nesterov": False,

@@ -66,6 +66,15 @@ class RMSprop(FusableOptimizer):
 
     `fused` (not in torch's RMSprop) chooses the step like in the other optimizers."""
 
+    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"log_uniform": [1e-5, 1e-1]},
+        "alpha": {"one_minus_log_uniform": [0.9, 0.999]},
+        "momentum": {"uniform": [0.0, 0.9]},
+        "centered": {"choice": [False, True]},
+        "weight_decay": {"log_uniform_or_zero": [1e-6, 1e-2]},
+    }
+
     _update = staticmethod(rmsprop_update)
     _state_names = ("square_avg", "grad_avg", "momentum_buffer")
     _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.RMSprop.__setstate__, plus our `fused`

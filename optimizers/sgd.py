@@ -71,6 +71,14 @@ class MomentumBufferOptimizer(FusableOptimizer):
 class SGD(MomentumBufferOptimizer):
     """SGD, a drop-in for `torch.optim.SGD`: same arguments, defaults, state and trajectory."""
 
+    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"log_uniform": [1e-3, 1.0]},
+        "momentum": {"one_minus_log_uniform": [0.5, 0.99]},
+        "nesterov": {"choice": [False, True]},
+        "weight_decay": {"log_uniform_or_zero": [1e-6, 1e-2]},
+    }
+
     _update = staticmethod(sgd_update)
     _group_defaults: ClassVar[dict[str, Any]] = {  # as torch.optim.SGD.__setstate__
         "nesterov": False,

@@ -193,52 +193,17 @@ def space_to_json(params: dict[str, Param]) -> dict[str, Any]:
     return {name: param.to_json() for name, param in params.items()}  # type: ignore[attr-defined]
 
 
-_BETAS = {"beta1": OneMinusLogUniform(0.8, 0.98), "beta2": OneMinusLogUniform(0.9, 0.9995)}
+def _declared_spaces() -> dict[str, dict[str, Param]]:
+    """Every registered optimizer's space, as its class declares it (`search_space`, plain data): an
+    optimizer and the space it is tuned in are defined in one place, its module."""
+    found = {}
+    for name in optimizers.names():
+        declared = getattr(optimizers.optimizer_class(name), "search_space", None)
+        if declared is None:
+            raise TypeError(f"optimizer {name!r} declares no search_space; every registered one needs it")
+        found[name] = parse_space(declared)
+    return found
 
-SPACES: dict[str, dict[str, Param]] = {
-    "sgd": {
-        "lr": LogUniform(1e-3, 1.0),
-        "momentum": OneMinusLogUniform(0.5, 0.99),
-        "nesterov": Choice((False, True)),
-        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
-    },
-    "adam": {
-        "lr": LogUniform(1e-4, 1e-1),
-        **_BETAS,
-        "eps": LogUniform(1e-10, 1e-6),
-        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
-    },
-    "adamw": {
-        "lr": LogUniform(1e-4, 1e-1),
-        **_BETAS,
-        "eps": LogUniform(1e-10, 1e-6),
-        "weight_decay": LogUniformOrZero(1e-5, 1e-1),
-    },
-    "adagrad": {
-        "lr": LogUniform(1e-3, 1.0),
-        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
-    },
-    "rmsprop": {
-        "lr": LogUniform(1e-5, 1e-1),
-        "alpha": OneMinusLogUniform(0.9, 0.999),
-        "momentum": Uniform(0.0, 0.9),
-        "centered": Choice((False, True)),
-        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
-    },
-    "lamb": {
-        "lr": LogUniform(1e-4, 1e-1),
-        **_BETAS,
-        "weight_decay": LogUniformOrZero(1e-5, 1e-1),
-    },
-    "lars": {
-        # The trust ratio (1e-3 * ||w|| / ||g||) scales the step, so LARS wants much larger global LRs.
-        "lr": LogUniform(1e-1, 1e2),
-        "momentum": OneMinusLogUniform(0.5, 0.99),
-        "weight_decay": LogUniformOrZero(1e-6, 1e-2),
-    },
-}
-
-assert set(SPACES) == set(optimizers.names()), "every registered optimizer needs a search space"
 
 
 @dataclass(frozen=True)
@@ -282,3 +247,7 @@ def sample_configurations(space: SearchSpace, n: int, seed: int) -> list[dict[st
     """`n` configurations drawn independently of the other optimizers' draws (seeded by name)."""
     rng = np.random.default_rng([seed, zlib.crc32(space.optimizer.encode())])
     return [space.sample(rng) for _ in range(n)]
+
+
+SPACES: dict[str, dict[str, Param]] = _declared_spaces()
+"""The built-in optimizers' spaces, by name (read from the classes)."""

@@ -110,3 +110,42 @@ def test_consolidated_checkpoint_resumes_on_another_worker_count(tmp_path: Path,
     torch.testing.assert_close(
         resumed["optimizer"]["state"], straight.state_dict()["state"], rtol=1e-9, atol=1e-12
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.usefixtures("ray_session")
+def test_zero1_trial_through_torch_trainer_learns_and_survives_a_killed_worker(
+    tmp_path: Path, fault_dir: Path
+) -> None:
+    """The real loop in mode zero1 on 2 Ray Train workers (gloo): rank 1 dies in epoch 2, Train restarts
+    the workers, each loads the consolidated epoch-1 state into its shard, and the run finishes."""
+    from ray import tune
+
+    from trainables import faults
+    from trainables.config import TrainConfig
+    from trainables.trial import run_trial, trial_resources
+
+    config = {
+        "optimizer": "adam",
+        "lr": 0.003,
+        "seed": 1,
+        "schedule": "cosine",
+        "settings": {"max_epochs": 3, "workers": 2, "cpus_per_worker": 0.5, "mode": "zero1"},
+    }
+    marker = faults.crash_marker(fault_dir, rank=1, epoch=2)
+    marker.touch()
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, trial_resources(TrainConfig.from_trial_config(config))),
+        param_space=config,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="zero1", verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert marker.with_name(marker.name + ".fired").exists()
+    assert result.error is None
+    assert result.metrics["val_acc"] > 0.85
+    rows = result.metrics_dataframe.to_dict("records")
+    # Resumed from the epoch-1 checkpoint (from scratch, epoch 1 would have been reported twice).
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert (tmp_path / "zero1" / "train_runs").is_dir()  # it went through Ray Train

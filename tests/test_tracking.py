@@ -8,9 +8,14 @@ import contextlib
 import html
 import io
 import json
+import os
 import shlex
+import signal
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +257,44 @@ def test_study_run_reaches_remote_storage(tmp_path: Path) -> None:
     summary = analysis.summarize(analysis.load(report_dir.parent))
     verdict = events.Tensors("verdict/text_summary")[0].tensor_proto.string_val[0].decode()
     assert verdict == analysis.verdict(summary)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_tracking_server_gets_the_study_run(tmp_path: Path) -> None:
+    """`--tracking-uri http://...`: a real `mlflow server` (one worker) receives the study-level run."""
+    from analysis_fixtures import standard_experiment
+    from mlflow import MlflowClient
+
+    report_dir = analysis.write_report(standard_experiment(tmp_path / "exp"))
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    store, port = f"sqlite:///{tmp_path / 'server.db'}", uri.rsplit(":", 1)[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination",
+         str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 150
+        while not _answers(f"{uri}/health"):
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(1)
+        tracking.StudyTracking(("mlflow",), str(tmp_path / "exp"), tracking_uri=uri).log_study(report_dir)
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+        assert run.data.tags[tracking.KIND_TAG] == tracking.STUDY_KIND
+        assert {"report.html", "summary.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 class _Trial:

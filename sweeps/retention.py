@@ -111,7 +111,9 @@ class DiskForecast(tune.Callback):
         self.say = say
         self._done = False
 
-    def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
+    def on_checkpoint(
+        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
         if self._done:
             return
         self._done = True

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Repeater, Searcher
 
 from optsweep.vocabulary import DIVERGED_FLAG, EPOCH, Target
 
@@ -335,6 +336,27 @@ class ConfigurationHalving(TrialScheduler):
                 f"the early-stopping state {self.state_file} is damaged or belongs to another study "
                 f"({error}); move it aside to decide the rungs again from the trials' reports"
             ) from None
+
+
+class SeedRepeater(Repeater):
+    """Ray's Repeater (one searcher configuration, `repeat` seeds, the searcher told their mean) for seeds
+    that early stopping ends while they wait at a rung: Tune then reports their completion without a
+    result, which Repeater would score NaN, leaving the searcher blind to every stopped configuration.
+    Such a seed is scored with its last result (the rung where its configuration stopped)."""
+
+    def __init__(self, searcher: Searcher, repeat: int = 1, set_index: bool = True) -> None:
+        super().__init__(searcher, repeat=repeat, set_index=set_index)
+        self._last_results: dict[str, dict[str, Any]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._last_results[trial_id] = result
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        last = self._last_results.pop(trial_id, None)
+        if not result and not kwargs.get("error"):
+            result = last
+        super().on_trial_complete(trial_id, result, **kwargs)
 
 
 def _stop(tune_controller: TuneController, trial: Trial) -> None:

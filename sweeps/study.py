@@ -25,7 +25,6 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
 import analysis
@@ -249,10 +248,11 @@ def _new_tuner(plan: Plan, contender: Contender, trainable: Any, settings: dict[
     )
     if args.search == "optuna":
         constants = {"optimizer": optimizer, "settings": settings}
-        searcher = Repeater(
+        searcher = halving.SeedRepeater(
             OptunaSearch(
                 space=functools.partial(_define_by_run, space, constants),
-                metric=target.key,
+                # The seeds' best so far where their configuration stopped: what early stopping judged.
+                metric=target.best_key,
                 mode=target.mode,
                 seed=args.search_seed,
             ),

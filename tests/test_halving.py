@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from ray.tune.experiment import Trial
+from ray.tune.search import Searcher
 
 from optsweep.vocabulary import Target
-from sweeps.halving import ConfigurationHalving, rungs_for
+from sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
 
 TARGET = Target("acc", "max")
 
@@ -215,3 +216,27 @@ def test_min_targets_keep_the_lowest() -> None:
     assert decisions[:2] == [scheduler.PAUSE, scheduler.PAUSE]
     assert decisions[2] == scheduler.STOP  # the third completed the rung and lost
     assert scheduler.decisions() == {("sgd", 1): [1]}
+
+
+class RecordingSearcher(Searcher):
+    def __init__(self) -> None:
+        super().__init__(metric=TARGET.best_key, mode="max")
+        self.told: dict[str, float] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        return {"lr": 0.1}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.told[trial_id] = result[TARGET.best_key] if result else float("nan")
+
+
+def test_seeds_stopped_while_waiting_are_scored_with_their_last_result() -> None:
+    """Tune completes a paused trial it stops without a result; Ray's Repeater would tell the searcher NaN."""
+    searcher = RecordingSearcher()
+    repeater = SeedRepeater(searcher, repeat=2)
+    assert repeater.suggest("a")["__trial_index__"] == 0 and repeater.suggest("b")["__trial_index__"] == 1
+    repeater.on_trial_result("a", {TARGET.best_key: 0.6, "epoch": 2})
+    repeater.on_trial_result("b", {TARGET.best_key: 0.8, "epoch": 2})
+    repeater.on_trial_complete("a")  # stopped while paused at the rung: no result
+    repeater.on_trial_complete("b", {TARGET.best_key: 0.8, "epoch": 2})
+    assert searcher.told == {"a": pytest.approx(0.7)}

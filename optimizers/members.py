@@ -1,0 +1,217 @@
+"""One optimizer step for K fused members: per-member hyperparameters broadcast over the member dimension.
+
+Fused trials (`trainables.fused`) train K copies of a model at once; each parameter carries a leading
+member dimension ``[K, ...]``. Each member keeps its own optimizer instance of the project's class
+over placeholder (empty) tensors, built with that member's hyperparameters: it validates them, holds
+them in its param groups (where the member's own LR scheduler changes them, as it would in an
+unfused run) and computes the member's named per-step scalars with the optimizer's own `_scalars`.
+Each step the members' scalars are stacked into tensors of shape ``[K, 1, ..., 1]`` and the
+optimizer's own update function (the formulas of `optimizers.transforms`) runs once for all members:
+there is no second copy of the maths.
+
+Switches that select code paths (``_flags``: nesterov, amsgrad, centered, whether there is weight
+decay or momentum) must be equal within a fused group; `fusion_signature` is the key to group by.
+Optimizers whose update reduces over a whole tensor (the LAMB and LARS trust ratios) would mix the
+members' norms and are refused (`unfusable_reason`).
+
+A member can be frozen (`freeze`): from then on its parameters and state keep the values they had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._engine import FusableOptimizer
+from .lamb import LAMB
+from .lars import LARS
+
+_PER_TENSOR_REDUCTIONS: dict[type, str] = {
+    LAMB: "its trust ratio is a norm over each whole tensor, which would mix the fused members",
+    LARS: "its trust ratio is a norm over each whole tensor, which would mix the fused members",
+}
+
+
+class FusionError(ValueError):
+    """Members that cannot share one fused step; the message is one line for the user."""
+
+
+def unfusable_reason(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why members of `optimizer`'s class cannot be fused, or None if they can."""
+    cls = type(optimizer)
+    for refused, reason in _PER_TENSOR_REDUCTIONS.items():
+        if issubclass(cls, refused):
+            return f"{cls.__name__} runs unfused: {reason}"
+    if not isinstance(optimizer, FusableOptimizer):
+        return (
+            f"{cls.__name__} runs unfused: only optsweep's optimizers (optimizers.names()) take "
+            "per-member hyperparameters"
+        )
+    return None
+
+
+def fusion_signature(optimizer: torch.optim.Optimizer) -> tuple[Any, ...]:
+    """Members whose optimizers have equal signatures can be fused: the class, and per param group the
+    code-path switches and the state tensors in use."""
+    reason = unfusable_reason(optimizer)
+    if reason is not None:
+        raise FusionError(reason)
+    assert isinstance(optimizer, FusableOptimizer)
+    return (
+        type(optimizer),
+        tuple(
+            (tuple(sorted(optimizer._flags(g).items())), optimizer._active_state_names(g))
+            for g in optimizer.param_groups
+        ),
+    )
+
+
+def placeholder_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`groups` (param groups of stacked parameters) with each group's parameters replaced by one empty
+    tensor: what a member's optimizer is built over, keeping the groups' options (e.g. no decay)."""
+    return [{**group, "params": [torch.zeros(0)]} for group in groups]
+
+
+class _Bucket(NamedTuple):
+    group: int
+    ndim: int
+    dtype: torch.dtype
+    device: torch.device
+    params: list[Tensor]
+    state_lists: list[list[Tensor] | None]
+
+
+class FusedOptimizer:
+    """The step of K members over stacked parameters.
+
+    `groups`: param groups whose parameters have shape ``[K, ...]`` (the options of each group, such as
+    a weight decay of 0, are read from the members' optimizers). `members`: K optimizers of one
+    optsweep class, built over `placeholder_groups(groups)` with each member's hyperparameters.
+    """
+
+    def __init__(self, groups: Sequence[dict[str, Any]], members: Sequence[torch.optim.Optimizer]) -> None:
+        if not members:
+            raise FusionError("a fused optimizer needs at least one member")
+        signatures = {fusion_signature(member) for member in members}
+        if len(signatures) > 1:
+            raise FusionError(
+                f"{type(members[0]).__name__} members differ in switches that select code paths "
+                "(e.g. nesterov, amsgrad, centered, zero vs non-zero weight decay or momentum); "
+                "group members by optimizers.members.fusion_signature"
+            )
+        self.members: list[FusableOptimizer] = list(members)  # type: ignore[arg-type]
+        self.num_members = len(members)
+        first = self.members[0]
+        if len(first.param_groups) != len(groups):
+            raise FusionError(
+                f"members have {len(first.param_groups)} param groups, the stacked parameters {len(groups)}"
+            )
+        self._cls = type(first)
+        self._counted = first._counts_steps
+        self._steps = 0
+        self.frozen: dict[int, list[tuple[Tensor, Tensor]]] = {}  # member -> (live slice, saved copy)
+        self.params: list[Tensor] = []
+        self._state: dict[int, dict[str, Tensor]] = {}  # id(stacked param) -> state name -> [K, ...]
+        buckets: dict[tuple[Any, ...], _Bucket] = {}
+        for index, group in enumerate(groups):
+            active = first._active_state_names(first.param_groups[index])
+            for param in group["params"]:
+                if param.ndim < 1 or param.shape[0] != self.num_members:
+                    raise FusionError(
+                        f"a stacked parameter of shape {tuple(param.shape)} has no leading member dimension "
+                        f"of size {self.num_members}"
+                    )
+                state = self._initial_state(param, index, active)
+                self._state[id(param)] = state
+                self.params.append(param)
+                key = (index, param.ndim, param.dtype, param.device)
+                if key not in buckets:
+                    buckets[key] = _Bucket(
+                        index,
+                        param.ndim,
+                        param.dtype,
+                        param.device,
+                        [],
+                        [[] if name in active else None for name in first._state_names],
+                    )
+                bucket = buckets[key]
+                bucket.params.append(param)
+                for name, tensors in zip(first._state_names, bucket.state_lists, strict=True):
+                    if tensors is not None:
+                        tensors.append(state[name])
+        self._buckets = list(buckets.values())
+
+    def _initial_state(self, param: Tensor, group: int, active: tuple[str, ...]) -> dict[str, Tensor]:
+        """Each member's optimizer creates its own state (its initial values may depend on its
+        hyperparameters, e.g. Adagrad's initial accumulator) for a member-sized tensor; stacked."""
+        per_member: list[dict[str, Tensor]] = []
+        for member in self.members:
+            probe = torch.zeros_like(param[0])
+            member._init_state(probe, member.param_groups[group])
+            created = member.state.pop(probe)
+            per_member.append({name: created[name] for name in active})
+        return {name: torch.stack([m[name] for m in per_member]) for name in active}
+
+    def state_of(self, param: Tensor) -> dict[str, Tensor]:
+        """The stacked state tensors (name -> ``[K, ...]``) of stacked parameter `param`."""
+        return self._state[id(param)]
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One step of every member (frozen members keep their parameters and state)."""
+        self._steps += 1
+        # Optimizers without step counts mark the step that creates their buffers with 0.0.
+        step = float(self._steps) if self._counted else 0.0 if self._steps == 1 else 1.0
+        tables: dict[int, tuple[type, Tensor]] = {}
+        for bucket in self._buckets:
+            grads = [p.grad for p in bucket.params]
+            if any(g is None for g in grads):
+                present = [i for i, g in enumerate(grads) if g is not None]
+                if not present:
+                    continue
+                params = [bucket.params[i] for i in present]
+                grads = [grads[i] for i in present]
+                state_lists = [None if s is None else [s[i] for i in present] for s in bucket.state_lists]
+            else:
+                params, state_lists = bucket.params, bucket.state_lists
+            if bucket.group not in tables:
+                tables[bucket.group] = self._scalar_table(bucket.group, step)
+            named, table = tables[bucket.group]
+            dtype = bucket.dtype if bucket.dtype in (torch.float32, torch.float64) else torch.float32
+            columns = table.to(device=bucket.device, dtype=dtype).view(
+                table.shape[0], self.num_members, *([1] * (bucket.ndim - 1))
+            )
+            scalars = named._make(columns.unbind(0))
+            flags = self.members[0]._flags(self.members[0].param_groups[bucket.group])
+            self._cls._update(params, grads, *state_lists, scalars, **flags)
+        self._restore_frozen()
+        for member in self.members:
+            member._opt_called = True  # type: ignore[attr-defined]  # LR schedulers check that a step ran
+
+    def _scalar_table(self, group: int, step: float) -> tuple[type, Tensor]:
+        """Every member's named scalars for this step, computed by its own optimizer in float64 on the
+        host: (the NamedTuple class, a [fields, K] tensor)."""
+        rows = [member._scalars(member.param_groups[group], step) for member in self.members]
+        return type(rows[0]), torch.tensor(rows, dtype=torch.float64).T.contiguous()
+
+    def freeze(self, member: int) -> None:
+        """From now on member `member`'s parameters and optimizer state keep their present values."""
+        if member in self.frozen:
+            return
+        slices: list[Tensor] = []
+        for param in self.params:
+            slices.append(param.data[member])
+            slices.extend(state[member] for state in self._state[id(param)].values())
+        self.frozen[member] = [(live, live.detach().clone()) for live in slices]
+
+    def _restore_frozen(self) -> None:
+        for saved in self.frozen.values():
+            for live, copy in saved:
+                live.copy_(copy)

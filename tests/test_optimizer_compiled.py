@@ -65,7 +65,7 @@ def test_compiled_opt_step_matches_eager_and_compiles_once(name: str) -> None:
     reference = _reference(name, twin.groups, copy.deepcopy(kwargs))
     optimizer = ours(name)(problem.groups, **copy.deepcopy(kwargs))
     counter = CompileCounterWithBackend("inductor")
-    compiled_step = torch.compile(optimizer.step, backend=counter)
+    compiled_step = torch.compile(optimizer.step, backend=counter, fullgraph=True)  # no graph breaks
 
     graphs = []
     for _ in range(STEPS):

@@ -6,7 +6,7 @@ Whoever can write to the storage path can plant a `tuner.pkl` that runs as the u
   at creation) is recorded outside the storage, in this user's state directory (0700/0600), where the
   storage's other writers cannot reach. A resume refuses a `tuner.pkl` that differs from the record
   (planted, replaced or damaged), and one with no record (written elsewhere: another machine, an older
-  optsweep) unless the user vouches for the storage with `--trust-storage`.
+  optsweep) unless the user vouches for the storage with `--trust-storage` (then it is recorded).
 - A local experiment directory (or a directory above it) that others may write to is refused
   before anything in it is read.
 
@@ -100,6 +100,7 @@ def check(experiment_dir: str, optimizer: str, trust_storage: bool) -> None:
             "unpickles it (which runs code); if only people you trust can write to the storage path, rerun "
             "with --trust-storage"
         )
+    pin(experiment_dir, optimizer)  # vouched for once: later resumes compare against this one
 
 
 def check_local_permissions(experiment_dir: str) -> None:

@@ -241,8 +241,9 @@ def test_only_the_tuner_pkl_this_study_wrote_is_loaded(
     (experiment / "sgd" / "tuner.pkl").write_bytes(b"what Tune wrote")
     with pytest.raises(trust.UntrustedExperimentError, match="rerun with --trust-storage"):
         trust.check(str(experiment), "sgd", trust_storage=False)  # no record: written elsewhere
-    trust.check(str(experiment), "sgd", trust_storage=True)
-    trust.pin(str(experiment), "sgd")
+    trust.check(str(experiment), "sgd", trust_storage=True)  # vouched for: recorded from now on
+    trust.check(str(experiment), "sgd", trust_storage=False)
+    trust.pin(str(experiment), "sgd")  # what the study does when it creates an experiment
     trust.check(str(experiment), "sgd", trust_storage=False)
     record = next((tmp_path / "state").rglob("*.json"))
     assert stat.S_IMODE(record.stat().st_mode) == 0o600

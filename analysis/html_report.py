@@ -158,7 +158,8 @@ def _rerun_section(record: dict[str, Any], experiment_dir: Path) -> str:
     return (
         f"{heading}\n<p>From the repository root; run in the same place it resumes this experiment, with "
         "another <code>--name</code> it repeats the study (runtime flags such as <code>--address</code> "
-        "or <code>--log-to</code> are yours to add). Search spaces are the built-in ones of each optimizer "
-        f"unless {STUDY_FILE} above shows others.</p>\n"
+        "or <code>--log-to</code> are yours to add). It names no search spaces: each optimizer gets its "
+        "built-in one, which is what the study used unless the <code>optimizers</code> record above shows a "
+        "space of your own.</p>\n"
         f'<pre id="rerun-command"><code>{html.escape(shlex.join(argv))}</code></pre>'
     )

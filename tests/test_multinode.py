@@ -412,7 +412,7 @@ class TinyNet(nn.Module):
     def forward(self, x):
         return self.body(x)
 ''',
-    "userpkg/tasks.py": """
+    "my_task.py": """
 from trainables import builtin_tasks
 from trainables.tasks import Task
 
@@ -438,8 +438,9 @@ class PlainSGD(torch.optim.SGD):
 def test_a_users_package_and_file_reach_the_workers_of_a_two_node_cluster(
     sessions: Sessions, env: dict[str, str], ray_dir: Path, tmp_path: Path
 ) -> None:
-    """A task from a local package (imported by name: shipped as runtime_env py_modules) and an optimizer
-    from a file (pickled by value), both outside the repo, train on both nodes of a `ray start` cluster."""
+    """A task and an optimizer from files outside the repo (pickled by value), whose model comes from a
+    local package imported by name (shipped as runtime_env py_modules), train on both nodes of a
+    `ray start` cluster."""
     project = tmp_path / "project"
     for name, text in USER_PACKAGE.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
@@ -459,7 +460,7 @@ def test_a_users_package_and_file_reach_the_workers_of_a_two_node_cluster(
     head_proc, worker_proc = sessions.procs
     nodes = {raylet_node_id(sessions, head_proc): "head", raylet_node_id(sessions, worker_proc): "worker"}
 
-    argv = ["--task", "userpkg.tasks:build_task", "--optimizers", "my_optimizer.py:PlainSGD"]
+    argv = ["--task", "my_task.py:build_task", "--optimizers", "my_optimizer.py:PlainSGD"]
     # ~3-6 s a trial (100 epochs): the head alone would need longer for the six than the second node's
     # trial actor takes to start, so both nodes get trials (see the first test of this file).
     argv += ["--num-samples", "6", "--seeds", "1", "--scheduler", "fifo", "--name", "user-code"]

@@ -280,6 +280,9 @@ def _load_file_module(path: str, what: str) -> ModuleType:
     module = sys.modules.get(name)
     if module is not None and getattr(module, "__file__", None) == full:
         return module
+    # As running it as a script would: modules beside the file are importable from it.
+    if os.path.dirname(full) not in sys.path:
+        sys.path.insert(0, os.path.dirname(full))
     spec = importlib.util.spec_from_file_location(name, full)
     if spec is None or spec.loader is None:
         raise TaskError(f"{what}: cannot load {full} as a Python module")

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import optimizers
 from optimizers import schedules
 from trainables import builtin_tasks, data, decisions, models, optimizer_choice
+from trainables.config import MODES
 
 from . import contenders, spaces, tracking
 
@@ -57,6 +58,8 @@ class StudyArgs:
     search: str = "random"
     search_seed: int = 0
     workers_per_trial: int = 1
+    # How a trial's workers train (trainables.config.MODES): sync, zero1 or async-ps.
+    mode: str = "sync"
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_concurrent: int | None = None
@@ -123,6 +126,7 @@ class StudyArgs:
             "max_epochs": self.max_epochs,
             "batch_size": self.batch_size,
             "workers": self.workers_per_trial,
+            "mode": self.mode,
             "cpus_per_worker": self.cpus_per_worker,
             "gpus_per_worker": self.gpus_per_worker,
             "scheduler_decisions": self.decisions_channel,
@@ -222,6 +226,12 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "--address", help="join an existing Ray cluster ('auto' after `ray up`); default: local Ray"
     )
     where.add_argument("--workers-per-trial", type=int, help="data-parallel workers per trial (default: 1)")
+    where.add_argument(
+        "--mode",
+        help="how a trial's workers train: sync (data parallel), zero1 (sync with the optimizer state "
+        "sharded, needs --workers-per-trial >= 2), async-ps (a parameter server and --workers-per-trial "
+        "asynchronous workers) (default: sync)",
+    )
     where.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: 1)")
     where.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default: 0)")
     where.add_argument(
@@ -318,6 +328,13 @@ def validate(args: StudyArgs, *, named_task: bool = True) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} {value} is invalid: it must be an integer >= 1")
+    if args.mode not in MODES:
+        raise UsageError(f"unknown mode {args.mode!r} in --mode; valid: {', '.join(MODES)}")
+    if args.mode == "zero1" and args.workers_per_trial < 2:
+        raise UsageError(
+            f"--mode zero1 shards the optimizer state across a trial's workers: it needs "
+            f"--workers-per-trial >= 2 (got {args.workers_per_trial}); use --mode sync for one worker"
+        )
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {args.max_concurrent} is invalid: it must be an integer >= 1")
     if not 0 < args.cpus_per_worker < math.inf:

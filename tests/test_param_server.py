@@ -1,6 +1,6 @@
 """The asynchronous parameter server (trainables.param_server): staleness-aware updates, convergence on
 digits with recorded staleness, a killed worker replaced, a killed server resumed from its checkpoint,
-and the mode inside a Tune trial."""
+and the --mode flag's checks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from ray import tune
 
 from optsweep import vocabulary as v
 from trainables import checkpoints, faults, param_server
 from trainables.config import TrainConfig
 from trainables.sessions import LocalSession
 from trainables.tasks import build_task
-from trainables.trial import actor_bundles, run_trial, trial_resources
+from trainables.trial import actor_bundles, trial_resources
 
 EPOCHS = 4
 
@@ -122,26 +121,22 @@ def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_di
     assert len(resumed) == 1 and resumed[0][v.RESUMED_FROM_EPOCH] == resumed[0][v.EPOCH] - 1 in (1, 2)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-@pytest.mark.usefixtures("ray_session")
-def test_async_ps_runs_as_a_tune_trial(tmp_path: Path) -> None:
-    trial = {
-        "optimizer": "adam",
-        "lr": 0.003,
-        "seed": 0,
-        "schedule": "cosine",
-        "settings": {"mode": "async-ps", "workers": 2, "cpus_per_worker": 0.5, "max_epochs": 3},
-    }
-    resources = trial_resources(TrainConfig.from_trial_config(trial))
-    tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
-        param_space=trial,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="ps", verbose=0),
+# The mode inside a Tune trial (the sweeps' path) is run end to end by tests/test_sync_vs_async.py.
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mode", "zero1"], "--mode zero1 shards the optimizer state across a trial's workers: it needs"),
+        (["--mode", "ps"], "unknown mode 'ps' in --mode; valid: sync, zero1, async-ps"),
+    ],
+)
+def test_mode_flag_checked_in_one_line(argv: list[str], message: str) -> None:
+    from sweeps import cli
+
+    with pytest.raises(cli.UsageError, match=message):
+        cli.parse(argv, "prog", "description", cli.StudyArgs(name="modes"))
+    args = cli.parse(
+        ["--mode", "async-ps", "--workers-per-trial", "3"], "p", "d", cli.StudyArgs(name="modes")
     )
-    result = tuner.fit()[0]
-    assert result.error is None
-    assert result.metrics[v.EPOCH] == 3 and result.metrics["val_acc"] > 0.85
-    assert result.metrics[param_server.STALENESS_MAX] >= 1
-    assert result.checkpoint is not None
+    assert TrainConfig(**args.settings()).mode == "async-ps"

@@ -30,7 +30,7 @@ import torch
 from optimizers import schedules
 from optsweep import vocabulary as v
 
-from . import checkpoints, data, faults, optimizer_choice
+from . import checkpoints, data, decisions, faults, optimizer_choice
 from .config import TrainConfig
 from .loop import DIVERGED_LOSS, Session, evaluate, seed_everything
 from .tasks import Task, build_task, param_groups
@@ -297,8 +297,18 @@ def run(
     state = found.state
     best = float(state["best"]) if state is not None else math.nan
     resumed_from = int(state["epoch"]) if state is not None else None
-    server_options = {"num_cpus": 0, "memory": SERVER_MEMORY_BYTES, "max_concurrency": config.workers + 4}
-    worker_options = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker}
+    # Outside the Tune trial's placement group (which holds the driver only), like a TorchTrainer's workers.
+    server_options = {
+        "num_cpus": 0,
+        "memory": SERVER_MEMORY_BYTES,
+        "max_concurrency": config.workers + 4,
+        "scheduling_strategy": "DEFAULT",
+    }
+    worker_options = {
+        "num_cpus": config.cpus_per_worker,
+        "num_gpus": config.gpus_per_worker,
+        "scheduling_strategy": "DEFAULT",
+    }
     server_cls = ray.remote(ParameterServer).options(**server_options)
     worker_cls = ray.remote(GradientWorker).options(**worker_options)
 
@@ -363,7 +373,7 @@ def run(
                     snapshot, model, eval_loaders, task, best, resumed_from, restarts, session, server
                 )
                 resumed_from = None
-                if metrics[v.DIVERGED_FLAG] or (epoch < max_epochs and session.should_stop(epoch)):
+                if metrics[v.DIVERGED_FLAG] or (epoch < max_epochs and _should_stop(config, session, epoch)):
                     return metrics
                 epoch += 1
             if server_alive:
@@ -381,6 +391,17 @@ def run(
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+def _should_stop(config: TrainConfig, session: Session, epoch: int) -> bool:
+    """Multi-worker trials under ASHA get the scheduler's decision on a channel (trainables.decisions),
+    as the synchronous loop's Train workers do; otherwise the session decides."""
+    if config.scheduler_decisions is None:
+        return session.should_stop(epoch)
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    return decisions.wait_for_stop_decision(config.scheduler_decisions, trial_id, epoch)
 
 
 def _alive(ray: Any, server: Any) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+DIRECT_NUMEL = 1 << 16
+"""Tensors with at least this many elements are broadcast in place; smaller ones go in a flat bucket."""
 BuildOptimizer = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
 
@@ -104,13 +106,19 @@ class ShardedOptimizer(torch.optim.Optimizer):
             for g, local in zip(groups, self.local.param_groups, strict=True)
         ]
         super().__init__(full, defaults=dict(self.local.defaults))
-        # Per owner rank: its tensors by (dtype, device), broadcast as one flat buffer each.
+        # Per owner rank: large tensors are broadcast in place, one by one; small ones as one flat buffer
+        # per (dtype, device) (one message instead of many, for a copy that costs little).
+        self._direct: list[list[torch.Tensor]] = []
         self._buckets: list[list[list[torch.Tensor]]] = []
         for rank in range(self.world_size):
             by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+            direct = []
             for p, owner in zip(self._all, self.owners, strict=True):
-                if owner == rank:
+                if owner == rank and p.numel() >= DIRECT_NUMEL:
+                    direct.append(p)
+                elif owner == rank:
                     by_kind.setdefault((p.dtype, p.device), []).append(p)
+            self._direct.append(direct)
             self._buckets.append(list(by_kind.values()))
 
     def _sync_hyperparameters(self, to_local: bool) -> None:
@@ -137,6 +145,17 @@ class ShardedOptimizer(torch.optim.Optimizer):
         if self.world_size == 1:
             return
         pending = []
+        for rank, direct in enumerate(self._direct):
+            source = self._global_rank(rank)
+            for t in direct:
+                pending.append(
+                    (
+                        rank,
+                        [],
+                        t,
+                        dist.broadcast(t.detach(), src=source, group=self.process_group, async_op=True),
+                    )
+                )
         for rank, buckets in enumerate(self._buckets):
             for tensors in buckets:
                 if rank == self.rank:

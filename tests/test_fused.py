@@ -19,23 +19,30 @@ CPU = torch.device("cpu")
 TIMING_KEYS = (v.EPOCH_TIME_S, v.SAMPLES_PER_S)
 
 
-def digits_task_fp64(model: str, weight_decay: str = "all", max_epochs: int = 2) -> Task:
-    """Digits classification with the built-in `model`, weights and data in float64."""
+def digits_task(
+    model: str,
+    weight_decay: str = "all",
+    max_epochs: int = 2,
+    dtype: torch.dtype = torch.float64,
+    examples: int | None = None,
+) -> Task:
+    """Digits classification with the built-in `model`, weights and data in `dtype`; `examples`: only
+    the first that many examples of each split (the CNN is slow on a shared CPU)."""
 
     def splits() -> TaskData:
         loaded = data.load_splits("digits")
 
-        def to64(split: Any) -> TensorDataset:
+        def convert(split: Any) -> TensorDataset:
             x, y = split.tensors
-            return TensorDataset(x.double(), y)
+            return TensorDataset(x[:examples].to(dtype), y[:examples])
 
-        return TaskData(to64(loaded.train), to64(loaded.val), to64(loaded.test))
+        return TaskData(convert(loaded.train), convert(loaded.val), convert(loaded.test))
 
     def build() -> torch.nn.Module:
-        return models.build_model(model, (1, 8, 8), 10).double()
+        return models.build_model(model, (1, 8, 8), 10).to(dtype)
 
     return Task(
-        name=f"digits64-{model}",
+        name=f"digits-{model}-{dtype}",
         model=build,
         data=splits,
         batch_size=64,
@@ -140,7 +147,7 @@ def _configs(members: list[dict[str, Any]], **settings: Any) -> list[TrainConfig
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_member_equals_its_configuration_trained_alone_fp64(case: str) -> None:
-    task = digits_task_fp64("mlp", weight_decay="matrices_only")
+    task = digits_task("mlp", weight_decay="matrices_only")
     configs = _configs(CASES[case])
     fused = train_fused(configs, task=task, device=CPU)
     # The members differ from one another by far more than the tolerance (the comparison can fail).
@@ -150,3 +157,60 @@ def test_each_member_equals_its_configuration_trained_alone_fp64(case: str) -> N
         difference = worst_difference(member.reports, alone(config, task))
         print(f"{case} seed {config.seed}: worst relative difference {difference:.2e}")
         assert difference < 1e-9, (case, config.hparams, difference)
+
+
+def test_batchnorm_cnn_members_keep_their_own_running_statistics_fp64() -> None:
+    # Validation and test metrics are computed with each member's running statistics.
+    task = digits_task("cnn", examples=160)
+    configs = _configs(
+        [
+            {"optimizer": "sgd", "hparams": {"lr": 0.05, "momentum": 0.9}, "seed": 0},
+            {"optimizer": "sgd", "hparams": {"lr": 0.01, "momentum": 0.5}, "seed": 1, "schedule": "cosine"},
+        ]
+    )
+    fused = train_fused(configs, task=task, device=CPU)
+    assert worst_difference(fused[0].reports, fused[1].reports) > 1e-3
+    for member, config in zip(fused, configs, strict=True):
+        difference = worst_difference(member.reports, alone(config, task))
+        print(f"cnn seed {config.seed}: worst relative difference {difference:.2e}")
+        assert difference < 1e-9, (config.hparams, difference)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fp32_members_are_close_to_their_runs_alone(model: str) -> None:
+    # The MLP through the built-in digits task (built from the configs), the CNN on a subset.
+    task = None if model == "mlp" else digits_task("cnn", dtype=torch.float32, examples=160)
+    configs = _configs(
+        [
+            {"optimizer": "adam", "hparams": {"lr": 2e-3}, "seed": 0},
+            {"optimizer": "adam", "hparams": {"lr": 1e-3, "beta1": 0.8}, "seed": 1, "schedule": "cosine"},
+        ],
+        task_args={"model": model},
+    )
+    fused = train_fused(configs, task=task, device=CPU)
+    for member, config in zip(fused, configs, strict=True):
+        difference = worst_difference(member.reports, alone(config, task))
+        print(f"fp32 {model} seed {config.seed}: worst relative difference {difference:.2e}")
+        assert difference < 1e-4, (config.hparams, difference)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_a_diverging_member_is_frozen_and_reported_diverged_while_the_others_go_on(model: str) -> None:
+    task = digits_task(model, max_epochs=3, examples=None if model == "mlp" else 160)
+    configs = _configs(
+        [
+            {"optimizer": "sgd", "hparams": {"lr": 0.05, "momentum": 0.9}, "seed": 0},
+            {"optimizer": "sgd", "hparams": {"lr": 200.0, "momentum": 0.9}, "seed": 1},
+            {"optimizer": "sgd", "hparams": {"lr": 0.02, "momentum": 0.5}, "seed": 2},
+        ],
+        max_epochs=3,
+    )
+    seen: list[tuple[int, int]] = []
+    fused = train_fused(configs, task=task, device=CPU, report=lambda k, m: seen.append((k, m[v.EPOCH])))
+    assert [m.status for m in fused] == [v.COMPLETED, v.DIVERGED, v.COMPLETED]
+    diverged_alone = alone(configs[1], task)
+    assert diverged_alone[-1][v.DIVERGED_FLAG] is True
+    assert worst_difference(fused[1].reports, diverged_alone) == 0.0
+    assert len(fused[0].reports) == 3 and (0, 3) in seen and (1, 2) not in seen
+    for k in (0, 2):
+        assert worst_difference(fused[k].reports, alone(configs[k], task)) < 1e-9

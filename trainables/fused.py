@@ -268,12 +268,15 @@ def _train_epoch(
                 live.remove(k)
                 optimizer.freeze(k)
                 model.freeze(k)
-        model.restore_frozen()  # a frozen member's forward still moves its BatchNorm statistics
         if not live:
+            model.restore_frozen()
             break
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
+        # A frozen member's forward still moves its BatchNorm statistics; put them back only after the
+        # backward pass (which may read the buffers it saved).
+        model.restore_frozen()
         for k in live:
             if not schedules.needs_metric(schedulers[k]):
                 schedulers[k].step()

@@ -81,7 +81,8 @@ class FusedModel:
 
     def freeze(self, member: int) -> None:
         """Keep member `member`'s buffers (BatchNorm statistics) at their present values: call
-        `restore_frozen` after each training forward. Its parameters are the optimizer's to freeze."""
+        `restore_frozen` after each training step (not before the backward pass, which may read the
+        buffers it saved). Its parameters are the optimizer's to freeze."""
         if member not in self._frozen:
             self._frozen[member] = [(t[member], t[member].clone()) for t in self.buffers.values()]
 

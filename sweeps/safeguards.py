@@ -28,7 +28,7 @@ def before_ray(args: cli.StudyArgs) -> tuple[str | None, str]:
     """Checks that need nothing but the arguments; returns the Ray address to join (None: local)."""
     storage_guard.min_free_bytes()  # a bad OPTSWEEP_MIN_FREE_MB is a usage error, not a storage one
     feasibility.wait_note_seconds()
-    if not args.is_remote_storage:
+    if not args.is_remote_storage and not args.trust_storage:
         trust.check_local_permissions(args.experiment_dir)
     return ray_connect.resolve_address(args.address)
 

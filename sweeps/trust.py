@@ -120,7 +120,7 @@ def check_local_permissions(experiment_dir: str) -> None:
             who = "everyone" if mode & stat.S_IWOTH else f"group {_group_name(info.st_gid)}"
             raise UntrustedExperimentError(
                 f"{directory} (mode {mode:04o}) can be written by {who}, who could plant files that a resume "
-                f"loads and runs; run: chmod go-w {directory}"
+                f"loads and runs; run: chmod go-w {directory} (or pass --trust-storage if you trust them all)"
             )
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from optimizers import members as fused_members
 from optimizers import schedules
@@ -257,9 +258,8 @@ def _train_epoch(
     samples = dict.fromkeys(live, 0)
     diverged: dict[int, float] = {}
     batches = 0
-    for batch in zip(*loaders, strict=True):
-        inputs = torch.stack([b[0] for b in batch]).to(device, non_blocking=True)
-        targets = torch.stack([b[1] for b in batch]).to(device, non_blocking=True)
+    for inputs, targets in _member_batches(loaders):
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         losses = model.losses(inputs, targets, task.loss)
         values = losses.detach().double().cpu().tolist()
         for k in list(live):
@@ -281,7 +281,7 @@ def _train_epoch(
             if not schedules.needs_metric(schedulers[k]):
                 schedulers[k].step()
             totals[k] += values[k]
-            samples[k] += len(batch[k][1])
+            samples[k] += targets.shape[1]
         batches += 1
     optimizer.zero_grad()
     return _EpochRun(
@@ -291,11 +291,29 @@ def _train_epoch(
     )
 
 
+def _member_batches(loaders: Sequence[data.ShardedLoader]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The members' batches stacked, ``[K, B, ...]``: member k's i-th batch is loader k's i-th batch.
+    In-memory datasets are indexed once per step with every member's indices (the loaders' samplers
+    give the order), others go through each member's loader."""
+    first = loaders[0]
+    if not isinstance(first.dataset, TensorDataset) or first.drop_last:
+        for batch in zip(*loaders, strict=True):
+            yield torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+        return
+    inputs, targets = first.dataset.tensors
+    order = torch.tensor([list(loader.sampler) for loader in loaders], dtype=torch.long)
+    for start in range(0, order.shape[1], first.batch_size):
+        batch = order[:, start : start + first.batch_size]
+        yield inputs[batch], targets[batch]
+
+
 @torch.no_grad()
 def _evaluate(
     model: FusedModel, loaders: dict[str, data.ShardedLoader], task: Task, device: torch.device
 ) -> list[dict[str, float]]:
-    """Every member's metrics on every evaluation split, computed as `loop.evaluate` computes them."""
+    """Every member's metrics on every evaluation split, computed as `loop.evaluate` computes them: one
+    vmapped forward, then each member's loss and metrics by the same calls (in float32, as the loop
+    does, so a batched reduction would round differently)."""
     model.eval()
     names = list(task.metrics)
     count = model.num_members

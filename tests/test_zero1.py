@@ -149,3 +149,37 @@ def test_zero1_trial_through_torch_trainer_learns_and_survives_a_killed_worker(
     # Resumed from the epoch-1 checkpoint (from scratch, epoch 1 would have been reported twice).
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert (tmp_path / "zero1" / "train_runs").is_dir()  # it went through Ray Train
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL ZeRO-1 needs 2 GPUs (one per rank)")
+def test_nccl_two_gpus_sharded_equal_unsharded_for_every_optimizer(tmp_path: Path) -> None:
+    out = tmp_path / "results.pt"
+    zero_workers.spawn(zero_workers.equality, 2, str(out), STEPS, "cuda")
+    results = torch.load(out, weights_only=True)
+    for name, result in results.items():
+        for sharded, plain in zip(result["sharded_params"], result["plain_params"], strict=True):
+            torch.testing.assert_close(sharded, plain, rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(result["sharded_state"]["state"], result["plain_state"]["state"])
+        assert max(result["state_bytes"]) <= (1 / 2 + 0.05) * result["plain_bytes"], name
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sharded_optimizer_on_one_gpu_is_the_optimizer() -> None:
+    """On CUDA without a process group (one worker): the same steps as the plain optimizer."""
+    device = torch.device("cuda")
+    net_a, net_b = zero_workers.model().to(device), zero_workers.model().to(device)
+    sharded = zero.ShardedOptimizer(zero_workers.groups(net_a), zero_workers.builder("lamb"))
+    plain = zero_workers.builder("lamb")(zero_workers.groups(net_b))
+    for step in range(4):
+        for net, optimizer in ((net_a, sharded), (net_b, plain)):
+            zero_workers.local_gradients(net, step, 0, 1)
+            optimizer.step()
+    for a, b in zip(net_a.parameters(), net_b.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    state = sharded.state_dict()
+    assert all(
+        t.device.type == "cpu" for s in state["state"].values() for t in s.values() if torch.is_tensor(t)
+    )

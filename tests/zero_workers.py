@@ -51,6 +51,8 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def local_gradients(net: nn.Module, step: int, rank: int, world: int) -> None:
     """This rank's gradient, all-reduced to the mean over ranks (what DDP does)."""
     inputs, targets = batch(step)
+    device = next(net.parameters()).device
+    inputs, targets = inputs.to(device), targets.to(device)
     net.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(net(inputs[rank::world]), targets[rank::world]).backward()
     if world > 1:
@@ -63,18 +65,23 @@ def builder(name: str) -> zero.BuildOptimizer:
     return lambda g: optimizers.build(name, g, **HPARAMS[name])
 
 
-def init(rank: int, world: int, address: str) -> None:
+def init(rank: int, world: int, address: str, device: str = "cpu") -> torch.device:
+    """Join the process group: gloo on the CPU, NCCL with one GPU per rank for `device` "cuda"."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world)
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=address, rank=rank, world_size=world)
+    return torch.device(f"cuda:{rank}") if device == "cuda" else torch.device("cpu")
 
 
-def equality(rank: int, world: int, address: str, out: str, steps: int) -> None:
+def equality(rank: int, world: int, address: str, out: str, steps: int, device: str = "cpu") -> None:
     """For every optimizer: a sharded and an unsharded copy step on the same gradients; rank 0 saves
     both runs' parameters and full states (and each rank its shard's state bytes)."""
-    init(rank, world, address)
+    where = init(rank, world, address, device)
     results = {}
     for name in optimizers.names():
-        sharded_net, plain_net = model(), model()
+        sharded_net, plain_net = model().to(where), model().to(where)
         sharded = zero.ShardedOptimizer(groups(sharded_net), builder(name))
         plain = builder(name)(groups(plain_net))
         for step in range(steps):
@@ -84,18 +91,29 @@ def equality(rank: int, world: int, address: str, out: str, steps: int) -> None:
         state = sharded.state_dict()  # collective
         local_bytes = torch.tensor([zero.state_bytes(sharded)], dtype=torch.int64)
         all_bytes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-        dist.all_gather(all_bytes, local_bytes)
+        all_bytes = [b.to(where) for b in all_bytes]
+        dist.all_gather(all_bytes, local_bytes.to(where))
         results[name] = {
-            "sharded_params": [p.detach().clone() for p in sharded_net.parameters()],
-            "plain_params": [p.detach().clone() for p in plain_net.parameters()],
+            "sharded_params": [p.detach().cpu() for p in sharded_net.parameters()],
+            "plain_params": [p.detach().cpu() for p in plain_net.parameters()],
             "sharded_state": state,
-            "plain_state": plain.state_dict(),
+            "plain_state": _cpu(plain.state_dict()),
             "state_bytes": [int(b.item()) for b in all_bytes],
             "plain_bytes": zero.state_bytes(plain),
         }
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
+
+
+def _cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _cpu(item) for k, item in value.items()}
+    if isinstance(value, list):
+        return [_cpu(item) for item in value]
+    return value
 
 
 def train_and_save(

@@ -115,7 +115,7 @@ class ParameterServer:
             self.counts = [int(c) for c in state[STALENESS_COUNTS].tolist()]
         self.epoch_staleness: list[int] = []
         self.epoch_loss, self.epoch_samples = 0.0, 0
-        self.epoch_started = time.perf_counter()
+        self.epoch_started: float | None = None  # at the first gradient (worker start-up is not training)
         self.diverged = False
         self.bound = config.divergence_bound(task.divergence_loss)
         self.snapshots: dict[int, dict[str, Any]] = {}
@@ -147,6 +147,8 @@ class ParameterServer:
             if self.version % self.per_epoch == 0:
                 _maybe_crash_server(self.epoch())
             staleness = self.version - pulled
+            if self.epoch_started is None:
+                self.epoch_started = time.perf_counter()
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g.to(p.device)
             saved = [group["lr"] for group in self.optimizer.param_groups]
@@ -172,6 +174,7 @@ class ParameterServer:
     def _snapshot(self) -> None:
         epoch = self.version // self.per_epoch if not self.diverged else self.epoch()
         now = time.perf_counter()
+        started = self.epoch_started if self.epoch_started is not None else now
         staleness = torch.tensor(self.epoch_staleness or [0], dtype=torch.float64)
         self.snapshots[epoch] = {
             "model": {k: t.detach().clone() for k, t in self.model.state_dict().items()},
@@ -182,8 +185,8 @@ class ParameterServer:
             "epoch": epoch,
             "stats": {
                 v.TRAIN_LOSS: self.epoch_loss / max(self.epoch_samples, 1),
-                v.EPOCH_TIME_S: now - self.epoch_started,
-                v.SAMPLES_PER_S: self.epoch_samples / max(now - self.epoch_started, 1e-9),
+                v.EPOCH_TIME_S: now - started,
+                v.SAMPLES_PER_S: self.epoch_samples / max(now - started, 1e-9),
                 STALENESS_MEAN: float(staleness.mean()),
                 STALENESS_P50: float(staleness.quantile(0.5)),
                 STALENESS_P90: float(staleness.quantile(0.9)),

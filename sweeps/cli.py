@@ -60,6 +60,7 @@ class StudyArgs:
     workers_per_trial: int = 1
     # How a trial's workers train (trainables.config.MODES): sync, zero1 or async-ps.
     mode: str = "sync"
+    staleness_aware_lr: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_concurrent: int | None = None
@@ -127,6 +128,7 @@ class StudyArgs:
             "batch_size": self.batch_size,
             "workers": self.workers_per_trial,
             "mode": self.mode,
+            "staleness_aware_lr": self.staleness_aware_lr,
             "cpus_per_worker": self.cpus_per_worker,
             "gpus_per_worker": self.gpus_per_worker,
             "scheduler_decisions": self.decisions_channel,
@@ -232,6 +234,12 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "sharded, needs --workers-per-trial >= 2), async-ps (a parameter server and --workers-per-trial "
         "asynchronous workers) (default: sync)",
     )
+    where.add_argument(
+        "--staleness-aware-lr",
+        action="store_true",
+        default=None,
+        help="async-ps: divide each update's lr by its gradient's staleness (Zhang et al. 2016)",
+    )
     where.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: 1)")
     where.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default: 0)")
     where.add_argument(
@@ -335,6 +343,8 @@ def validate(args: StudyArgs, *, named_task: bool = True) -> None:
             f"--mode zero1 shards the optimizer state across a trial's workers: it needs "
             f"--workers-per-trial >= 2 (got {args.workers_per_trial}); use --mode sync for one worker"
         )
+    if args.staleness_aware_lr and args.mode != "async-ps":
+        raise UsageError(f"--staleness-aware-lr is for --mode async-ps (got --mode {args.mode})")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {args.max_concurrent} is invalid: it must be an integer >= 1")
     if not 0 < args.cpus_per_worker < math.inf:

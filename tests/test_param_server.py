@@ -129,6 +129,7 @@ def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_di
     [
         (["--mode", "zero1"], "--mode zero1 shards the optimizer state across a trial's workers: it needs"),
         (["--mode", "ps"], "unknown mode 'ps' in --mode; valid: sync, zero1, async-ps"),
+        (["--staleness-aware-lr"], "--staleness-aware-lr is for --mode async-ps"),
     ],
 )
 def test_mode_flag_checked_in_one_line(argv: list[str], message: str) -> None:
@@ -136,7 +137,6 @@ def test_mode_flag_checked_in_one_line(argv: list[str], message: str) -> None:
 
     with pytest.raises(cli.UsageError, match=message):
         cli.parse(argv, "prog", "description", cli.StudyArgs(name="modes"))
-    args = cli.parse(
-        ["--mode", "async-ps", "--workers-per-trial", "3"], "p", "d", cli.StudyArgs(name="modes")
-    )
-    assert TrainConfig(**args.settings()).mode == "async-ps"
+    argv = ["--mode", "async-ps", "--workers-per-trial", "3", "--staleness-aware-lr"]
+    config = TrainConfig(**cli.parse(argv, "p", "d", cli.StudyArgs(name="modes")).settings())
+    assert (config.mode, config.workers, config.staleness_aware_lr) == ("async-ps", 3, True)

@@ -15,6 +15,7 @@ again around every `fit`.)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,11 @@ from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TUNE_LOGGER = "ray.tune.tune"
+
+
+def _hide_tune_resume_hint(record: logging.LogRecord) -> bool:
+    return "Tuner.restore(" not in record.getMessage()
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -48,6 +54,8 @@ class StopOnSignal:
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only: leave them to it (and to Tune)
         _active = self
+        # Tune's own hint ("Resume experiment with: Tuner.restore(...)") would contradict ours.
+        logging.getLogger(TUNE_LOGGER).addFilter(_hide_tune_resume_hint)
         self._env_before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         for signum in SIGNALS:
@@ -61,6 +69,7 @@ class StopOnSignal:
         if _active is not self:
             return
         _active = None
+        logging.getLogger(TUNE_LOGGER).removeFilter(_hide_tune_resume_hint)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         if self._env_before is None:

@@ -254,4 +254,5 @@ def test_sigterm_stops_the_study_resumably_with_the_hint(tmp_path: Path) -> None
     out = driver.communicate(timeout=120)[0].decode()
     assert driver.returncode == 143, out
     assert f"Run the same command again to resume {tmp_path / 'term'}" in out
+    assert "Tuner.restore(" not in out  # Tune's own hint, which is not how a study resumes
     assert "Starting adam" not in out

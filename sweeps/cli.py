@@ -182,7 +182,13 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "--num-samples", type=int, help=f"configurations per optimizer (default: {d.num_samples})"
     )
     study.add_argument("--seeds", type=int, help=f"seeds per configuration (default: {d.seeds})")
-    study.add_argument("--max-epochs", type=int, help=f"epochs per trial (default: {d.max_epochs})")
+    study.add_argument(
+        "--max-epochs",
+        type=int,
+        help="epochs per trial (default: "
+        + (str(d.max_epochs) if d.max_epochs is not None else "the task's own, 20 for digits")
+        + ")",
+    )
     study.add_argument("--lr-min", type=float, help="lower end of the LR range, for every optimizer")
     study.add_argument("--lr-max", type=float, help="upper end of the LR range, for every optimizer")
     study.add_argument(

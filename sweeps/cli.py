@@ -186,7 +186,7 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "--max-epochs",
         type=int,
         help="epochs per trial (default: "
-        + (str(d.max_epochs) if d.max_epochs is not None else "the task's own, 20 for digits")
+        + (str(d.max_epochs) if d.max_epochs is not None else "the task's own")
         + ")",
     )
     study.add_argument("--lr-min", type=float, help="lower end of the LR range, for every optimizer")

@@ -10,8 +10,10 @@ the optimizer's own formulas). A member that diverges is frozen and reported div
 
 What must be equal within a group (`check_configs`): the task and its arguments, the budget (epochs,
 batch size), gradient clipping, the divergence bound, the optimizer and its code-path switches. Not
-fused (refused with one line): multi-worker modes, mixed precision, user optimizer classes, LAMB and
-LARS (per-tensor trust ratios), models whose forward does not run under vmap.
+fused (refused with one line): multi-worker modes, mixed precision (amp=True; with amp=None fused
+members train in full precision, where the unfused loop turns AMP on on CUDA), user optimizer classes,
+LAMB and LARS (per-tensor trust ratios), models whose forward does not run under vmap. Not yet:
+checkpoints and resume, compiled steps.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ def train_fused(
             loader.set_epoch(epoch)
         lrs = [float(member.param_groups[0]["lr"]) for member in optimizer.members]
         started = time.perf_counter()
-        epoch_run = _train_epoch(model, optimizer, schedulers, train_loaders, task, bound, device, active)
+        epoch_run = _train_epoch(
+            model, optimizer, schedulers, train_loaders, task, bound, device, active, first.grad_clip
+        )
         elapsed = time.perf_counter() - started
         evaluated = _evaluate(model, eval_loaders, task, device)
         for k in active:
@@ -250,6 +254,7 @@ def _train_epoch(
     bound: float,
     device: torch.device,
     active: Sequence[int],
+    grad_clip: float | None,
 ) -> _EpochRun:
     model.train()
     started = time.perf_counter()
@@ -273,6 +278,8 @@ def _train_epoch(
             break
         optimizer.zero_grad()
         losses.sum().backward()
+        if grad_clip is not None:
+            _clip_each_member(optimizer.params, grad_clip)
         optimizer.step()
         # A frozen member's forward still moves its BatchNorm statistics; put them back only after the
         # backward pass (which may read the buffers it saved).
@@ -289,6 +296,21 @@ def _train_epoch(
         samples=samples,
         diverged_after_s=diverged,
     )
+
+
+@torch.no_grad()
+def _clip_each_member(params: Sequence[torch.Tensor], max_norm: float) -> None:
+    """`torch.nn.utils.clip_grad_norm_` for each member: each member's gradients scaled so that their
+    total norm (over all its tensors) is at most `max_norm`."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    count = grads[0].shape[0]
+    per_tensor = torch.stack([g.reshape(count, -1).norm(dim=1) for g in grads], dim=1)  # [K, tensors]
+    total = per_tensor.norm(dim=1)
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(count, *([1] * (grad.ndim - 1))))
 
 
 def _member_batches(loaders: Sequence[data.ShardedLoader]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

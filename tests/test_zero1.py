@@ -183,3 +183,24 @@ def test_sharded_optimizer_on_one_gpu_is_the_optimizer() -> None:
     assert all(
         t.device.type == "cpu" for s in state["state"].values() for t in s.values() if torch.is_tensor(t)
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_training_loop_in_mode_zero1_equals_mode_sync(tmp_path: Path) -> None:
+    """The real loop (DDP, a cosine schedule, gradient clipping, a checkpoint every epoch) on 2 gloo
+    workers: mode zero1 reports the same metrics as mode sync and checkpoints the same full state."""
+    runs = {}
+    for mode in ("sync", "zero1"):
+        zero_workers.spawn(zero_workers.loop_run, 2, mode, str(tmp_path / f"{mode}.pt"))
+        runs[mode] = torch.load(tmp_path / f"{mode}.pt", weights_only=True)
+    keys = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "test_acc")
+    for sync, sharded in zip(runs["sync"]["reports"], runs["zero1"]["reports"], strict=True):
+        assert {k: sync[k] for k in keys} == {k: sharded[k] for k in keys}
+    assert runs["zero1"]["reports"][-1]["val_acc"] > 0.7  # it learns (chance: 0.1) in 3 epochs
+    sync_state, zero_state = runs["sync"]["state"], runs["zero1"]["state"]
+    torch.testing.assert_close(zero_state["model"], sync_state["model"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        zero_state["optimizer"]["state"], sync_state["optimizer"]["state"], rtol=0, atol=0
+    )
+    assert zero_state["optimizer"]["param_groups"] == sync_state["optimizer"]["param_groups"]

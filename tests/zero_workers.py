@@ -149,3 +149,57 @@ def spawn(fn: Any, world: int, *args: Any) -> None:
         address = f"file://{Path(directory) / 'store'}"
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         mp.spawn(fn, args=(world, address, *args), nprocs=world, join=True)
+
+
+class ProcessGroupSession:
+    """A loop Session for a plain torch.distributed process (no Ray): DDP model, reports kept in memory."""
+
+    node_id = "local"
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world_size = rank, world
+        self.device = torch.device("cpu")
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoint_files: list[list[str]] = []
+
+    def prepare_model(self, net: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(net)
+
+    def latest_checkpoint(self) -> Any:
+        from trainables.sessions import Restored
+
+        return Restored()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+        self.checkpoint_files.append(sorted(os.listdir(checkpoint_dir)) if checkpoint_dir else [])
+        if checkpoint_dir and self.rank == 0:
+            from trainables import checkpoints
+
+            state, _ = checkpoints.load(checkpoint_dir, 0)
+            self.last_state = state
+
+    def should_stop(self, epoch: int) -> bool:
+        return False
+
+
+def loop_run(rank: int, world: int, address: str, mode: str, out: str) -> None:
+    """The real training loop on digits in `mode` over a gloo group; rank 0 saves reports and state."""
+    from trainables import loop
+    from trainables.config import TrainConfig
+
+    init(rank, world, address)
+    config = TrainConfig(
+        optimizer="lamb",
+        hparams={"lr": 0.01, "weight_decay": 0.01},
+        schedule="cosine",
+        max_epochs=3,
+        grad_clip=1.0,
+        workers=world,
+        mode=mode,
+    )
+    session = ProcessGroupSession(rank, world)
+    loop.train(config, session)
+    if rank == 0:
+        torch.save({"reports": session.reports, "state": session.last_state}, out)
+    dist.destroy_process_group()

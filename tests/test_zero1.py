@@ -49,6 +49,12 @@ def test_single_process_sharded_optimizer_is_the_optimizer() -> None:
     torch.testing.assert_close(sharded.state_dict()["state"], plain.state_dict()["state"])
 
 
+def test_adding_a_parameter_group_later_is_refused() -> None:
+    sharded = zero.ShardedOptimizer(zero_workers.groups(zero_workers.model()), zero_workers.builder("sgd"))
+    with pytest.raises(NotImplementedError, match="add_param_group after it is not supported"):
+        sharded.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+
+
 def test_load_refuses_a_state_of_another_model_in_one_line() -> None:
     sharded = zero.ShardedOptimizer(zero_workers.groups(zero_workers.model()), zero_workers.builder("sgd"))
     other = optimizers.build("sgd", nn.Linear(2, 2).parameters(), lr=0.1)

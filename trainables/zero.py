@@ -106,6 +106,7 @@ class ShardedOptimizer(torch.optim.Optimizer):
             for g, local in zip(groups, self.local.param_groups, strict=True)
         ]
         super().__init__(full, defaults=dict(self.local.defaults))
+        self._partitioned = True
         # Per owner rank: large tensors are broadcast in place, one by one; small ones as one flat buffer
         # per (dtype, device) (one message instead of many, for a copy that costs little).
         self._direct: list[list[torch.Tensor]] = []
@@ -120,6 +121,14 @@ class ShardedOptimizer(torch.optim.Optimizer):
                     by_kind.setdefault((p.dtype, p.device), []).append(p)
             self._direct.append(direct)
             self._buckets.append(list(by_kind.values()))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if getattr(self, "_partitioned", False):
+            raise NotImplementedError(
+                "ShardedOptimizer partitions its parameters once: give every parameter group to the "
+                "constructor (add_param_group after it is not supported)"
+            )
+        super().add_param_group(param_group)
 
     def _sync_hyperparameters(self, to_local: bool) -> None:
         for full, local in zip(self.param_groups, self.local.param_groups, strict=True):

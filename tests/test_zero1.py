@@ -6,6 +6,7 @@ killed worker)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -210,3 +211,28 @@ def test_training_loop_in_mode_zero1_equals_mode_sync(tmp_path: Path) -> None:
         zero_state["optimizer"]["state"], sync_state["optimizer"]["state"], rtol=0, atol=0
     )
     assert zero_state["optimizer"]["param_groups"] == sync_state["optimizer"]["param_groups"]
+
+
+def _benchmark() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sharded_state.py"
+    spec = importlib.util.spec_from_file_location("sharded_state", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0,2"], "Invalid --workers: '0,2'"),
+        (["--workers", "two"], "Invalid --workers: 'two'"),
+        (["--model", "vgg"], "Invalid --model: 'vgg'; allowed: resnet18, mlp"),
+        (["--repeats", "0"], "Invalid --repeats: 0"),
+    ],
+)
+def test_benchmark_refuses_bad_flags_before_starting_workers(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        _benchmark().main(argv)

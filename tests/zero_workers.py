@@ -51,8 +51,8 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def local_gradients(net: nn.Module, step: int, rank: int, world: int) -> None:
     """This rank's gradient, all-reduced to the mean over ranks (what DDP does)."""
     inputs, targets = batch(step)
-    device = next(net.parameters()).device
-    inputs, targets = inputs.to(device), targets.to(device)
+    first = next(net.parameters())
+    inputs, targets = inputs.to(first.device, first.dtype), targets.to(first.device)
     net.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(net(inputs[rank::world]), targets[rank::world]).backward()
     if world > 1:
@@ -61,8 +61,8 @@ def local_gradients(net: nn.Module, step: int, rank: int, world: int) -> None:
             p.grad /= world
 
 
-def builder(name: str) -> zero.BuildOptimizer:
-    return lambda g: optimizers.build(name, g, **HPARAMS[name])
+def builder(name: str, **extra: Any) -> zero.BuildOptimizer:
+    return lambda g: optimizers.build(name, g, **HPARAMS[name], **extra)
 
 
 def init(rank: int, world: int, address: str, device: str = "cpu") -> torch.device:
@@ -75,15 +75,27 @@ def init(rank: int, world: int, address: str, device: str = "cpu") -> torch.devi
     return torch.device(f"cuda:{rank}") if device == "cuda" else torch.device("cpu")
 
 
-def equality(rank: int, world: int, address: str, out: str, steps: int, device: str = "cpu") -> None:
-    """For every optimizer: a sharded and an unsharded copy step on the same gradients; rank 0 saves
-    both runs' parameters and full states (and each rank its shard's state bytes)."""
+def equality(
+    rank: int,
+    world: int,
+    address: str,
+    out: str,
+    steps: int,
+    device: str = "cpu",
+    names: tuple[str, ...] | None = None,
+    compiled: bool = False,
+) -> None:
+    """For every optimizer (or `names`): a sharded and an unsharded copy step on the same gradients;
+    rank 0 saves both runs' parameters and full states (and each rank its shard's state bytes).
+    `compiled`: the optimizers' compiled step (`fused=True`), on float32 parameters."""
     where = init(rank, world, address, device)
     results = {}
-    for name in optimizers.names():
-        sharded_net, plain_net = model().to(where), model().to(where)
-        sharded = zero.ShardedOptimizer(groups(sharded_net), builder(name))
-        plain = builder(name)(groups(plain_net))
+    extra = {"fused": True} if compiled else {}
+    dtype = torch.float32 if compiled else torch.float64
+    for name in names or optimizers.names():
+        sharded_net, plain_net = model().to(where, dtype), model().to(where, dtype)
+        sharded = zero.ShardedOptimizer(groups(sharded_net), builder(name, **extra))
+        plain = builder(name, **extra)(groups(plain_net))
         for step in range(steps):
             for net, optimizer in ((sharded_net, sharded), (plain_net, plain)):
                 local_gradients(net, step, rank, world)

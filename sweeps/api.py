@@ -138,7 +138,8 @@ class Study:
     def run(self, storage_path: str = cli.DEFAULT_STORAGE, **where: Any) -> StudyResult:
         """Run (or resume) the study into `<storage_path>/<name>/` and return its results.
 
-        Options (`where`): address, workers_per_trial, cpus_per_worker, gpus_per_worker, max_concurrent,
+        Options (`where`): address, workers_per_trial, mode, staleness_aware_lr, cpus_per_worker,
+        gpus_per_worker, max_concurrent, keep_checkpoints, trust_storage,
         data_dir, log_to, tracking_uri, as on the command line.
         """
         plan = self.plan(storage_path, **where)
@@ -164,4 +165,8 @@ _RUN_OPTIONS = (
     "data_dir",
     "log_to",
     "tracking_uri",
+    "mode",
+    "staleness_aware_lr",
+    "keep_checkpoints",
+    "trust_storage",
 )

@@ -34,7 +34,11 @@ BUDGET_FIELDS = (
     "search",
     "search_seed",
     "workers_per_trial",
+    "mode",
+    "staleness_aware_lr",
 )
+# Fields added to the record after studies were already written with it: their value back then.
+ADDED_LATER = {"mode": "sync", "staleness_aware_lr": False}
 # Records written before tasks existed named a dataset and a model instead of a task.
 _LEGACY_FIELDS = ("optimizers", "task", "task_args", *BUDGET_FIELDS)
 
@@ -74,6 +78,7 @@ def record_or_check(experiment_dir: str, record: dict[str, Any]) -> None:
 
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """What differs between a recorded study and the current one, one phrase per field."""
+    recorded = {**ADDED_LATER, **recorded}
     if "task" not in recorded:
         recorded, current = _legacy(recorded), {k: current.get(k) for k in _LEGACY_FIELDS}
         if isinstance(current["optimizers"], Mapping):

@@ -91,9 +91,21 @@ _INTEGERS = (
     "search_seed",
     "workers_per_trial",
     "max_concurrent",
+    "keep_checkpoints",
 )
 _NUMBERS = ("lr_min", "lr_max", "cpus_per_worker", "gpus_per_worker")
-_STRINGS = ("name", "task", "scheduler", "search", "address", "storage_path", "data_dir", "tracking_uri")
+_STRINGS = (
+    "name",
+    "task",
+    "scheduler",
+    "search",
+    "mode",
+    "address",
+    "storage_path",
+    "data_dir",
+    "tracking_uri",
+)
+_BOOLEANS = ("staleness_aware_lr", "trust_storage")
 
 
 def _check_types(values: dict[str, Any], file: Path) -> None:
@@ -109,6 +121,9 @@ def _check_types(values: dict[str, Any], file: Path) -> None:
         elif key in _STRINGS:
             ok = isinstance(value, str)
             kind = "a string"
+        elif key in _BOOLEANS:
+            ok = isinstance(value, bool)
+            kind = "true or false"
         else:
             continue
         if not ok:

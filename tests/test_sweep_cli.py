@@ -190,6 +190,9 @@ def test_a_record_from_before_tasks_is_compared_in_its_own_terms(
     }
     current = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn")).identity()
     assert identity.differences(legacy, current) == []
+    # The training mode joined the record later: a study recorded without it ran synchronously.
+    assert identity.differences({**current, "mode": "zero1"}, current) == ["mode 'zero1' -> 'sync'"]
+    assert identity.differences({k: v for k, v in current.items() if k != "mode"}, current) == []
     other = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp")).identity()
     assert identity.differences(legacy, other) == ["task_args {'model': 'cnn'} -> {}"]
     (experiment / study.STUDY_FILE).write_text(json.dumps(legacy))

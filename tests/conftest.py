@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Tests import helper modules that sit beside them (optimizer_cases, analysis_fixtures).
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+_PROCESS_HANDLERS = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+
+
+@pytest.fixture(autouse=True)
+def pristine_signal_handlers() -> None:
+    """Ray Tune installs its own SIGINT/SIGUSR1 handlers in every in-process run and never takes them back
+    (ray/tune/tune.py, _setup_signal_catching), also from module fixtures: each test starts with the
+    process's own handlers."""
+    for signum, handler in _PROCESS_HANDLERS.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture(scope="session")

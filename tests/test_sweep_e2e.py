@@ -164,14 +164,17 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_s
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None and not list(experiment.glob("sgd/*/")):
+        time.sleep(0.1)  # the driver holds the study's lock once its first trial exists
+    # While it runs, a second sweep on the same experiment is refused instead of interleaving writes.
+    # (Checked before waiting for the kill moment: the refusal takes seconds, in which trials finish.)
+    assert adam_vs_sgd.main(argv) == 2
+    assert f"another sweep (pid {driver.pid}) is running on {experiment}" in capsys.readouterr().err
     while time.monotonic() < deadline and driver.poll() is None:
         if len(_finished_trials(experiment)) >= 2 and _unfinished_with_two_checkpoints(experiment):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert driver.poll() is None, driver.communicate()[0].decode()
-    # While it runs, a second sweep on the same experiment is refused instead of interleaving writes.
-    assert adam_vs_sgd.main(argv) == 2
-    assert f"another sweep (pid {driver.pid}) is running on {experiment}" in capsys.readouterr().err
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     finished_before = _finished_trials(experiment)

@@ -17,23 +17,11 @@ from typing import Any
 
 import markdown
 
-STUDY_FILE = "study.json"
+from optsweep.vocabulary import STUDY_BUDGET_FIELDS, STUDY_FILE
+
 RERUN_SCRIPT = ("python", "sweeps/adam_vs_sgd.py")
 """Any study script built on sweeps.study takes these flags; with all of them given, its defaults do not
 matter."""
-_BUDGET_FLAGS = (
-    "num_samples",
-    "seeds",
-    "max_epochs",
-    "batch_size",
-    "schedules",
-    "lr_min",
-    "lr_max",
-    "scheduler",
-    "search",
-    "search_seed",
-    "workers_per_trial",
-)
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 _STYLE = """
@@ -102,9 +90,12 @@ def rerun_command(record: dict[str, Any], experiment_dir: Path) -> list[str] | N
     else:
         references = [str(o) for o in optimizers]
     argv += ["--optimizers", ",".join(references)]
-    for key in _BUDGET_FLAGS:
+    for key in STUDY_BUDGET_FIELDS:
         value = record.get(key)
-        if value is None:
+        if value is None or value is False:
+            continue
+        if value is True:  # a switch
+            argv.append(f"--{key.replace('_', '-')}")
             continue
         text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
         argv += [f"--{key.replace('_', '-')}", text]

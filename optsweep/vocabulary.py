@@ -147,6 +147,23 @@ TARGET_RECORD_KEY = "target"
 """Key of the target in an experiment's study record (study.json)."""
 
 STUDY_FILE = "study.json"
+STUDY_BUDGET_FIELDS = (
+    "num_samples",
+    "seeds",
+    "max_epochs",
+    "batch_size",
+    "schedules",
+    "lr_min",
+    "lr_max",
+    "scheduler",
+    "search",
+    "search_seed",
+    "workers_per_trial",
+    "mode",
+    "staleness_aware_lr",
+)
+"""The study record's keys that are also command-line flags (`--num-samples`, ...): how the budget was
+spent. With the task and the optimizers they are a study's identity."""
 """The study record's file name, directly inside the experiment directory."""
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from optsweep.vocabulary import TARGET_RECORD_KEY
+from optsweep.vocabulary import STUDY_BUDGET_FIELDS, TARGET_RECORD_KEY
 from trainables import tasks
 from trainables.tasks import Task
 
@@ -22,21 +22,7 @@ from .contenders import Contender
 
 STUDY_FILE = study_record.STUDY_FILE
 CREATED = "created"
-BUDGET_FIELDS = (
-    "num_samples",
-    "seeds",
-    "max_epochs",
-    "batch_size",
-    "schedules",
-    "lr_min",
-    "lr_max",
-    "scheduler",
-    "search",
-    "search_seed",
-    "workers_per_trial",
-    "mode",
-    "staleness_aware_lr",
-)
+BUDGET_FIELDS = STUDY_BUDGET_FIELDS
 # Fields added to the record after studies were already written with it: their value back then.
 ADDED_LATER = {"mode": "sync", "staleness_aware_lr": False}
 # Records written before tasks existed named a dataset and a model instead of a task.

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow.fs
 
 from analysis import atomic
+from optsweep.vocabulary import STUDY_FILE
 
-STUDY_FILE = "study.json"
 TUNER_FILE = "tuner.pkl"
 
 

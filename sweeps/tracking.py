@@ -39,7 +39,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.logger import TBXLoggerCallback
 
-from optsweep.vocabulary import TARGET_RECORD_KEY, Target
+from optsweep.vocabulary import STUDY_FILE, TARGET_RECORD_KEY, Target
 
 from .trial_identity import ConfigurationIds
 
@@ -60,7 +60,6 @@ TENSORBOARD_STUDY_DIR = "tensorboard-study"
 STUDY_RUN_NAME = "study-summary"
 TAG_PREFIX = "optsweep."
 KIND_TAG, TRIAL_KIND, STUDY_KIND = "optsweep.kind", "trial", "study"
-STUDY_FILE = "study.json"
 SERVER_TIMEOUT_S = 5.0
 
 

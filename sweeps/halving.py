@@ -364,7 +364,9 @@ def _stop(tune_controller: TuneController, trial: Trial) -> None:
     stopped trial only when it has a live actor: a paused one would stay PAUSED in the experiment
     state (and read as unfinished by the report) unless marked here."""
     tune_controller.stop_trial(trial)
-    mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+    # Schedulers get a wrapper that warns on non-public attributes; the controller itself is inside it.
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
     if mark is not None:
         mark(trial)
 

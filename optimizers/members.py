@@ -15,6 +15,8 @@ Optimizers whose update reduces over a whole tensor (the LAMB and LARS trust rat
 members' norms and are refused (`unfusable_reason`).
 
 A member can be frozen (`freeze`): from then on its parameters and state keep the values they had.
+A group can shrink (`select`: a new fused optimizer over some of the members, with their state and
+step count) and be checkpointed (`state_dict`, `load_state_dict`: plain tensors, lists and dicts).
 """
 
 from __future__ import annotations
@@ -210,6 +212,52 @@ class FusedOptimizer:
             slices.append(param.data[member])
             slices.extend(state[member] for state in self._state[id(param)].values())
         self.frozen[member] = [(live, live.detach().clone()) for live in slices]
+
+    def select(self, members: Sequence[int], groups: Sequence[dict[str, Any]]) -> FusedOptimizer:
+        """A fused optimizer of only `members` (indices into this one's, in the order given) over
+        `groups`: the same param groups as this optimizer's, whose stacked parameters hold those members.
+        Their state tensors and the step count carry over, so that they go on exactly as they would
+        have here; this optimizer is left as it was."""
+        chosen = FusedOptimizer(groups, [self.members[k] for k in members])
+        if len(chosen.params) != len(self.params):
+            raise FusionError(
+                f"{len(chosen.params)} stacked parameters, this optimizer has {len(self.params)}"
+            )
+        for old, new in zip(self.params, chosen.params, strict=True):
+            index = torch.tensor(list(members), dtype=torch.long, device=old.device)
+            for name, tensor in chosen._state[id(new)].items():
+                tensor.copy_(self._state[id(old)][name].index_select(0, index))
+        chosen._steps = self._steps
+        return chosen
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count, the stacked state tensors (copies, one dict per stacked parameter in the
+        order of `params`) and each member's optimizer state dict (its param groups: LR and
+        hyperparameters as its scheduler left them). Frozen members are not recorded."""
+        return {
+            "steps": self._steps,
+            "state": [
+                {name: t.detach().clone() for name, t in self._state[id(p)].items()} for p in self.params
+            ],
+            "members": [member.state_dict() for member in self.members],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s values (tensors are copied into this optimizer's, on its device)."""
+        if len(state["state"]) != len(self.params) or len(state["members"]) != self.num_members:
+            raise ValueError(
+                f"the saved fused optimizer has {len(state['members'])} members and {len(state['state'])} "
+                f"stacked parameters, this one {self.num_members} and {len(self.params)}"
+            )
+        for param, saved in zip(self.params, state["state"], strict=True):
+            live = self._state[id(param)]
+            if set(saved) != set(live):
+                raise ValueError(f"saved optimizer state {sorted(saved)}, expected {sorted(live)}")
+            for name, tensor in live.items():
+                tensor.copy_(saved[name])
+        for member, saved in zip(self.members, state["members"], strict=True):
+            member.load_state_dict(saved)
+        self._steps = int(state["steps"])
 
     def _restore_frozen(self) -> None:
         for saved in self.frozen.values():

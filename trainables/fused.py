@@ -13,15 +13,24 @@ batch size), gradient clipping, the divergence bound, the optimizer and its code
 fused (refused with one line): multi-worker modes, mixed precision (amp=True; with amp=None fused
 members train in full precision, where the unfused loop turns AMP on on CUDA), user optimizer classes,
 LAMB and LARS (per-tensor trust ratios), models whose forward does not run under vmap. Not yet:
-checkpoints and resume, compiled steps.
+compiled steps.
+
+`FusedGroup` is the group as an object that a Tune trial drives: one epoch at a time (`run_epoch`),
+checkpointed and restored (`state_dict`, `load_state_dict`: weights, BatchNorm statistics, optimizer
+state and step count, LR schedules, best so far, statuses; a restored group goes on bit for bit as the
+uninterrupted one), and shrunk (`drop`: members whose configurations were eliminated leave, and so do
+diverged ones at the end of their epoch; the stacked tensors are rebuilt without them, so the group's
+compute shrinks, and the others' results are unchanged bit for bit: every member's computation is its
+own). `train_fused` runs a group to the end.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +48,7 @@ from .fused_model import FusedModel, UnfusableModelError
 from .loop import DIVERGED_LOSS, seed_everything
 from .tasks import LOSS_METRIC, Task, build_task, param_groups
 
-__all__ = ["FusedMember", "UnfusableModelError", "check_configs", "train_fused"]
+__all__ = ["FusedGroup", "FusedMember", "UnfusableModelError", "check_configs", "train_fused"]
 
 # Settings every member of a group shares (they shape the group's batches and steps).
 _SHARED_SETTINGS = (
@@ -90,6 +99,291 @@ def check_configs(configs: Sequence[TrainConfig]) -> None:
                 )
 
 
+class FusedGroup:
+    """A fused group trained one epoch at a time, that can be checkpointed, restored and shrunk.
+
+    Members are numbered 0..len(configs)-1 for the group's life. Between epochs the stacked tensors
+    (weights, buffers, optimizer state) and the training loaders hold exactly the active members: a
+    member that diverged or was dropped leaves the stack at the end of its epoch (diverged) or at once
+    (`drop`), and the others go on as they would have with it (each member's computation is its own;
+    the rebuilt stacks hold the same values). A member that left keeps its weights as they were when
+    it left (`member_state_dict`, on the CPU).
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[TrainConfig],
+        task: Task | None = None,
+        device: torch.device | None = None,
+        node_id: str = "local",
+    ) -> None:
+        check_configs(configs)
+        self.configs: list[TrainConfig] = list(configs)
+        first = self.configs[0]
+        if task is None:
+            task = build_task(first.task, first.task_args, data_dir=first.data_dir)
+        self.task = task
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.node_id = node_id
+        self._target = task.target
+        batch_size = first.batch_size or task.batch_size
+        self.max_epochs: int = first.max_epochs or task.max_epochs
+        self.epoch: int = 0
+        count = len(self.configs)
+        splits, models = _member_models(task, [c.seed for c in self.configs], self.device)
+        # Every member's training loader (its seed's order); the stack uses the active members'.
+        self._all_loaders = [
+            data.make_loader(splits.train, batch_size, shuffle=True, seed=c.seed) for c in self.configs
+        ]
+        probe_x, probe_y = next(iter(self._all_loaders[0]))
+        FusedModel.check(models[0], probe_x.to(self.device), probe_y.to(self.device), task.loss)
+        self._eval_loaders = {
+            prefix: data.make_loader(split, batch_size, shuffle=False, seed=first.seed)
+            for prefix, split in ((v.VAL_PREFIX, splits.val), (v.TEST_PREFIX, splits.test))
+            if split is not None
+        }
+        # A member's model with no data of its own: copies of it are loaded with a member's tensors
+        # when the stacks are rebuilt. Its param groups (e.g. no decay on biases) name the tensors.
+        self._template = copy.deepcopy(models[0])
+        names = {id(p): name for name, p in self._template.named_parameters()}
+        self._group_names = [
+            ({k: val for k, val in group.items() if k != "params"}, [names[id(p)] for p in group["params"]])
+            for group in param_groups(self._template, task.weight_decay)
+        ]
+        self._stack: list[int] = list(range(count))  # member of each stacked slot
+        self._model: FusedModel | None = FusedModel(models)
+        del models
+        # One optimizer per member over placeholders (its hyperparameters; its scheduler changes its LR).
+        groups = self._stacked_groups(self._model)
+        self._member_optimizers = [
+            optimizer_choice.build(c.optimizer, fused_members.placeholder_groups(groups), c.hparams)
+            for c in self.configs
+        ]
+        self._optimizer: fused_members.FusedOptimizer | None = fused_members.FusedOptimizer(
+            groups, self._member_optimizers
+        )
+        total_steps = self.max_epochs * len(self._all_loaders[0])
+        self._schedulers = [
+            schedules.build(
+                c.schedule,
+                member,
+                total_steps,
+                **({"mode": self._target.mode} if c.schedule == "plateau" else {}),
+            )
+            for c, member in zip(self.configs, self._member_optimizers, strict=True)
+        ]
+        self._bound = first.divergence_bound(task.divergence_loss)
+        self._statuses = [v.COMPLETED] * count
+        self._best = [math.nan] * count
+        self._retired: dict[int, dict[str, torch.Tensor]] = {}  # left the stack: weights, on the CPU
+
+    # ------------------------------------------------------------------------------ the members
+    def active(self) -> list[int]:
+        """The members still training (not diverged, not dropped), in order."""
+        return [k for k, status in enumerate(self._statuses) if status == v.COMPLETED]
+
+    def status(self, member: int) -> str:
+        """`completed` (training or finished), `diverged`, or `stopped_early` once dropped."""
+        return self._statuses[member]
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.max_epochs or not self.active()
+
+    @property
+    def num_stacked(self) -> int:
+        """Members whose tensors the stacks hold (the active ones, between epochs)."""
+        return len(self._stack)
+
+    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        """Member `member`'s weights and buffers as the unfused model's state dict (copies); for a
+        member that left the stack, as they were when it left (on the CPU)."""
+        if member in self._retired:
+            return {name: t.clone() for name, t in self._retired[member].items()}
+        if not 0 <= member < len(self.configs):
+            raise IndexError(f"no member {member} in a group of {len(self.configs)}")
+        assert self._model is not None
+        return self._model.member_state_dict(self._stack.index(member))
+
+    # ------------------------------------------------------------------------------- training
+    def run_epoch(self) -> dict[int, dict[str, Any]]:
+        """Train the active members one epoch; member -> that epoch's metrics (the keys of an unfused
+        trial's report). A member that diverges is reported this epoch (diverged flag set) and never
+        again. A finished group trains nothing and returns {}."""
+        if self.finished:
+            return {}
+        assert self._model is not None and self._optimizer is not None
+        epoch = self.epoch + 1
+        slots = list(range(len(self._stack)))
+        loaders = [self._all_loaders[k] for k in self._stack]
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        lrs = [float(self._member_optimizers[k].param_groups[0]["lr"]) for k in self._stack]
+        schedulers = [self._schedulers[k] for k in self._stack]
+        started = time.perf_counter()
+        run = _train_epoch(
+            self._model,
+            self._optimizer,
+            schedulers,
+            loaders,
+            self.task,
+            self._bound,
+            self.device,
+            slots,
+            self.configs[0].grad_clip,
+        )
+        elapsed = time.perf_counter() - started
+        evaluated = _evaluate(self._model, self._eval_loaders, self.task, self.device)
+        target = self._target
+        results: dict[int, dict[str, Any]] = {}
+        for slot, k in enumerate(self._stack):
+            seconds = run.diverged_after_s.get(slot, elapsed)
+            metrics: dict[str, Any] = {
+                v.EPOCH: epoch,
+                v.LR: lrs[slot],
+                v.EPOCH_TIME_S: seconds,
+                v.SAMPLES_PER_S: run.samples[slot] / seconds if seconds > 0 else 0.0,
+                v.NODE_ID: self.node_id,
+            }
+            if slot in run.diverged_after_s:
+                self._statuses[k] = v.DIVERGED
+                metrics |= {
+                    v.TRAIN_LOSS: DIVERGED_LOSS,
+                    v.VAL_LOSS: DIVERGED_LOSS,
+                    target.key: target.worst,
+                    target.best_key: _finite_or(self._best[k], target.worst),
+                    v.DIVERGED_FLAG: True,
+                }
+            else:
+                score = evaluated[slot][target.key]
+                if schedules.needs_metric(self._schedulers[k]):
+                    self._schedulers[k].step(score)
+                if math.isnan(self._best[k]) or target.better(score, self._best[k]):
+                    self._best[k] = score
+                metrics |= {
+                    v.TRAIN_LOSS: run.train_loss[slot],
+                    **evaluated[slot],
+                    target.best_key: _finite_or(self._best[k], target.worst),
+                    v.DIVERGED_FLAG: False,
+                }
+            results[k] = metrics
+        self.epoch = epoch
+        self._restack()  # the diverged members leave
+        return results
+
+    def drop(self, members: Iterable[int]) -> None:
+        """The members leave the group (status `stopped_early`): the stacks are rebuilt without them,
+        so the next epochs cost only the remaining members. Dropping a member that diverged or was
+        dropped already changes nothing."""
+        members = set(members)
+        for k in members:
+            if not 0 <= k < len(self.configs):
+                raise IndexError(f"no member {k} in a group of {len(self.configs)}")
+        for k in sorted(members):
+            if self._statuses[k] == v.COMPLETED:
+                self._statuses[k] = v.STOPPED_EARLY
+        self._restack()
+
+    def _restack(self) -> None:
+        """Rebuild the stacks (model, optimizer) to hold only the active members, if they hold others;
+        the members that leave keep their weights (on the CPU)."""
+        keep = self.active()
+        if keep == self._stack:
+            return
+        assert self._model is not None and self._optimizer is not None
+        for slot, k in enumerate(self._stack):
+            if k not in keep:
+                self._retired[k] = {n: t.cpu() for n, t in self._model.member_state_dict(slot).items()}
+        slots = [self._stack.index(k) for k in keep]
+        if not keep:
+            self._model = self._optimizer = None
+        else:
+            tensors = {**self._model.params, **self._model.buffers}
+            model = self._fused_model([{n: t[s] for n, t in tensors.items()} for s in slots])
+            self._optimizer = self._optimizer.select(slots, self._stacked_groups(model))
+            self._model = model
+        self._stack = keep
+
+    def _fused_model(self, members: Sequence[dict[str, torch.Tensor]]) -> FusedModel:
+        """A FusedModel of copies of the template holding each member's tensors (by name)."""
+        modules = []
+        with torch.no_grad():
+            for tensors in members:
+                module = copy.deepcopy(self._template)
+                for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+                    tensor.copy_(tensors[name])
+                modules.append(module)
+        return FusedModel(modules)
+
+    def _stacked_groups(self, model: FusedModel) -> list[dict[str, Any]]:
+        """The task's param groups over `model`'s stacked parameters."""
+        return [
+            {**options, "params": [model.params[name] for name in names]}
+            for options, names in self._group_names
+        ]
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the group needs to go on exactly as it would have (copies: plain tensors, lists
+        and dicts, so `torch.load(weights_only=True)` reads it). Data orders are not recorded: each
+        member's loader draws its epoch's order from its seed and the epoch."""
+        stacked: dict[str, Any] = {"members": list(self._stack)}
+        if self._model is not None and self._optimizer is not None:
+            stacked |= {
+                "params": {n: t.detach().clone() for n, t in self._model.params.items()},
+                "buffers": {n: t.clone() for n, t in self._model.buffers.items()},
+                "optimizer": self._optimizer.state_dict(),
+            }
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self.epoch,
+            "seeds": [c.seed for c in self.configs],
+            "statuses": list(self._statuses),
+            "best": list(self._best),
+            "stack": stacked,
+            "retired": {k: {n: t.clone() for n, t in w.items()} for k, w in self._retired.items()},
+            "optimizers": [o.state_dict() for o in self._member_optimizers],
+            "schedulers": [copy.deepcopy(s.state_dict()) for s in self._schedulers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()` of a group of the same configurations (tensors are copied to
+        this group's device; weights of members that left stay on the CPU)."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"fused group state version {state.get('version')!r}, expected {_STATE_VERSION}")
+        seeds = [c.seed for c in self.configs]
+        if list(state["seeds"]) != seeds:
+            raise ValueError(f"the saved group has members with seeds {state['seeds']}, this one {seeds}")
+        stack = [int(k) for k in state["stack"]["members"]]
+        statuses = list(state["statuses"])
+        if stack != [k for k, status in enumerate(statuses) if status == v.COMPLETED]:
+            raise ValueError("the saved group's stacked members are not its active members")
+        if stack:
+            tensors = {**state["stack"]["params"], **state["stack"]["buffers"]}
+            model = self._fused_model([{n: t[s] for n, t in tensors.items()} for s in range(len(stack))])
+            optimizer = fused_members.FusedOptimizer(
+                self._stacked_groups(model), [self._member_optimizers[k] for k in stack]
+            )
+            optimizer.load_state_dict(state["stack"]["optimizer"])
+            self._model, self._optimizer = model, optimizer
+        else:
+            self._model = self._optimizer = None
+        for member, saved in zip(self._member_optimizers, state["optimizers"], strict=True):
+            member.load_state_dict(saved)
+        for scheduler, saved in zip(self._schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(copy.deepcopy(saved))
+        self._stack = stack
+        self._statuses = statuses
+        self._best = [float(b) for b in state["best"]]
+        self._retired = {
+            int(k): {n: t.detach().cpu().clone() for n, t in w.items()} for k, w in state["retired"].items()
+        }
+        self.epoch = int(state["epoch"])
+
+
+_STATE_VERSION = 1
+
+
 def train_fused(
     configs: Sequence[TrainConfig],
     task: Task | None = None,
@@ -101,83 +395,15 @@ def train_fused(
     rounding) those of `loop.train(config, sessions.LocalSession())`. `report(member, metrics)` is
     called with each member's metrics every epoch. Raises a one-line ValueError (UnfusableModelError
     for the model, optimizers.members.FusionError for the optimizer) when the group cannot be fused."""
-    check_configs(configs)
-    first = configs[0]
-    if task is None:
-        task = build_task(first.task, first.task_args, data_dir=first.data_dir)
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    target = task.target
-    batch_size = first.batch_size or task.batch_size
-    max_epochs = first.max_epochs or task.max_epochs
-    count = len(configs)
-    splits, models = _member_models(task, [c.seed for c in configs], device)
-    train_loaders = [data.make_loader(splits.train, batch_size, shuffle=True, seed=c.seed) for c in configs]
-    probe_x, probe_y = next(iter(train_loaders[0]))
-    FusedModel.check(models[0], probe_x.to(device), probe_y.to(device), task.loss)
-    model = FusedModel(models)
-    eval_loaders = {
-        prefix: data.make_loader(split, batch_size, shuffle=False, seed=first.seed)
-        for prefix, split in ((v.VAL_PREFIX, splits.val), (v.TEST_PREFIX, splits.test))
-        if split is not None
-    }
-    optimizer = _fused_optimizer(models[0], model, task, configs)
-    total_steps = max_epochs * len(train_loaders[0])
-    schedulers = [
-        schedules.build(
-            c.schedule, member, total_steps, **({"mode": target.mode} if c.schedule == "plateau" else {})
-        )
-        for c, member in zip(configs, optimizer.members, strict=True)
-    ]
-    bound = first.divergence_bound(task.divergence_loss)
-    outcomes = [FusedMember(config=c) for c in configs]
-    best = [math.nan] * count
-    for epoch in range(1, max_epochs + 1):
-        active = [k for k in range(count) if outcomes[k].status == v.COMPLETED]
-        if not active:
-            break
-        for loader in train_loaders:
-            loader.set_epoch(epoch)
-        lrs = [float(member.param_groups[0]["lr"]) for member in optimizer.members]
-        started = time.perf_counter()
-        epoch_run = _train_epoch(
-            model, optimizer, schedulers, train_loaders, task, bound, device, active, first.grad_clip
-        )
-        elapsed = time.perf_counter() - started
-        evaluated = _evaluate(model, eval_loaders, task, device)
-        for k in active:
-            seconds = epoch_run.diverged_after_s.get(k, elapsed)
-            samples = epoch_run.samples[k]
-            metrics: dict[str, Any] = {
-                v.EPOCH: epoch,
-                v.LR: lrs[k],
-                v.EPOCH_TIME_S: seconds,
-                v.SAMPLES_PER_S: samples / seconds if seconds > 0 else 0.0,
-                v.NODE_ID: node_id,
-            }
-            if k in epoch_run.diverged_after_s:
-                outcomes[k].status = v.DIVERGED
-                metrics |= {
-                    v.TRAIN_LOSS: DIVERGED_LOSS,
-                    v.VAL_LOSS: DIVERGED_LOSS,
-                    target.key: target.worst,
-                    target.best_key: _finite_or(best[k], target.worst),
-                    v.DIVERGED_FLAG: True,
-                }
-            else:
-                score = evaluated[k][target.key]
-                if schedules.needs_metric(schedulers[k]):
-                    schedulers[k].step(score)
-                if math.isnan(best[k]) or target.better(score, best[k]):
-                    best[k] = score
-                metrics |= {
-                    v.TRAIN_LOSS: epoch_run.train_loss[k],
-                    **evaluated[k],
-                    target.best_key: _finite_or(best[k], target.worst),
-                    v.DIVERGED_FLAG: False,
-                }
+    group = FusedGroup(configs, task=task, device=device, node_id=node_id)
+    outcomes = [FusedMember(config=c) for c in group.configs]
+    while not group.finished:
+        for k, metrics in sorted(group.run_epoch().items()):
             outcomes[k].reports.append(metrics)
             if report is not None:
                 report(k, metrics)
+    for k, outcome in enumerate(outcomes):
+        outcome.status = group.status(k)
     return outcomes
 
 
@@ -219,23 +445,6 @@ def _seeded_state(seed: int) -> tuple[Any, ...]:
     random.setstate(saved[1])
     np.random.set_state(saved[2])
     return state
-
-
-def _fused_optimizer(
-    template: torch.nn.Module, model: FusedModel, task: Task, configs: Sequence[TrainConfig]
-) -> fused_members.FusedOptimizer:
-    """The task's param groups (e.g. no decay on biases) over the stacked parameters, and one optimizer
-    per member over placeholders holding that member's hyperparameters."""
-    names = {id(p): name for name, p in template.named_parameters()}
-    groups = [
-        {**group, "params": [model.params[names[id(p)]] for p in group["params"]]}
-        for group in param_groups(template, task.weight_decay)
-    ]
-    members = [
-        optimizer_choice.build(c.optimizer, fused_members.placeholder_groups(groups), c.hparams)
-        for c in configs
-    ]
-    return fused_members.FusedOptimizer(groups, members)
 
 
 @dataclass

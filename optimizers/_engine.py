@@ -142,6 +142,9 @@ class FusableOptimizer(torch.optim.Optimizer):
     _update: Callable[..., None]
     _state_names: tuple[str, ...]  # per-tensor state passed to _update, in order (a subset may be None)
     _counts_steps: bool = True  # keeps a per-parameter `step` tensor like torch.optim (SGD/LARS don't)
+    # The update reduces over whole tensors (LARS/LAMB trust ratios): its `_update` takes `batch_dims`,
+    # the leading dimensions of independent tensors that each get their own norm (fused members).
+    _per_tensor_norms: bool = False
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -17,6 +17,7 @@ from .transforms import (
     ema_,
     ema_of_square_,
     oriented_grad,
+    tensor_norm,
     trust_ratio,
 )
 
@@ -44,7 +45,10 @@ def lamb_update(
     *,
     maximize: bool,
     has_weight_decay: bool,
+    batch_dims: int = 0,
 ) -> None:
+    """One LAMB step of each parameter. `batch_dims`: leading dimensions of independent tensors (fused
+    members, `optimizers.members`), each with its own trust ratio; the scalars broadcast over them."""
     s = scalars if type(scalars) is LambScalars else LambScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
@@ -54,7 +58,7 @@ def lamb_update(
         update = first_moment * s.inverse_bias_correction1 / denominator
         if has_weight_decay:
             update = update + s.weight_decay * param
-        weight_norm, update_norm = param.norm(), update.norm()
+        weight_norm, update_norm = tensor_norm(param, batch_dims), tensor_norm(update, batch_dims)
         ratio = trust_ratio(weight_norm, update_norm, weight_norm / update_norm)
         descend_(param, update, s.lr * ratio)
 
@@ -75,6 +79,7 @@ class LAMB(FusableOptimizer):
     }
 
     _update = staticmethod(lamb_update)
+    _per_tensor_norms = True
     _state_names = ("exp_avg", "exp_avg_sq")
     _group_defaults: ClassVar[dict[str, Any]] = {"maximize": False, "foreach": None, "fused": None}
 

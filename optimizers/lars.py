@@ -17,6 +17,7 @@ from .transforms import (
     heavy_ball_,
     nesterov_direction,
     oriented_grad,
+    tensor_norm,
     trust_ratio,
 )
 
@@ -40,11 +41,14 @@ def lars_update(
     maximize: bool,
     has_momentum: bool,
     nesterov: bool,
+    batch_dims: int = 0,
 ) -> None:
+    """One LARS step of each parameter. `batch_dims`: leading dimensions of independent tensors (fused
+    members, `optimizers.members`), each with its own trust ratio; the scalars broadcast over them."""
     s = scalars if type(scalars) is LarsScalars else LarsScalars._make(scalars)  # compiled: a tensor
     for i, param in enumerate(params):
         grad = oriented_grad(grads[i], maximize)
-        weight_norm, grad_norm = param.norm(), grad.norm()
+        weight_norm, grad_norm = tensor_norm(param, batch_dims), tensor_norm(grad, batch_dims)
         local_lr = s.trust_coefficient * weight_norm / (grad_norm + s.weight_decay * weight_norm + s.eps)
         ratio = trust_ratio(weight_norm, grad_norm, local_lr)
         direction = add_l2_penalty(grad, param, s.weight_decay) * ratio
@@ -71,6 +75,7 @@ class LARS(MomentumBufferOptimizer):
     }
 
     _update = staticmethod(lars_update)
+    _per_tensor_norms = True
     _group_defaults: ClassVar[dict[str, Any]] = {
         "nesterov": False,
         "maximize": False,

@@ -11,8 +11,9 @@ there is no second copy of the maths.
 
 Switches that select code paths (``_flags``: nesterov, amsgrad, centered, whether there is weight
 decay or momentum) must be equal within a fused group; `fusion_signature` is the key to group by.
-Optimizers whose update reduces over a whole tensor (the LAMB and LARS trust ratios) would mix the
-members' norms and are refused (`unfusable_reason`).
+Optimizers whose update reduces over a whole tensor (the LAMB and LARS trust ratios: a norm per
+tensor) take the number of leading member dimensions (``batch_dims=1``), so that each member's norm is
+over its own tensor only (`transforms.tensor_norm`).
 
 A member can be frozen (`freeze`): from then on its parameters and state keep the values they had.
 A group can shrink (`select`: a new fused optimizer over some of the members, with their state and
@@ -28,13 +29,6 @@ import torch
 from torch import Tensor
 
 from ._engine import FusableOptimizer
-from .lamb import LAMB
-from .lars import LARS
-
-_PER_TENSOR_REDUCTIONS: dict[type, str] = {
-    LAMB: "its trust ratio is a norm over each whole tensor, which would mix the fused members",
-    LARS: "its trust ratio is a norm over each whole tensor, which would mix the fused members",
-}
 
 
 class FusionError(ValueError):
@@ -44,9 +38,6 @@ class FusionError(ValueError):
 def unfusable_reason(optimizer: torch.optim.Optimizer) -> str | None:
     """Why members of `optimizer`'s class cannot be fused, or None if they can."""
     cls = type(optimizer)
-    for refused, reason in _PER_TENSOR_REDUCTIONS.items():
-        if issubclass(cls, refused):
-            return f"{cls.__name__} runs unfused: {reason}"
     if not isinstance(optimizer, FusableOptimizer):
         return (
             f"{cls.__name__} runs unfused: only optsweep's optimizers (optimizers.names()) take "
@@ -192,6 +183,8 @@ class FusedOptimizer:
             )
             scalars = named._make(columns.unbind(0))
             flags = self.members[0]._flags(self.members[0].param_groups[bucket.group])
+            if self._cls._per_tensor_norms:
+                flags = {**flags, "batch_dims": 1}
             self._cls._update(params, grads, *state_lists, scalars, **flags)
         self._restore_frozen()
         for member in self.members:

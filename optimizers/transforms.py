@@ -104,6 +104,18 @@ def rms_denominator(square_avg: Tensor, grad_avg: Tensor | None, eps: Scalar) ->
     return square_avg.sqrt().add_(eps)
 
 
+def tensor_norm(tensor: Tensor, batch_dims: int = 0) -> Tensor:
+    """The 2-norm of `tensor` (LARS, LAMB: one norm per whole tensor). With `batch_dims` leading
+    dimensions that index independent tensors (fused members, ``[K, ...]``): one norm each, over every
+    other dimension, kept as size-1 dimensions so that it broadcasts against `tensor`."""
+    if batch_dims == 0:
+        return tensor.norm()
+    dims = tuple(range(batch_dims, tensor.ndim))
+    if not dims:  # each member's tensor is a scalar (vector_norm would reduce over everything)
+        return tensor.abs()
+    return torch.linalg.vector_norm(tensor, dim=dims, keepdim=True)
+
+
 def trust_ratio(numerator_norm: Tensor, denominator_norm: Tensor, coefficient: Tensor) -> Tensor:
     """Layer-wise trust ratio (LARS, LAMB): coefficient, or 1 when either norm is zero."""
     usable = (numerator_norm > 0) & (denominator_norm > 0)

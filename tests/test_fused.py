@@ -139,6 +139,32 @@ CASES: dict[str, list[dict[str, Any]]] = {
             "schedule": "step",
         },
     ],
+    # Per-tensor trust ratios: each member's norms over its own tensors only.
+    "lamb": [
+        {"optimizer": "lamb", "hparams": {"lr": 1e-2, "weight_decay": 1e-2}, "seed": 12},
+        {
+            "optimizer": "lamb",
+            "hparams": {"lr": 5e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.1},
+            "seed": 13,
+            "schedule": "cosine",
+        },
+    ],
+    "lars_nesterov": [
+        {"optimizer": "lars", "hparams": {"lr": 5.0, "momentum": 0.9, "nesterov": True}, "seed": 14},
+        {
+            "optimizer": "lars",
+            "hparams": {
+                "lr": 2.0,
+                "momentum": 0.8,
+                "nesterov": True,
+                "weight_decay": 1e-3,
+                "trust_coefficient": 2e-3,
+                "eps": 1e-6,
+            },
+            "seed": 15,
+            "schedule": "warmup_cosine",
+        },
+    ],
 }
 
 

@@ -1,5 +1,5 @@
-"""Fused trials' parts: a frozen member stays frozen without disturbing the others, and what cannot be
-fused is refused in one line."""
+"""Fused trials' parts: a frozen member stays frozen without disturbing the others, per-member norms
+(LAMB, LARS) are each member's own, and what cannot be fused is refused in one line."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 import optimizers
 from optimizers.members import FusedOptimizer, FusionError, placeholder_groups
+from optimizers.transforms import tensor_norm
 from trainables import models
 from trainables.config import TrainConfig
 from trainables.fused import train_fused
@@ -114,12 +115,23 @@ def test_a_model_with_dropout_is_refused_in_one_line() -> None:
     _one_line(error, "_Dropout", "cannot be fused", "vmap")
 
 
-@pytest.mark.parametrize("name", ["lamb", "lars"])
-def test_trust_ratio_optimizers_are_refused_in_one_line(name: str) -> None:
-    configs = [TrainConfig(optimizer=name, hparams={"lr": 0.01}, seed=s) for s in (0, 1)]
+def test_an_optimizer_without_per_member_hyperparameters_is_refused_in_one_line() -> None:
+    model = FusedModel(_cnns([0, 1]))
+    groups = [{"params": list(model.params.values())}]
     with pytest.raises(FusionError) as error:
-        train_fused(configs, task=_tiny_task(), device=CPU)
-    _one_line(error, "runs unfused", "trust ratio")
+        FusedOptimizer(groups, [torch.optim.SGD(placeholder_groups(groups), lr=0.1) for _ in range(2)])
+    _one_line(error, "SGD", "runs unfused")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (3, 7), (3,)])
+def test_per_member_norms_are_each_members_own_norm(shape: tuple[int, ...]) -> None:
+    # LAMB's and LARS's trust ratios, fused: one norm per member, broadcastable over its tensor.
+    stacked = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    norms = tensor_norm(stacked, batch_dims=1)
+    assert norms.shape == (shape[0],) + (1,) * (len(shape) - 1)
+    for k in range(shape[0]):
+        torch.testing.assert_close(norms[k].reshape(()), stacked[k].norm(), rtol=1e-14, atol=0)
+    assert torch.equal(tensor_norm(stacked), stacked.norm())
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ What must be equal within a group (`check_configs`): the task and its arguments,
 batch size), gradient clipping, the divergence bound, the optimizer and its code-path switches. Not
 fused (refused with one line): multi-worker modes, mixed precision (amp=True; with amp=None fused
 members train in full precision, where the unfused loop turns AMP on on CUDA), user optimizer classes,
-LAMB and LARS (per-tensor trust ratios), models whose forward does not run under vmap. Not yet:
-compiled steps.
+models whose forward does not run under vmap. LAMB and LARS fuse: their per-tensor trust ratios are
+norms over each member's own tensors. Not yet: compiled steps.
 
 `FusedGroup` is the group as an object that a Tune trial drives: one epoch at a time (`run_epoch`),
 checkpointed and restored (`state_dict`, `load_state_dict`: weights, BatchNorm statistics, optimizer

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import fused_groups
 from analysis.target import attach, target_of
 from analysis.tune_files import (
     NotAnExperimentError,
@@ -138,7 +139,13 @@ def read_experiment(experiment_dir: str | os.PathLike[str], *, target: Target | 
     if not tune_dirs:
         raise NotAnExperimentError(f"not an experiment directory (no Ray Tune experiment below it): {root}")
     target = target_of(root) if target is None else target
-    raw = [trial for tune_dir in tune_dirs for trial in read_tune_experiment(tune_dir)]
+    # A fused group's trial counts as its members, each a trial as if it had run alone.
+    raw = [
+        member
+        for tune_dir in tune_dirs
+        for trial in read_tune_experiment(tune_dir)
+        for member in fused_groups.expand(trial)
+    ]
     _check_written_by_optsweep(root, raw)
     for trial in raw:
         trial.results = _one_line_per_epoch(trial.results)

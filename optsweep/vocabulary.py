@@ -170,3 +170,15 @@ spent. With the task and the optimizers they are a study's identity."""
 def test_mean_key(target: Target) -> str:
     """The analysis summary's column of the chosen configuration's mean test metric, e.g. test_acc_mean."""
     return target.test_key + "_mean"
+
+
+# ---------------------------------------------------------------------------------- fused trials
+CONFIGURATION_KEY = "__configuration"
+"""In a trial config (or a fused member's): the configuration's number within its optimizer's study; all
+seeds of a configuration share it and its hyperparameters."""
+MEMBERS_KEY = "__members"
+"""In a fused group's trial config: its members, each a dict of the hyperparameters, `seed` and
+`__configuration` that an unfused trial's config holds at its top level."""
+MEMBER_RESULTS = "members"
+"""In a fused group's per-epoch result: member number (a string, as JSON keys are) -> that member's
+metrics under the keys of an unfused trial's result."""

@@ -71,6 +71,8 @@ class StudyArgs:
     tracking_uri: str | None = None
     keep_checkpoints: int = 1
     trust_storage: bool = False
+    # Fused trials (sweeps.fusion): None = K members per group by the memory rule, 0 = unfused, K = K.
+    fuse: int | None = None
     smoke: bool = False
 
     @property
@@ -249,6 +251,16 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
     where.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: 1)")
     where.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default: 0)")
     where.add_argument(
+        "--fuse",
+        type=int,
+        metavar="K",
+        help="train up to K trials of an optimizer at once in one process, as one fused trial (default: "
+        "K from the model's size and the free memory, where the study allows fusion)",
+    )
+    where.add_argument(
+        "--no-fuse", action="store_true", default=None, help="train every trial in its own process"
+    )
+    where.add_argument(
         "--max-concurrent", type=int, help="trials at once (default: as many as resources allow)"
     )
     where.add_argument(
@@ -292,7 +304,7 @@ def _backends(text: str) -> tuple[str, ...]:
 def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyArgs) -> StudyArgs:
     """Parse and validate; raises UsageError with a one-line message."""
     ns = build_parser(prog, description, defaults).parse_args(argv)
-    shorthands = ("smoke", "dataset", "model", "task_arg")
+    shorthands = ("smoke", "dataset", "model", "task_arg", "no_fuse")
     given = {k: v for k, v in vars(ns).items() if v is not None and k not in shorthands}
     values = dataclasses.asdict(defaults)
     if ns.smoke:
@@ -306,6 +318,10 @@ def parse(argv: list[str] | None, prog: str, description: str, defaults: StudyAr
                 f"unknown dataset {ns.dataset!r} in --dataset; valid: {', '.join(DATASET_TASKS)}"
             )
         values["task"] = ns.dataset
+    if ns.no_fuse:
+        if ns.fuse is not None:
+            raise UsageError("give either --fuse K or --no-fuse, not both")
+        values["fuse"] = 0
     if values["task"] != defaults.task:
         values["task_args"] = {}  # the default task's arguments do not carry over to another task
     values["task_args"] = {**values["task_args"], **_task_args(ns.task_arg or [])}
@@ -351,6 +367,8 @@ def validate(args: StudyArgs, *, named_task: bool = True) -> None:
         )
     if args.staleness_aware_lr and args.mode != "async-ps":
         raise UsageError(f"--staleness-aware-lr is for --mode async-ps (got --mode {args.mode})")
+    if args.fuse is not None and args.fuse < 0:
+        raise UsageError(f"--fuse {args.fuse} is invalid: it must be an integer >= 1 (or --no-fuse)")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {args.max_concurrent} is invalid: it must be an integer >= 1")
     if not 0 < args.cpus_per_worker < math.inf:

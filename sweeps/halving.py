@@ -33,16 +33,16 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
-from optsweep.vocabulary import DIVERGED_FLAG, EPOCH, Target
+from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBER_RESULTS, MEMBERS_KEY, Target
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
-CONFIGURATION_KEY = "__configuration"
 STATE_FILE = "optsweep_halving.json"
 """In the optimizer's Tune experiment directory: the rung records and decisions."""
 
 Group = tuple[str, int]  # (optimizer, configuration)
+Unit = tuple[str, int, int]  # (optimizer, configuration, seed): one run, alone or a fused group's member
 
 
 def rungs_for(max_epochs: int, reduction_factor: int = 3) -> list[int]:
@@ -100,28 +100,40 @@ class ConfigurationHalving(TrialScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         self._ensure_loaded()
-        optimizer, configuration, seed = self._identity(trial)
+        optimizer = str(trial.config.get("optimizer"))
         self._to_unpause.discard(trial.trial_id)  # it runs again
-        if self._eliminated(optimizer, configuration):
+        if self._trial_eliminated(trial):
             return self.STOP
         epoch = int(result.get(EPOCH, 0))
         # Rungs below this epoch that are not decided yet: only for a seed resumed from its checkpoint
         # after a restart. It waits, as an uninterrupted run would have; without a record of such a rung
         # (its state file was lost) it counts with its best so far, so that the rung can still be decided.
         undecided = [r for r in self.rungs if r < epoch and (optimizer, r) not in self.survivors]
-        for rung in undecided:
-            self._seeds(rung, optimizer, configuration).setdefault(seed, self._value(result))
-        if epoch in self.rungs:
-            self._seeds(epoch, optimizer, configuration)[seed] = self._value(result)
-            if result.get(DIVERGED_FLAG):
+        diverged = False
+        for (_, configuration, seed), reported in self._reports(trial, result):
+            for rung in undecided:
+                self._seeds(rung, optimizer, configuration).setdefault(seed, self._value(reported))
+            if epoch in self.rungs:
+                self._seeds(epoch, optimizer, configuration)[seed] = self._value(reported)
+            if reported.get(DIVERGED_FLAG):
                 self.failed.add((optimizer, configuration))
-        elif not undecided:
+                diverged = True
+        if epoch not in self.rungs and not undecided and not diverged:
             return self.CONTINUE
         self._after_change(tune_controller, optimizer)
-        if self._eliminated(optimizer, configuration):
+        if self._trial_eliminated(trial):
             return self.STOP
         decided = all((optimizer, r) in self.survivors for r in self.rungs if r <= epoch)
         return self.CONTINUE if decided else self.PAUSE
+
+    def _reports(self, trial: Trial, result: dict[str, Any]) -> list[tuple[Unit, dict[str, Any]]]:
+        """(unit, its result) for each unit the result reports: the trial itself, or a fused group's
+        members that trained this epoch."""
+        units = self._units(trial)
+        if MEMBERS_KEY not in trial.config:
+            return [(units[0], result)]
+        members = _member_results(result)
+        return [(units[k], reported) for k, reported in sorted(members.items()) if 0 <= k < len(units)]
 
     def _seeds(self, rung: int, optimizer: str, configuration: int) -> dict[int, float]:
         """seed -> value recorded at `rung` for a configuration (created empty)."""
@@ -133,17 +145,21 @@ class ConfigurationHalving(TrialScheduler):
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> None:
-        optimizer, configuration, _ = self._identity(trial)
-        finished_early = (result or {}).get(EPOCH, 0) < self.max_epochs
-        if (result or {}).get(DIVERGED_FLAG) or (
-            finished_early and not self._eliminated(optimizer, configuration)
-        ):
-            self.failed.add((optimizer, configuration))
+        optimizer = str(trial.config.get("optimizer"))
+        for (_, configuration, _), reported in self._reports(trial, result or {}):
+            if reported.get(DIVERGED_FLAG):
+                self.failed.add((optimizer, configuration))
+        if (result or {}).get(EPOCH, 0) < self.max_epochs:
+            # Ended before the full budget without being stopped here: its configurations count as failed.
+            for _, configuration, _ in self._units(trial):
+                if not self._eliminated(optimizer, configuration):
+                    self.failed.add((optimizer, configuration))
         self._after_change(tune_controller, optimizer)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
-        optimizer, configuration, _ = self._identity(trial)
-        self.failed.add((optimizer, configuration))
+        optimizer = str(trial.config.get("optimizer"))
+        for _, configuration, _ in self._units(trial):
+            self.failed.add((optimizer, configuration))
         self._after_change(tune_controller, optimizer)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -156,10 +172,9 @@ class ConfigurationHalving(TrialScheduler):
         # Tune carries out a PAUSE later than the result that asked for it: a seed may have finished
         # pausing only after its configuration was eliminated. Stopping it again is a no-op.
         for trial in trials:
-            if trial.status in (Trial.PAUSED, Trial.PENDING) and self._reached_a_rung(trial):
-                optimizer, configuration, _ = self._identity(trial)
-                if self._eliminated(optimizer, configuration):
-                    _stop(tune_controller, trial)
+            waiting = trial.status in (Trial.PAUSED, Trial.PENDING) and self._reached_a_rung(trial)
+            if waiting and self._trial_eliminated(trial):
+                _stop(tune_controller, trial)
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
                 return trial
@@ -205,9 +220,9 @@ class ConfigurationHalving(TrialScheduler):
         """Configurations of `optimizer` all of whose trials have ended (terminated or errored)."""
         statuses: dict[int, set[str]] = defaultdict(set)
         for trial in tune_controller.get_trials():
-            trial_optimizer, configuration, _ = self._identity(trial)
-            if trial_optimizer == optimizer:
-                statuses[configuration].add(trial.status)
+            for trial_optimizer, configuration, _ in self._units(trial):
+                if trial_optimizer == optimizer:
+                    statuses[configuration].add(trial.status)
         return {c for c, seen in statuses.items() if seen <= {Trial.TERMINATED, Trial.ERROR}}
 
     def _decide(
@@ -231,10 +246,9 @@ class ConfigurationHalving(TrialScheduler):
             waiting_pending = trial.status == Trial.PENDING and self._reached_a_rung(trial)
             if trial.status != Trial.PAUSED and not trial.is_saving and not waiting_pending:
                 continue
-            trial_optimizer, configuration, _ = self._identity(trial)
-            if trial_optimizer != optimizer:
+            if str(trial.config.get("optimizer")) != optimizer:
                 continue
-            if self._eliminated(optimizer, configuration):
+            if self._trial_eliminated(trial):
                 _stop(tune_controller, trial)
             elif trial.status == Trial.PAUSED and self._waiting_is_over(trial):
                 self._to_unpause.add(trial.trial_id)
@@ -252,33 +266,45 @@ class ConfigurationHalving(TrialScheduler):
                 return True
         return False
 
+    def _trial_eliminated(self, trial: Trial) -> bool:
+        """Whether every configuration the trial trains (one, or a fused group's) is eliminated."""
+        return all(self._eliminated(o, c) for o, c, _ in self._units(trial))
+
+    def _rungs_reached(self, trial: Trial) -> list[int]:
+        return [
+            r
+            for r in self.rungs
+            if any(s in self.records.get(r, {}).get((o, c), {}) for o, c, s in self._units(trial))
+        ]
+
     def _reached_a_rung(self, trial: Trial) -> bool:
-        optimizer, configuration, seed = self._identity(trial)
-        return any(seed in self.records.get(r, {}).get((optimizer, configuration), {}) for r in self.rungs)
+        return bool(self._rungs_reached(trial))
 
     def _waiting(self, trial: Trial) -> bool:
         """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
-        optimizer, configuration, seed = self._identity(trial)
-        return any(
-            seed in self.records.get(r, {}).get((optimizer, configuration), {})
-            and (optimizer, r) not in self.survivors
-            for r in self.rungs
-        )
+        optimizer = str(trial.config.get("optimizer"))
+        return any((optimizer, r) not in self.survivors for r in self._rungs_reached(trial))
 
     def _waiting_is_over(self, trial: Trial) -> bool:
-        """Whether every rung this paused trial has reached is decided in its favour."""
-        optimizer, configuration, seed = self._identity(trial)
-        reached = [
-            r for r in self.rungs if seed in self.records.get(r, {}).get((optimizer, configuration), {})
-        ]
-        return all(configuration in self.survivors.get((optimizer, r), []) for r in reached) and bool(reached)
+        """Whether every rung this paused trial reached is decided, with a configuration of it going on."""
+        optimizer = str(trial.config.get("optimizer"))
+        reached = self._rungs_reached(trial)
+        decided = all((optimizer, r) in self.survivors for r in reached)
+        return bool(reached) and decided and not self._trial_eliminated(trial)
 
     @staticmethod
-    def _identity(trial: Trial) -> tuple[str, int, int]:
+    def _units(trial: Trial) -> list[Unit]:
+        """(optimizer, configuration, seed) of each run the trial trains (itself, or a group's members)."""
         config = trial.config
+        optimizer = str(config.get("optimizer"))
+        if MEMBERS_KEY in config:
+            return [
+                (optimizer, int(m.get(CONFIGURATION_KEY, -1)), int(m.get("seed", 0)))
+                for m in config[MEMBERS_KEY]
+            ]
         # Random search sets the seed; Optuna's Repeater numbers the seeds of a configuration instead.
         seed = config.get("seed", config.get("__trial_index__", 0))
-        return str(config.get("optimizer")), int(config.get(CONFIGURATION_KEY, -1)), int(seed)
+        return [(optimizer, int(config.get(CONFIGURATION_KEY, -1)), int(seed))]
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -338,6 +364,24 @@ class ConfigurationHalving(TrialScheduler):
             ) from None
 
 
+class StateFileDecisions:
+    """A scheduler's decisions as a fused trial learns them (`trainables.fused_trial.MemberDecisions`):
+    read from its state file, which it writes before it lets a trial past a decided rung."""
+
+    def __init__(self, state_file: str) -> None:
+        self.state_file = state_file
+
+    def eliminated(self, optimizer: str, epoch: int) -> set[int]:
+        text = _read(self.state_file)
+        if text is None:
+            return set()
+        eliminated: set[int] = set()
+        for decided_optimizer, rung, entered, survivors in json.loads(text)["decisions"]:
+            if decided_optimizer == optimizer and rung <= epoch:
+                eliminated |= set(entered) - set(survivors)
+        return eliminated
+
+
 class SeedRepeater(Repeater):
     """Ray's Repeater (one searcher configuration, `repeat` seeds, the searcher told their mean) for seeds
     that early stopping ends while they wait at a rung: Tune then reports their completion without a
@@ -357,6 +401,21 @@ class SeedRepeater(Repeater):
         if not result and not kwargs.get("error"):
             result = last
         super().on_trial_complete(trial_id, result, **kwargs)
+
+
+def _member_results(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A fused group's result's members: member -> its metrics. Tune hands schedulers results flattened
+    (``members/3/val_acc``); a result read back from result.json is nested."""
+    nested = result.get(MEMBER_RESULTS)
+    if isinstance(nested, dict):
+        return {int(k): dict(v) for k, v in nested.items()}
+    prefix = MEMBER_RESULTS + "/"
+    members: dict[int, dict[str, Any]] = {}
+    for key, value in result.items():
+        if key.startswith(prefix):
+            member, _, name = key[len(prefix) :].partition("/")
+            members.setdefault(int(member), {})[name] = value
+    return members
 
 
 def _stop(tune_controller: TuneController, trial: Trial) -> None:

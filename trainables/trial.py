@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import loop, param_server, sessions
+from . import fused_trial, loop, param_server, sessions
 from .config import TrainConfig
 from .tasks import Task
 
@@ -49,14 +49,19 @@ def run_trial(
     task: Task | None = None,
     optimizer: type | None = None,
     run_settings: dict[str, Any] | None = None,
+    decisions: fused_trial.MemberDecisions | None = None,
 ) -> None:
-    """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`).
+    """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`, or a fused
+    group's: `trainables.fused_trial`, which learns the scheduler's `decisions`).
 
     `task` and `optimizer` (given with `tune.with_parameters`) are what is trained and a user's optimizer
     class; None builds the config's task and optimizer. `run_settings` (resources, data directory) are
     this run's and win over the stored config's: a trial resumed by a rerun with corrected resources
     (or generated from the stored search space) uses them.
     """
+    if fused_trial.is_fused(config):
+        fused_trial.run_fused_trial(config, task, run_settings, decisions)
+        return
     check_trial_config(config)
     if run_settings:
         config = {**config, "settings": {**config["settings"], **run_settings}}

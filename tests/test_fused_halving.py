@@ -1,0 +1,161 @@
+"""Per-configuration halving over fused groups (issues 12 and 14), driven the way Tune drives a scheduler,
+without Ray: a group is one trial whose members report together; it pauses at a rung, learns the
+decisions from the scheduler's state file (as `trainables.fused_trial` does) and drops the members of
+eliminated configurations. Its decisions and every member's epochs must be those of the unfused sweep."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+from test_halving import TARGET, FakeController, accuracy, simulate
+
+from sweeps.halving import ConfigurationHalving, StateFileDecisions
+
+
+@dataclass
+class FakeGroup:
+    trial_id: str
+    config: dict[str, Any]
+    status: str = Trial.PENDING
+    is_saving: bool = False
+    epoch: int = 0
+    active: list[int] = field(default_factory=list)
+    best: dict[int, float] = field(default_factory=dict)
+    last_epoch: dict[int, int] = field(default_factory=dict)
+
+
+def simulate_fused(
+    configurations: int,
+    seeds: int,
+    max_epochs: int,
+    group_size: int,
+    *,
+    order_seed: int,
+    slots: int,
+    state_file: Path,
+    diverge: frozenset[tuple[int, int]] = frozenset(),
+) -> tuple[dict, dict[str, int]]:
+    """Returns (decisions, last epoch per member named as the unfused trial t<cc>_<s>)."""
+    units = list(itertools.product(range(configurations), range(seeds)))
+    groups = [units[i : i + group_size] for i in range(0, len(units), group_size)]
+    trials = [
+        FakeGroup(
+            f"g{g}",
+            {
+                "optimizer": "adam",
+                "__members": [{"__configuration": c, "seed": s, "lr": 0.1} for c, s in members],
+            },
+            active=list(range(len(members))),
+        )
+        for g, members in enumerate(groups)
+    ]
+    controller = FakeController(trials)  # type: ignore[arg-type]
+    scheduler = ConfigurationHalving(TARGET, max_epochs, configurations, seeds, state_file=str(state_file))
+    controller.scheduler = scheduler
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    decisions = StateFileDecisions(str(state_file))
+
+    def member(trial: FakeGroup, k: int) -> tuple[int, int]:
+        m = trial.config["__members"][k]
+        return m["__configuration"], m["seed"]
+
+    def drop_eliminated(trial: FakeGroup) -> None:
+        eliminated = decisions.eliminated("adam", trial.epoch)
+        trial.active = [k for k in trial.active if member(trial, k)[0] not in eliminated]
+
+    def finish(trial: FakeGroup, result: dict[str, Any]) -> None:
+        trial.status = Trial.TERMINATED
+        scheduler.on_trial_complete(controller, trial, result)
+
+    rng = random.Random(order_seed)
+    pausing: list[FakeGroup] = []
+    for _ in range(100_000):
+        for trial in [t for t in pausing if rng.random() < 0.5]:
+            pausing.remove(trial)
+            if trial.status == Trial.RUNNING:
+                trial.status = Trial.PAUSED
+        running = [t for t in trials if t.status == Trial.RUNNING]
+        while len(running) < slots:
+            chosen = scheduler.choose_trial_to_run(controller)
+            if chosen is None:
+                break
+            chosen.status = Trial.RUNNING
+            drop_eliminated(chosen)  # as the trial does when it resumes from its checkpoint
+            running.append(chosen)
+        if not running and not pausing:
+            break
+        reporting = [t for t in running if t not in pausing]
+        if not reporting:
+            continue
+        trial = rng.choice(reporting)
+        if not trial.active:  # every member diverged or left: the trial ends itself
+            finish(trial, {"epoch": trial.epoch})
+            continue
+        trial.epoch += 1
+        reports: dict[str, dict[str, Any]] = {}
+        for k in list(trial.active):
+            c, s = member(trial, k)
+            value = accuracy(c, s, trial.epoch, set(diverge))
+            trial.last_epoch[k] = trial.epoch
+            if value is None:
+                trial.active.remove(k)  # frozen, reported diverged once
+                reports[str(k)] = {"epoch": trial.epoch, "diverged": True, TARGET.best_key: TARGET.worst}
+                continue
+            trial.best[k] = max(trial.best.get(k, -1.0), value)
+            reports[str(k)] = {"epoch": trial.epoch, "diverged": False, TARGET.best_key: trial.best[k]}
+        result: dict[str, Any] = {"epoch": trial.epoch, "members": reports}
+        if trial.epoch % 2 == 0:  # rungs 2, 6, 18: as Tune hands them to schedulers, flattened
+            flat = {f"members/{k}/{key}": v for k, metrics in reports.items() for key, v in metrics.items()}
+            result = {"epoch": trial.epoch} | flat
+        decision = scheduler.on_trial_result(controller, trial, result)
+        if decision == scheduler.PAUSE:
+            pausing.append(trial)
+        elif decision == scheduler.STOP or trial.epoch == max_epochs:
+            finish(trial, result)
+        else:
+            drop_eliminated(trial)  # as the trial does after each report
+            if not trial.active:
+                finish(trial, result)
+    else:
+        raise AssertionError("the simulated sweep does not end")
+    assert {t.status for t in trials} == {Trial.TERMINATED}
+    epochs = {}
+    for trial in trials:
+        for k in range(len(trial.config["__members"])):
+            c, s = member(trial, k)
+            epochs[f"t{c:02d}_{s}"] = trial.last_epoch.get(k, 0)
+    return scheduler.decisions(), epochs
+
+
+@pytest.mark.parametrize(("group_size", "slots"), [(24, 1), (5, 2), (7, 3), (1, 2)])
+def test_fused_groups_stop_exactly_the_configurations_unfused_trials_stop(
+    tmp_path: Path, group_size: int, slots: int
+) -> None:
+    unfused_decisions, unfused_epochs, _ = simulate(8, 3, 20, order_seed=0, slots=2)
+    decisions, epochs = simulate_fused(
+        8, 3, 20, group_size, order_seed=group_size, slots=slots, state_file=tmp_path / "state.json"
+    )
+    assert decisions == unfused_decisions
+    assert epochs == unfused_epochs
+
+
+def test_a_diverged_member_fails_its_configuration_as_an_unfused_seed_does(tmp_path: Path) -> None:
+    diverge = frozenset({(5, 1)})
+    unfused_decisions, unfused_epochs, _ = simulate(6, 2, 20, order_seed=0, slots=3, diverge=diverge)
+    decisions, epochs = simulate_fused(
+        6, 2, 20, 4, order_seed=1, slots=2, state_file=tmp_path / "state.json", diverge=diverge
+    )
+    assert decisions == unfused_decisions
+    assert epochs["t05_1"] == 3
+    # Unfused, the healthy seed of a failed configuration may run on until it is stopped; fused, its
+    # group carries it to the same rung, where it is dropped.
+    assert {k: e for k, e in epochs.items() if not k.startswith("t05")} == {
+        k: e for k, e in unfused_epochs.items() if not k.startswith("t05")
+    }

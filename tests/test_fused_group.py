@@ -34,6 +34,12 @@ ADAM_MEMBERS = [
     {"hparams": {"lr": 2e-3}, "seed": 3, "schedule": "cosine"},
 ]
 
+LARS_MEMBERS = [
+    {"hparams": {"lr": 5.0, "momentum": 0.9, "weight_decay": 1e-4}, "seed": 0},
+    {"hparams": {"lr": 2.0, "momentum": 0.8, "trust_coefficient": 2e-3}, "seed": 1, "schedule": "cosine"},
+    {"hparams": {"lr": 8.0, "momentum": 0.7}, "seed": 2, "schedule": "plateau"},
+]
+
 
 def _configs(optimizer: str, members: list[dict[str, Any]], epochs: int) -> list[TrainConfig]:
     return [TrainConfig(optimizer=optimizer, max_epochs=epochs, **member) for member in members]
@@ -62,6 +68,7 @@ def _through_bytes(state: dict[str, Any]) -> dict[str, Any]:
 CASES = {
     "sgd_momentum_mlp": ("sgd", SGD_MEMBERS, "mlp", 6, 2, 128),
     "adam_mlp": ("adam", ADAM_MEMBERS, "mlp", 3, 1, 128),
+    "lars_mlp": ("lars", LARS_MEMBERS, "mlp", 3, 2, 128),
     "sgd_batchnorm_cnn": ("sgd", SGD_MEMBERS[1:], "cnn", 3, 1, 96),
 }
 

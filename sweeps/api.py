@@ -140,7 +140,8 @@ class Study:
 
         Options (`where`): address, workers_per_trial, mode, staleness_aware_lr, cpus_per_worker,
         gpus_per_worker, max_concurrent, keep_checkpoints, trust_storage,
-        data_dir, log_to, tracking_uri, as on the command line.
+        data_dir, log_to, tracking_uri, as on the command line, and fuse (None: fused groups of K members
+        by the memory rule where the study allows it; 0: unfused; K: groups of up to K).
         """
         plan = self.plan(storage_path, **where)
         report_dir = study.execute(plan)
@@ -169,4 +170,5 @@ _RUN_OPTIONS = (
     "staleness_aware_lr",
     "keep_checkpoints",
     "trust_storage",
+    "fuse",
 )

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from optsweep import vocabulary as v
 
-from . import checkpoints, sessions
+from . import checkpoints, faults, sessions
 from .config import TrainConfig
 from .fused import FusedGroup
 from .tasks import Task, build_task
@@ -90,6 +90,7 @@ def run_fused_trial(
     _drop_eliminated(group, optimizer, configurations, decisions)
     target = task.target
     while not group.finished:
+        faults.maybe_crash(0, group.epoch + 1)  # the fault-tolerance tests' kill, before the epoch trains
         reports = group.run_epoch()
         result = _group_result(reports, target, note)
         note = {}

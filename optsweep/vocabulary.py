@@ -182,3 +182,19 @@ MEMBERS_KEY = "__members"
 MEMBER_RESULTS = "members"
 """In a fused group's per-epoch result: member number (a string, as JSON keys are) -> that member's
 metrics under the keys of an unfused trial's result."""
+
+
+def member_results(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A fused group's result's members: member number -> its metrics (empty for any other result). Tune
+    hands schedulers and callbacks results flattened (``members/3/val_acc``); result.json is nested."""
+    nested = result.get(MEMBER_RESULTS)
+    if isinstance(nested, dict):
+        return {int(k): dict(v) for k, v in nested.items() if isinstance(v, dict)}
+    prefix = MEMBER_RESULTS + "/"
+    members: dict[int, dict[str, Any]] = {}
+    for key, value in result.items():
+        if key.startswith(prefix):
+            member, _, name = key[len(prefix) :].partition("/")
+            if member.isdigit() and name:
+                members.setdefault(int(member), {})[name] = value
+    return members

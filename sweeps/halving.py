@@ -33,7 +33,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
-from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBER_RESULTS, MEMBERS_KEY, Target
+from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -132,7 +132,7 @@ class ConfigurationHalving(TrialScheduler):
         units = self._units(trial)
         if MEMBERS_KEY not in trial.config:
             return [(units[0], result)]
-        members = _member_results(result)
+        members = member_results(result)
         return [(units[k], reported) for k, reported in sorted(members.items()) if 0 <= k < len(units)]
 
     def _seeds(self, rung: int, optimizer: str, configuration: int) -> dict[int, float]:
@@ -401,21 +401,6 @@ class SeedRepeater(Repeater):
         if not result and not kwargs.get("error"):
             result = last
         super().on_trial_complete(trial_id, result, **kwargs)
-
-
-def _member_results(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """A fused group's result's members: member -> its metrics. Tune hands schedulers results flattened
-    (``members/3/val_acc``); a result read back from result.json is nested."""
-    nested = result.get(MEMBER_RESULTS)
-    if isinstance(nested, dict):
-        return {int(k): dict(v) for k, v in nested.items()}
-    prefix = MEMBER_RESULTS + "/"
-    members: dict[int, dict[str, Any]] = {}
-    for key, value in result.items():
-        if key.startswith(prefix):
-            member, _, name = key[len(prefix) :].partition("/")
-            members.setdefault(int(member), {})[name] = value
-    return members
 
 
 def _stop(tune_controller: TuneController, trial: Trial) -> None:

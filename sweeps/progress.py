@@ -10,6 +10,9 @@ heartbeat every `heartbeat_s` seconds, and always at the end.
 
 ETA: the remaining trials of this optimizer, and of the optimizers still to come, at the rate trials
 have finished so far (trials stopped early count as finished, as they free their slot).
+
+A fused group (one Tune trial, `trainables.fused_trial`) counts as its members, each as the trial it
+would have been alone: a member the group went on without was stopped early (or diverged).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, TextIO
 
 from ray import tune
 
-from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, Target
+from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
 
 from .trial_identity import ConfigurationIds
 
@@ -59,6 +63,7 @@ class ProgressLine(tune.Callback):
         self._last_print = -math.inf
         self._last_line = ""
         self._identities = ConfigurationIds()
+        self._member_results: dict[tuple[str, int], dict[str, Any]] = {}  # a fused member's last result
 
     # Tune pickles its callbacks with the experiment; the output stream stays behind.
     def __getstate__(self) -> dict[str, Any]:
@@ -79,10 +84,17 @@ class ProgressLine(tune.Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self._print(self.line(trials), final=True)
 
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        for member, metrics in member_results(result).items():
+            self._member_results[(trial.trial_id, member)] = metrics
+
     # ---------------------------------------------------------------------------------- the line
     def line(self, trials: list[Any]) -> str:
         """The progress line for these trials (Tune's Trial objects, or anything with trial_id,
         status, config and last_result)."""
+        trials = self._members(trials)
         counts = self._counts(trials)
         done = counts["completed"] + counts["stopped"] + counts["diverged"] + counts["errors"]
         head = f"[{self.label}" + (f" {self.position[0]}/{self.position[1]}" if self.position else "") + "]"
@@ -98,6 +110,29 @@ class ProgressLine(tune.Callback):
             parts.append(best)
         parts.append(self._times(done))
         return "; ".join(parts)
+
+    def _members(self, trials: list[Any]) -> list[Any]:
+        """The trials with each fused group replaced by its members (see the module docstring)."""
+        expanded = []
+        for trial in trials:
+            members = (trial.config or {}).get(MEMBERS_KEY)
+            if not isinstance(members, list):
+                expanded.append(trial)
+                continue
+            shared = {k: v for k, v in trial.config.items() if k != MEMBERS_KEY}
+            group_epoch = _epoch(trial.last_result or {})
+            for index, member in enumerate(members):
+                last = self._member_results.get((trial.trial_id, index), {})
+                left = bool(last) and (last.get(DIVERGED_FLAG) is True or _epoch(last) < group_epoch)
+                expanded.append(
+                    SimpleNamespace(
+                        trial_id=f"{trial.trial_id}-{index:03d}",
+                        status="TERMINATED" if left else trial.status,
+                        config={**shared, **member},
+                        last_result=last,
+                    )
+                )
+        return expanded
 
     def _counts(self, trials: list[Any]) -> dict[str, int]:
         counts = dict.fromkeys(("completed", "stopped", "diverged", "errors", "running", "pending"), 0)

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import urllib.error
 import urllib.request
 import weakref
@@ -41,6 +42,7 @@ from ray.tune.logger import TBXLoggerCallback
 
 from optsweep.vocabulary import STUDY_FILE, TARGET_RECORD_KEY, Target
 
+from .member_tracking import MemberRuns
 from .trial_identity import ConfigurationIds
 
 if TYPE_CHECKING:
@@ -331,13 +333,15 @@ class StudySummary:
 class _FailSoft:
     """Mixed into a Ray logger callback: every hook is guarded, so that an error in the backend costs
     one warning line (through the study's tracking) and switches the backend off, never a trial. Also
-    gives the callback the report's identity of every trial."""
+    gives the callback the report's identity of every trial, and hands it a fused group's members as
+    trials of their own (`sweeps.member_tracking`)."""
 
     backend: str
 
     def _init_fail_soft(self, tracking: StudyTracking) -> None:
         self.tracking = tracking
         self.identities = ConfigurationIds()
+        self.member_runs = MemberRuns()  # a fused group's trial is logged as its members
 
     def _guard(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.backend in self.tracking.failed:
@@ -345,11 +349,18 @@ class _FailSoft:
         try:
             trials = kwargs.get("trials")
             if trials is not None:
-                self.identities.update(trials)
+                self.identities.update(self.member_runs.expand(trials))
             return hook(*args, **kwargs)
         except Exception as error:
             self.tracking.fail(self.backend, _describe(error))
             return None
+
+    def _per_trial(
+        self, hook: Callable[..., Any], iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """A hook about one trial; a fused group's own start, save and restore are not its members'."""
+        if not self.member_runs.is_group(trial):
+            self._guard(hook, iteration=iteration, trials=trials, trial=trial, **info)
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         self._guard(super().setup, *args, **kwargs)  # type: ignore[misc]
@@ -361,37 +372,59 @@ class _FailSoft:
         self._guard(super().on_step_end, iteration=iteration, trials=trials, **info)  # type: ignore[misc]
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_start, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        self._per_trial(super().on_trial_start, iteration, trials, trial, **info)  # type: ignore[misc]
 
     def on_trial_restore(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_restore, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        self._per_trial(super().on_trial_restore, iteration, trials, trial, **info)  # type: ignore[misc]
 
     def on_trial_save(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_save, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        self._per_trial(super().on_trial_save, iteration, trials, trial, **info)  # type: ignore[misc]
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        self._guard(
-            super().on_trial_result,  # type: ignore[misc]
-            iteration=iteration,
-            trials=trials,
-            trial=trial,
-            result=result,
-            **info,
-        )
+        if not self.member_runs.is_group(trial):
+            self._guard(
+                super().on_trial_result,  # type: ignore[misc]
+                iteration=iteration,
+                trials=trials,
+                trial=trial,
+                result=result,
+                **info,
+            )
+            return
+        started, results, ended = self.member_runs.on_result(trial, result)
+        for member in started:
+            self._guard(super().on_trial_start, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
+        for member, member_result in results:
+            self._guard(
+                super().on_trial_result,  # type: ignore[misc]
+                iteration=iteration,
+                trials=trials,
+                trial=member,
+                result=member_result,
+                **info,
+            )
+        for member in ended:
+            self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        for member in self._ending(trial):
+            self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_recover, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        self._per_trial(super().on_trial_recover, iteration, trials, trial, **info)  # type: ignore[misc]
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_trial_error, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        for member in self._ending(trial):
+            self._guard(super().on_trial_error, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
+
+    def _ending(self, trial: Trial) -> list[Any]:
+        """The trial, or a fused group's members whose runs are still open."""
+        return self.member_runs.on_end(trial) if self.member_runs.is_group(trial) else [trial]
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._guard(super().on_checkpoint, iteration=iteration, trials=trials, trial=trial, **info)  # type: ignore[misc]
+        self._per_trial(super().on_checkpoint, iteration, trials, trial, **info)  # type: ignore[misc]
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._guard(super().on_experiment_end, trials=trials, **info)  # type: ignore[misc]
@@ -424,6 +457,9 @@ class TensorBoardCallback(_FailSoft, TBXLoggerCallback):
             self._trial_writer[trial].file_writer.add_summary(summary)
 
 
+_MLFLOW_SETUP = threading.Lock()
+
+
 class MLflowCallback(_FailSoft, MLflowLoggerCallback):
     """Tune's MLflow logger: one run per trial (params: its config; metrics: every reported number
     per epoch), tagged optsweep.optimizer / .config_id / .seed and named <config_id>-seed<seed>."""
@@ -442,9 +478,12 @@ class MLflowCallback(_FailSoft, MLflowLoggerCallback):
         def create_then_setup() -> None:
             from mlflow import MlflowClient
 
-            client = MlflowClient(self.tracking.mlflow_uri)
-            ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
-            MLflowLoggerCallback.setup(self, *args, **kwargs)
+            # The optimizers' Tuners start side by side: one creates the experiment, the others find it
+            # (and Ray's setup sets MLflow's process-wide tracking URI and experiment).
+            with _MLFLOW_SETUP:
+                client = MlflowClient(self.tracking.mlflow_uri)
+                ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
+                MLflowLoggerCallback.setup(self, *args, **kwargs)
 
         self._guard(create_then_setup)
 

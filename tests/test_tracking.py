@@ -63,6 +63,13 @@ def tracked(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Swee
     return _run(tmp_path_factory.mktemp("tracked"), "--log-to", "tensorboard,mlflow,wandb")
 
 
+def _event_dir(sweep: Sweep, row: pd.Series) -> Path:
+    """Where TensorBoard's events of a trial are: its directory, or a fused member's in its group's."""
+    directory = sweep.root / row["trial_dir"]
+    _, _, member = str(row["trial_id"]).partition("-")
+    return directory / f"member_{member}" if member else directory
+
+
 def _trial_rows(sweep: Sweep) -> dict[str, pd.Series]:
     return {row["trial_id"]: row for _, row in sweep.trials.iterrows()}
 
@@ -84,7 +91,7 @@ def test_tensorboard_event_files_hold_every_epoch_and_the_trial_identity(tracked
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     for _, row in tracked.trials.iterrows():
-        events = EventAccumulator(str(tracked.root / row["trial_dir"]), size_guidance={"tensors": 0})
+        events = EventAccumulator(str(_event_dir(tracked, row)), size_guidance={"tensors": 0})
         events.Reload()
         accuracy = events.Scalars("ray/tune/val_acc")
         assert [e.step for e in accuracy] == list(range(1, row["epochs"] + 1))

@@ -15,6 +15,18 @@ Optimizers whose update reduces over a whole tensor (the LAMB and LARS trust rat
 tensor) take the number of leading member dimensions (``batch_dims=1``), so that each member's norm is
 over its own tensor only (`transforms.tensor_norm`).
 
+The step can run compiled (``compiled=True``): the same update function, compiled by the engine's
+machinery (`_engine`: one `torch.compile`d wrapper per update function, shared with the unfused
+optimizers' compiled step, the same recompile limit and the same eager fallback with a warning where
+compilation fails). The members' scalars go in as one tensor ``[fields, K, 1, ..., 1]``, so a changed
+LR (a schedule) or step count changes only tensor values and never recompiles; a new bucket shape (a
+group that shrank, another parameter rank) does. ``OPTSWEEP_COMPILE=never`` / ``always`` overrides
+`compiled`, as it overrides the unfused optimizers' choice. Not compiled on the CPU: LAMB and LARS
+(`_per_tensor_norms`), whose per-member norms inductor's C++ backend fails to compile in torch 2.14
+(``KeyError: 'bufN'`` in its outer-loop fusion of a reduction with an in-place updated buffer,
+pytorch/pytorch#196570); their fused step runs eagerly there, with a warning, rather than letting the
+failure switch compilation off for every optimizer on the CPU. They compile on CUDA (Triton).
+
 A member can be frozen (`freeze`): from then on its parameters and state keep the values they had.
 A group can shrink (`select`: a new fused optimizer over some of the members, with their state and
 step count) and be checkpointed (`state_dict`, `load_state_dict`: plain tensors, lists and dicts).
@@ -22,12 +34,14 @@ step count) and be checkpointed (`state_dict`, `load_state_dict`: plain tensors,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import _engine
 from ._engine import FusableOptimizer
 
 
@@ -68,13 +82,34 @@ def placeholder_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     return [{**group, "params": [torch.zeros(0)]} for group in groups]
 
 
-class _Bucket(NamedTuple):
-    group: int
-    ndim: int
-    dtype: torch.dtype
-    device: torch.device
-    params: list[Tensor]
-    state_lists: list[list[Tensor] | None]
+class _Bucket:
+    """Stacked parameters of one param group with equal rank, dtype and device: one update call a step.
+
+    Its attributes `params`, `state_lists`, `device` and `compiled_with` are those that the engine's
+    `FusableOptimizer._run_compiled` reads and writes of its own buckets, so that the compiled fused
+    step goes through that very method."""
+
+    __slots__ = ("compiled_with", "device", "dtype", "group", "ndim", "params", "state_lists")
+
+    def __init__(
+        self,
+        group: int,
+        ndim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        params: list[Tensor],
+        state_lists: list[list[Tensor] | None],
+    ) -> None:
+        self.group = group
+        self.ndim = ndim
+        self.dtype = dtype
+        self.device = device
+        self.params = params
+        self.state_lists = state_lists
+        self.compiled_with: dict[str, Any] | None = None  # flags of the last compiled call
+
+
+_warned_eager_on_cpu: set[type] = set()
 
 
 class FusedOptimizer:
@@ -83,9 +118,16 @@ class FusedOptimizer:
     `groups`: param groups whose parameters have shape ``[K, ...]`` (the options of each group, such as
     a weight decay of 0, are read from the members' optimizers). `members`: K optimizers of one
     optsweep class, built over `placeholder_groups(groups)` with each member's hyperparameters.
+    `compiled`: run the update compiled (see the module docstring); False runs it eagerly.
     """
 
-    def __init__(self, groups: Sequence[dict[str, Any]], members: Sequence[torch.optim.Optimizer]) -> None:
+    def __init__(
+        self,
+        groups: Sequence[dict[str, Any]],
+        members: Sequence[torch.optim.Optimizer],
+        *,
+        compiled: bool = False,
+    ) -> None:
         if not members:
             raise FusionError("a fused optimizer needs at least one member")
         signatures = {fusion_signature(member) for member in members}
@@ -103,6 +145,7 @@ class FusedOptimizer:
                 f"members have {len(first.param_groups)} param groups, the stacked parameters {len(groups)}"
             )
         self._cls = type(first)
+        self.compiled = compiled
         self._counted = first._counts_steps
         self._steps = 0
         self.frozen: dict[int, list[tuple[Tensor, Tensor]]] = {}  # member -> (live slice, saved copy)
@@ -163,6 +206,7 @@ class FusedOptimizer:
         # Optimizers without step counts mark the step that creates their buffers with 0.0.
         step = float(self._steps) if self._counted else 0.0 if self._steps == 1 else 1.0
         tables: dict[int, tuple[type, Tensor]] = {}
+        compile_now = self._should_compile()
         for bucket in self._buckets:
             grads = [p.grad for p in bucket.params]
             if any(g is None for g in grads):
@@ -172,8 +216,9 @@ class FusedOptimizer:
                 params = [bucket.params[i] for i in present]
                 grads = [grads[i] for i in present]
                 state_lists = [None if s is None else [s[i] for i in present] for s in bucket.state_lists]
+                run = _Bucket(bucket.group, bucket.ndim, bucket.dtype, bucket.device, params, state_lists)
             else:
-                params, state_lists = bucket.params, bucket.state_lists
+                run = bucket
             if bucket.group not in tables:
                 tables[bucket.group] = self._scalar_table(bucket.group, step)
             named, table = tables[bucket.group]
@@ -181,14 +226,40 @@ class FusedOptimizer:
             columns = table.to(device=bucket.device, dtype=dtype).view(
                 table.shape[0], self.num_members, *([1] * (bucket.ndim - 1))
             )
-            scalars = named._make(columns.unbind(0))
-            flags = self.members[0]._flags(self.members[0].param_groups[bucket.group])
+            flags: dict[str, Any] = self.members[0]._flags(self.members[0].param_groups[bucket.group])
             if self._cls._per_tensor_norms:
                 flags = {**flags, "batch_dims": 1}
-            self._cls._update(params, grads, *state_lists, scalars, **flags)
+            if (
+                compile_now
+                and self._compilable_on(bucket.device)
+                and self.members[0]._run_compiled(run, grads, columns, flags)  # type: ignore[arg-type]
+            ):
+                continue
+            # Eager (or compilation failed, warned once): the same update function and formulas.
+            self._cls._update(run.params, grads, *run.state_lists, named._make(columns.unbind(0)), **flags)
         self._restore_frozen()
         for member in self.members:
             member._opt_called = True  # type: ignore[attr-defined]  # LR schedulers check that a step ran
+
+    def _should_compile(self) -> bool:
+        """`compiled`, unless OPTSWEEP_COMPILE says otherwise (as for the unfused optimizers)."""
+        mode = _engine.compile_mode()
+        return self.compiled if mode == "auto" else mode == "always"
+
+    def _compilable_on(self, device: torch.device) -> bool:
+        if device.type in _engine._compile_broken_on:
+            return False
+        if self._cls._per_tensor_norms and device.type == "cpu":  # see the module docstring
+            if self._cls not in _warned_eager_on_cpu:
+                _warned_eager_on_cpu.add(self._cls)
+                warnings.warn(
+                    f"optsweep: the fused {self._cls.__name__} step runs eagerly on the CPU (inductor's C++ "
+                    "backend fails on its per-member norms, pytorch/pytorch#196570); compiled on CUDA.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return False
+        return True
 
     def _scalar_table(self, group: int, step: float) -> tuple[type, Tensor]:
         """Every member's named scalars for this step, computed by its own optimizer in float64 on the
@@ -211,7 +282,7 @@ class FusedOptimizer:
         `groups`: the same param groups as this optimizer's, whose stacked parameters hold those members.
         Their state tensors and the step count carry over, so that they go on exactly as they would
         have here; this optimizer is left as it was."""
-        chosen = FusedOptimizer(groups, [self.members[k] for k in members])
+        chosen = FusedOptimizer(groups, [self.members[k] for k in members], compiled=self.compiled)
         if len(chosen.params) != len(self.params):
             raise FusionError(
                 f"{len(chosen.params)} stacked parameters, this optimizer has {len(self.params)}"

@@ -13,7 +13,8 @@ batch size), gradient clipping, the divergence bound, the optimizer and its code
 fused (refused with one line): multi-worker modes, mixed precision (amp=True; with amp=None fused
 members train in full precision, where the unfused loop turns AMP on on CUDA), user optimizer classes,
 models whose forward does not run under vmap. LAMB and LARS fuse: their per-tensor trust ratios are
-norms over each member's own tensors. Not yet: compiled steps.
+norms over each member's own tensors. The optimizer step can run compiled (`FusedGroup(compiled=True)`,
+`FusedOptimizer(compiled=True)`; default eager).
 
 `FusedGroup` is the group as an object that a Tune trial drives: one epoch at a time (`run_epoch`),
 checkpointed and restored (`state_dict`, `load_state_dict`: weights, BatchNorm statistics, optimizer
@@ -116,8 +117,13 @@ class FusedGroup:
         task: Task | None = None,
         device: torch.device | None = None,
         node_id: str = "local",
+        *,
+        compiled: bool = False,
     ) -> None:
+        """`compiled`: run the members' optimizer step compiled (`optimizers.members.FusedOptimizer`:
+        the same update function through the engine's `torch.compile` machinery); False runs it eagerly."""
         check_configs(configs)
+        self.compiled = compiled
         self.configs: list[TrainConfig] = list(configs)
         first = self.configs[0]
         if task is None:
@@ -160,7 +166,7 @@ class FusedGroup:
             for c in self.configs
         ]
         self._optimizer: fused_members.FusedOptimizer | None = fused_members.FusedOptimizer(
-            groups, self._member_optimizers
+            groups, self._member_optimizers, compiled=compiled
         )
         total_steps = self.max_epochs * len(self._all_loaders[0])
         self._schedulers = [
@@ -362,7 +368,9 @@ class FusedGroup:
             tensors = {**state["stack"]["params"], **state["stack"]["buffers"]}
             model = self._fused_model([{n: t[s] for n, t in tensors.items()} for s in range(len(stack))])
             optimizer = fused_members.FusedOptimizer(
-                self._stacked_groups(model), [self._member_optimizers[k] for k in stack]
+                self._stacked_groups(model),
+                [self._member_optimizers[k] for k in stack],
+                compiled=self.compiled,
             )
             optimizer.load_state_dict(state["stack"]["optimizer"])
             self._model, self._optimizer = model, optimizer

@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import stat
+import threading
 from pathlib import Path
 
 import pyarrow.fs
@@ -68,17 +69,21 @@ def _load_record(experiment_dir: str) -> dict[str, str]:
     return record if isinstance(record, dict) else {}
 
 
+_PIN_LOCK = threading.Lock()
+
+
 def pin(experiment_dir: str, optimizer: str) -> None:
     """Record the digest of the `tuner.pkl` this study just wrote for `optimizer`."""
     digest = _tuner_digest(f"{experiment_dir}/{optimizer}")
     if digest is None:
         return
-    record = {**_load_record(experiment_dir), optimizer: digest, "experiment": experiment_dir}
     path = _record_path(experiment_dir)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    atomic.write_bytes(path, json.dumps(record, indent=2).encode())
-    os.chmod(path, 0o600)
+    with _PIN_LOCK:  # the optimizers run side by side: one record, read and rewritten by each
+        record = {**_load_record(experiment_dir), optimizer: digest, "experiment": experiment_dir}
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        atomic.write_bytes(path, json.dumps(record, indent=2).encode())
+        os.chmod(path, 0o600)
 
 
 def check(experiment_dir: str, optimizer: str, trust_storage: bool) -> None:

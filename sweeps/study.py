@@ -42,6 +42,7 @@ from . import (
     interrupts,
     safeguards,
     shipping,
+    side_by_side,
     spaces,
     storage_guard,
     tracking,
@@ -105,8 +106,14 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         _connect_ray(args, plan.user_code, address, source)
         _check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
-        for contender in plan.contenders:
-            _run_optimizer(plan, contender)
+        tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
+        # Every optimizer's Tune experiment at once, each in a thread (see sweeps.side_by_side); the
+        # first Ctrl-C (SIGUSR1, see sweeps.interrupts) or one optimizer's error stops them all resumably.
+        with interrupts.tune_running():
+            side_by_side.run(
+                [functools.partial(_run_optimizer, plan, contender) for contender in plan.contenders],
+                names=[contender.label for contender in plan.contenders],
+            )
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir

@@ -159,3 +159,26 @@ def test_a_diverged_member_fails_its_configuration_as_an_unfused_seed_does(tmp_p
     assert {k: e for k, e in epochs.items() if not k.startswith("t05")} == {
         k: e for k, e in unfused_epochs.items() if not k.startswith("t05")
     }
+
+
+def test_a_trial_tune_retries_after_a_crash_does_not_fail_its_configuration(tmp_path: Path) -> None:
+    """Tune calls on_trial_error also when it requeues a crashed trial to retry it from its checkpoint."""
+
+    @dataclass
+    class Retried:
+        trial_id: str
+        config: dict[str, Any]
+        retries_left: bool
+        status: str = Trial.RUNNING
+
+        def should_recover(self) -> bool:
+            return self.retries_left
+
+    scheduler = ConfigurationHalving(TARGET, 20, 2, 1)
+    controller = FakeController([])  # type: ignore[arg-type]
+    retried = Retried("t0", {"optimizer": "adam", "__configuration": 0, "seed": 0}, retries_left=True)
+    failed = Retried("t1", {"optimizer": "adam", "__configuration": 1, "seed": 0}, retries_left=False)
+    for trial in (retried, failed):
+        scheduler.on_trial_add(controller, trial)  # type: ignore[arg-type]
+        scheduler.on_trial_error(controller, trial)  # type: ignore[arg-type]
+    assert scheduler.failed == {("adam", 1)}

@@ -208,7 +208,7 @@ def _tiny_task() -> Task:
 @pytest.mark.timeout(600)
 def test_a_compiled_fused_group_trains_as_the_eager_one_and_shrinks() -> None:
     """FusedGroup(compiled=True): scheduled members with different LRs train as the eager group does,
-    also after a member is dropped (the shrunk group's optimizer stays compiled)."""
+    also after a member is dropped (the shrunk group's optimizer stays compiled, as a restored one is)."""
     configs = [
         TrainConfig(optimizer="adam", hparams={"lr": lr}, seed=seed, schedule=schedule, max_epochs=3)
         for lr, seed, schedule in ((1e-2, 0, "cosine"), (3e-3, 1, "constant"), (2e-2, 2, "exponential"))
@@ -226,6 +226,9 @@ def test_a_compiled_fused_group_trains_as_the_eager_one_and_shrinks() -> None:
                 group.drop([1])
             reports[compiled].append(group.run_epoch())
     assert groups[True].compiled and groups[True]._optimizer is not None and groups[True]._optimizer.compiled
+    restored = FusedGroup(configs, task=_tiny_task(), device=cpu, compiled=True)
+    restored.load_state_dict(groups[True].state_dict())
+    assert restored._optimizer is not None and restored._optimizer.compiled
     assert _graphs() > before and "cpu" not in _engine._compile_broken_on
     for eager_epoch, compiled_epoch in zip(reports[False], reports[True], strict=True):
         assert sorted(eager_epoch) == sorted(compiled_epoch)

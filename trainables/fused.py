@@ -398,12 +398,15 @@ def train_fused(
     device: torch.device | None = None,
     report: Callable[[int, dict[str, Any]], None] | None = None,
     node_id: str = "local",
+    *,
+    compiled: bool = False,
 ) -> list[FusedMember]:
     """Train `configs` as one fused group to the end; each member's reports equal (within float
     rounding) those of `loop.train(config, sessions.LocalSession())`. `report(member, metrics)` is
     called with each member's metrics every epoch. Raises a one-line ValueError (UnfusableModelError
-    for the model, optimizers.members.FusionError for the optimizer) when the group cannot be fused."""
-    group = FusedGroup(configs, task=task, device=device, node_id=node_id)
+    for the model, optimizers.members.FusionError for the optimizer) when the group cannot be fused.
+    `compiled`: the optimizer step runs compiled (see FusedGroup)."""
+    group = FusedGroup(configs, task=task, device=device, node_id=node_id, compiled=compiled)
     outcomes = [FusedMember(config=c) for c in group.configs]
     while not group.finished:
         for k, metrics in sorted(group.run_epoch().items()):

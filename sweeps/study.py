@@ -17,6 +17,7 @@ import fcntl
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 import analysis
-from optsweep.vocabulary import Target
+from optsweep.vocabulary import MEMBERS_KEY, Target
 from trainables import decisions, tasks
 from trainables.config import TrainConfig
 from trainables.tasks import Task
@@ -37,6 +38,7 @@ from trainables.trial import run_trial, trial_resources
 from . import (
     cli,
     contenders,
+    fusion,
     halving,
     identity,
     interrupts,
@@ -129,6 +131,7 @@ class Plan:
     contenders: list[Contender]
     user_code: list[str]  # local directories or .py files to ship to the workers
     task_is_named: bool = True  # False: a Task object given in Python, `args.task` only names it
+    fusion: dict[str, fusion.Fusion] = dataclasses.field(default_factory=dict)  # by optimizer label
 
     def identity(self) -> dict[str, Any]:
         return identity.identity(self.args, self.task, self.contenders, task_is_named=self.task_is_named)
@@ -161,7 +164,7 @@ def prepare(
                 "lr-min must be <= lr-max"
             )
     code = shipping.user_code_paths([args.task, *args.optimizers], task)
-    return Plan(args, task, contenders_, code, task_is_named)
+    return Plan(args, task, contenders_, code, task_is_named, fusion.decide(args, task, contenders_))
 
 
 @contextlib.contextmanager
@@ -221,10 +224,16 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
     config = TrainConfig(optimizer=optimizer, **settings)
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_trial, task=plan.task, optimizer=contender.cls, run_settings=safeguards.run_settings(args)
+            run_trial,
+            task=plan.task,
+            optimizer=contender.cls,
+            run_settings=safeguards.run_settings(args),
+            # Fused groups learn the per-configuration decisions from the scheduler's state file.
+            decisions=halving.StateFileDecisions(_halving_state(args, optimizer)),
         ),
         trial_resources(config),
     )
+    trainable = _registered(f"run_trial_{optimizer}", trainable)
     if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
         print(
             f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
@@ -234,26 +243,94 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         safeguards.restored(tuner, args)
     else:
+        groups = _fused_groups(plan, contender, settings)
+        layout = f" in {len(groups)} fused group(s) of up to {max(map(len, groups))}" if groups else ""
         print(
             f"Starting {optimizer}: {args.num_samples} configurations x {args.seeds} seeds = "
-            f"{args.trials_per_optimizer} trials, up to {args.max_epochs} epochs each.",
+            f"{args.trials_per_optimizer} trials{layout}, up to {args.max_epochs} epochs each.",
             flush=True,
         )
-        tuner = _new_tuner(plan, contender, trainable, settings)
+        reason = plan.fusion[optimizer].reason if optimizer in plan.fusion else None
+        if reason and reason != "--no-fuse":
+            print(f"{optimizer} runs unfused: {reason}", flush=True)
+        tuner = _new_tuner(plan, contender, trainable, settings, groups)
         safeguards.created(args, optimizer)
     with interrupts.tune_running():
         return tuner.fit()
 
 
-def _new_tuner(plan: Plan, contender: Contender, trainable: Any, settings: dict[str, Any]) -> tune.Tuner:
-    args, optimizer, target = plan.args, contender.label, plan.task.target
-    space = spaces.space_for(
-        optimizer,
-        lr_range=args.lr_range(optimizer, contender.params),
+_REGISTRY = threading.Lock()
+
+
+def _registered(name: str, trainable: Any) -> str:
+    """Register the optimizer's trainable under its own name and return the name. The optimizers' Tuners
+    start side by side: Tune registers a trainable it is given under the function's name (the same for
+    every optimizer, so one would run another's) in a process-wide registry that is not thread-safe."""
+    with _REGISTRY:
+        tune.register_trainable(name, trainable)
+    return name
+
+
+def _halving_state(args: cli.StudyArgs, optimizer: str) -> str:
+    return f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}"
+
+
+def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The optimizer's fused groups (none when it runs unfused), packed for the trial slots it gets."""
+    args = plan.args
+    decision = plan.fusion.get(contender.label)
+    if decision is None or not decision.fused:
+        return []
+    configurations = spaces.sample_configurations(_space(args, contender), args.num_samples, args.search_seed)
+    return fusion.plan_groups(
+        contender.label,
+        configurations,
+        args.seeds,
+        settings,
+        plan.task,
+        decision.group_size,
+        parallel=_trial_slots(args),
+    )
+
+
+def _trial_slots(args: cli.StudyArgs) -> int:
+    """How many single-process trials the cluster runs at once (within --max-concurrent)."""
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 1.0) // args.cpus_per_worker)
+    if args.gpus_per_worker > 0:
+        slots = min(slots, int(resources.get("GPU", 0.0) // args.gpus_per_worker))
+    slots = max(1, slots)
+    return min(slots, args.max_concurrent) if args.max_concurrent else slots
+
+
+def _space(args: cli.StudyArgs, contender: Contender) -> spaces.SearchSpace:
+    return spaces.space_for(
+        contender.label,
+        lr_range=args.lr_range(contender.label, contender.params),
         schedules=args.schedules,
         params=contender.params,
     )
-    if args.search == "optuna":
+
+
+def _new_tuner(
+    plan: Plan,
+    contender: Contender,
+    trainable: Any,
+    settings: dict[str, Any],
+    groups: list[list[dict[str, Any]]],
+) -> tune.Tuner:
+    args, optimizer, target = plan.args, contender.label, plan.task.target
+    space = _space(args, contender)
+    if groups:
+        searcher = None
+        param_space = {
+            "optimizer": optimizer,
+            "__group": tune.grid_search(list(range(len(groups)))),
+            MEMBERS_KEY: tune.sample_from(functools.partial(_group_members, groups)),
+            "settings": settings,
+        }
+        num_samples = 1
+    elif args.search == "optuna":
         constants = {"optimizer": optimizer, "settings": settings}
         searcher = halving.SeedRepeater(
             OptunaSearch(
@@ -285,7 +362,7 @@ def _new_tuner(plan: Plan, contender: Contender, trainable: Any, settings: dict[
                 target=target,
                 configurations=args.num_samples,
                 seeds=args.seeds,
-                state_file=f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}",
+                state_file=_halving_state(args, optimizer),
             ),
             search_alg=searcher,
             num_samples=num_samples,
@@ -312,7 +389,7 @@ def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune
     callbacks: list[tune.Callback] = [
         ProgressLine(
             optimizer,
-            args.trials_per_optimizer,
+            args.trials_per_optimizer,  # a fused group counts as its members
             max_epochs=args.max_epochs,
             position=(args.labels.index(optimizer) + 1, len(args.labels)),
             target=target,
@@ -344,6 +421,10 @@ def _random_search_space(
         **{key: tune.sample_from(functools.partial(_pick, configurations, key)) for key in configurations[0]},
         "settings": settings,
     }
+
+
+def _group_members(groups: list[list[dict[str, Any]]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    return groups[config["__group"]]
 
 
 def _pick(configurations: list[dict[str, Any]], key: str, config: dict[str, Any]) -> Any:

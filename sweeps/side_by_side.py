@@ -43,6 +43,7 @@ One callable: called in the calling thread, nothing wrapped (a single Tune fit h
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -57,6 +58,7 @@ _TUNE_MODULE = "ray.tune.tune"
 _TUNE_HOOK = "_setup_signal_catching"
 _REGISTRY_MODULE = "ray.tune.registry"
 _REGISTRY_KEY = "_make_key"
+_PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 
 
 class SharedStop:
@@ -98,13 +100,18 @@ def run(
     runners: Sequence[Callable[[], T]],
     *,
     names: Sequence[str] | None = None,
+    pending_trials: int | None = None,
     poll_s: float = POLL_S,
 ) -> list[T]:
     """Call every runner, side by side, and return their results in order (see the module docstring).
 
     `names` (one per runner) name the threads. Several runners: the first one to raise makes the others
     stop gracefully, then its exception is raised here once all have returned, with a note naming any
-    other runner that raised. Only one `run` with several runners may be active at a time.
+    other runner that raised. `pending_trials`: how many trials each runner's Tune fit keeps waiting for
+    resources at a time (Tune's `TUNE_MAX_PENDING_TRIALS_PG`, unless set in the environment already;
+    Tune's default, 200, would queue every trial of the first fit ahead of the others'). The fits'
+    loops begin together, once every runner has set up; a runner that never starts a Tune fit holds
+    the set-up turn until it returns.
     """
     if len(runners) <= 1:
         return [runner() for runner in runners]
@@ -118,9 +125,10 @@ def run(
     lock = threading.Lock()
 
     setting_up = threading.Lock()
+    start = _Start(len(runners), stop)
 
     def work(index: int) -> None:
-        runner = _Runner(stop, f"side-by-side-{index}", setting_up)
+        runner = _Runner(stop, f"side-by-side-{index}", setting_up, start)
         _runners[threading.get_ident()] = runner
         try:
             setting_up.acquire()
@@ -136,7 +144,7 @@ def run(
             _runners.pop(threading.get_ident(), None)
             done.release()
 
-    with _tune_hooks(), _on_sigusr1(stop.request), _whole_writes():
+    with _tune_hooks(), _pending_trials(pending_trials), _on_sigusr1(stop.request), _whole_writes():
         threads = [
             threading.Thread(target=work, args=(i,), name=f"side-by-side-{names[i]}", daemon=True)
             for i in range(len(runners))
@@ -161,20 +169,42 @@ def run(
 
 
 # ------------------------------------------------------------------------------- Tune's hooks
+class _Start:
+    """The runners' fits begin their loops together, once every runner has set up (or ended)."""
+
+    def __init__(self, runners: int, stop: SharedStop) -> None:
+        self._waiting_for = runners
+        self._ready = threading.Condition()
+        self._stop = stop
+
+    def arrive(self, *, wait: bool) -> None:
+        with self._ready:
+            self._waiting_for -= 1
+            self._ready.notify_all()
+            while wait and self._waiting_for > 0 and not self._stop.requested:
+                self._ready.wait(timeout=POLL_S)
+
+
 class _Runner:
     """What the Tune hooks need to know about the runner of a thread."""
 
-    def __init__(self, stop: SharedStop, namespace: str, setting_up: threading.Lock) -> None:
+    def __init__(self, stop: SharedStop, namespace: str, setting_up: threading.Lock, start: _Start) -> None:
         self.stop = stop
         self.namespace = namespace
         self.setting_up = False  # holds `_setting_up`, the run's one-runner-at-a-time set-up lock
         self._setting_up = setting_up
+        self._start = start
+        self._arrived = False
 
-    def set_up(self) -> None:
-        """Its fit's loop begins (or it ended): the next runner may set up."""
+    def set_up(self, *, wait: bool = False) -> None:
+        """Its fit's loop begins (or it ended): the next runner may set up; with `wait`, the loop waits
+        for the others' (so that no optimizer's trials queue for the cluster ahead of the others')."""
         if self.setting_up:
             self.setting_up = False
             self._setting_up.release()
+        if not self._arrived:
+            self._arrived = True
+            self._start.arrive(wait=wait)
 
 
 _runners: dict[int, _Runner] = {}  # thread ident -> its runner, while `run` runs it
@@ -197,7 +227,7 @@ def _catching() -> threading.Event:
     runner = _runners.get(threading.get_ident())
     if runner is not None:
         runner.stop.register(event)
-        runner.set_up()
+        runner.set_up(wait=True)
     return event
 
 
@@ -235,6 +265,18 @@ def _tune_hooks() -> Iterator[None]:
             if _hook_users == 0:
                 for module_name, name in _HOOKS:
                     setattr(importlib.import_module(module_name), name, _originals.pop(name))
+
+
+@contextlib.contextmanager
+def _pending_trials(count: int | None) -> Iterator[None]:
+    if count is None or _PENDING_ENV in os.environ:
+        yield
+        return
+    os.environ[_PENDING_ENV] = str(max(1, count))
+    try:
+        yield
+    finally:
+        os.environ.pop(_PENDING_ENV, None)
 
 
 @contextlib.contextmanager

@@ -353,3 +353,131 @@ def test_fits_in_threads_stop_resumably_and_resume_to_the_end(ray_session: None,
         assert {line["marker"] for line in lines} == {name}  # each fit ran its own trainable
         steps = [line["step"] for line in lines]
         assert steps.count(1) == 1 and sorted(set(steps)) == list(range(1, 41)), (name, steps)
+
+
+# -------------------------------------------------------------------------------- end to end
+# 3 configurations x 1 seed per optimizer, 4 epochs of the CNN (long enough for trials to overlap in
+# time), rungs at epochs 1 and 3; an LR range in which nothing diverges on digits.
+E2E_OPTIMIZERS = ("sgd", "adam", "adamw")
+E2E_ARGV = ["--smoke", "--model", "cnn", "--num-samples", "3", "--seeds", "1", "--max-epochs", "4"]
+E2E_ARGV += ["--lr-max", "0.05", "--optimizers", ",".join(E2E_OPTIMIZERS), "--name", "side"]
+RUN_DEPENDENT = ["trial_id", "time_s", "node_id", "trial_dir", "tune_status", "error_message", "data_dir"]
+
+
+def _trials(experiment: Path) -> Any:
+    import pandas as pd
+
+    trials = pd.read_csv(experiment / "report" / "trials.csv")
+    comparable = trials.drop(columns=[c for c in RUN_DEPENDENT if c in trials.columns])
+    return comparable.sort_values(["optimizer", "config_id", "seed"], ignore_index=True)
+
+
+def _spans(experiment: Path) -> dict[str, tuple[float, float]]:
+    """Per optimizer: when its first trial began training and its last trial's last result came
+    (Tune's `timestamp`, whole seconds)."""
+    spans = {}
+    for optimizer in E2E_OPTIMIZERS:
+        starts, ends = [], []
+        for path in (experiment / optimizer).glob("*/result.json"):
+            results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            starts.append(results[0]["timestamp"] - results[0]["time_this_iter_s"])
+            ends.append(results[-1]["timestamp"])
+        spans[optimizer] = (min(starts), max(ends))
+    return spans
+
+
+@pytest.fixture(scope="module")
+def two_side_by_side_runs(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from sweeps import adam_vs_sgd
+
+    runs = []
+    for run in ("first", "second"):
+        storage = tmp_path_factory.mktemp(run)
+        assert adam_vs_sgd.main([*E2E_ARGV, "--storage-path", str(storage)]) == 0
+        runs.append(storage / "side")
+    return runs[0], runs[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_optimizers_trials_run_at_the_same_time(two_side_by_side_runs: tuple[Path, Path]) -> None:
+    for experiment in two_side_by_side_runs:
+        spans = _spans(experiment)
+        # One after another, each optimizer would start after the previous one's last result. (On 2 cores
+        # the third optimizer may wait: an optimizer keeps the slots its trials hold while it has trials
+        # to start, see study._queue_share.)
+        overlaps = [
+            min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
+            for a in E2E_OPTIMIZERS
+            for b in E2E_OPTIMIZERS
+            if a < b
+        ]
+        assert max(overlaps) > 1, spans
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_same_command_gives_the_same_trials_table_side_by_side(
+    two_side_by_side_runs: tuple[Path, Path],
+) -> None:
+    import pandas as pd
+
+    first, second = two_side_by_side_runs
+    trials = _trials(first)
+    assert sorted(set(trials["optimizer"])) == sorted(E2E_OPTIMIZERS) and len(trials) == 9
+    pd.testing.assert_frame_equal(trials, _trials(second))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_stops_every_optimizer_resumably_and_the_rerun_resumes_them_all(
+    two_side_by_side_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    import pandas as pd
+    import ray
+
+    from sweeps import adam_vs_sgd
+
+    argv = [*E2E_ARGV, "--storage-path", str(tmp_path)]
+    experiment = tmp_path / "side"
+    driver = subprocess.Popen(
+        [sys.executable, adam_vs_sgd.__file__, *argv, "--address", ray.get_runtime_context().gcs_address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while (
+            time.monotonic() < deadline
+            and driver.poll() is None
+            and not all(list(experiment.glob(f"{o}/*/result.json")) for o in E2E_OPTIMIZERS)
+        ):
+            time.sleep(0.05)
+        assert driver.poll() is None, driver.communicate()[0].decode()
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        out = driver.communicate(timeout=120)[0].decode()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+    assert driver.returncode == 130, out
+    assert f"Run the same command again to resume {experiment}" in out
+    assert not (experiment / "report").exists()
+    for optimizer in E2E_OPTIMIZERS:  # every optimizer started once, and none after the Ctrl-C
+        assert out.count(f"Starting {optimizer}:") == 1, out
+    assert "Starting" not in out.split("SIGINT: stopping")[1], out
+    unfinished = 0
+    for optimizer in E2E_OPTIMIZERS:  # each one's state saved, its unfinished trials not ended
+        state = json.loads(next((experiment / optimizer).glob("experiment_state-*.json")).read_text())
+        statuses = [json.loads(trial[0])["status"] for trial in state["trial_data"]]
+        unfinished += sum(status != "TERMINATED" for status in statuses)
+    assert unfinished > 0
+
+    assert adam_vs_sgd.main(argv) == 0
+    out = capsys.readouterr().out
+    for optimizer in E2E_OPTIMIZERS:
+        assert f"Resuming {optimizer}" in out, out
+    pd.testing.assert_frame_equal(_trials(experiment), _trials(two_side_by_side_runs[0]))

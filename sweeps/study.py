@@ -115,10 +115,26 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
             side_by_side.run(
                 [functools.partial(_run_optimizer, plan, contender) for contender in plan.contenders],
                 names=[contender.label for contender in plan.contenders],
+                pending_trials=_queue_share(args),
             )
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir
+
+
+def _queue_share(args: cli.StudyArgs) -> int:
+    """The optimizers' equal share of the cluster, as Ray Tune allows it: each optimizer's experiment keeps
+    at most ceil(slots / optimizers) trials waiting for resources (slots: the trials the cluster's CPUs
+    and GPUs hold at once), so the optimizers' first trials queue together and freed slots go to them in
+    turn. Not a cap on running trials: Tune's `max_concurrent_trials` counts trials paused at a rung,
+    which per-configuration halving keeps until every configuration has reached it (a cap below the
+    trials per optimizer deadlocks), and an optimizer whose trial ends goes on in its actor (actor
+    reuse) while it has trials to start."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1.0) // (args.cpus_per_worker * args.workers_per_trial or 1.0)
+    if args.gpus_per_worker > 0:
+        slots = min(slots, resources.get("GPU", 0.0) // (args.gpus_per_worker * args.workers_per_trial))
+    return max(1, -(-int(slots) // len(args.labels)))
 
 
 @dataclass(frozen=True)

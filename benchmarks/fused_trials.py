@@ -580,10 +580,12 @@ def study_benchmark(
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
     result = StudyBenchmark(runs, comparisons)
-    verdicts = {run.verdict for run in runs}
-    print(
-        f"verdict: {runs[0].verdict}" if len(verdicts) == 1 else "verdicts: " + " | ".join(map(str, verdicts))
-    )
+    verdicts = {label: {run.verdict for run in runs if run.label == label} for label in (FUSED, UNFUSED)}
+    if len(verdicts[FUSED] | verdicts[UNFUSED]) == 1:
+        print(f"verdict: {runs[0].verdict}")
+    else:
+        for label in (FUSED, UNFUSED):
+            print(f"verdict, {label}: " + " | ".join(map(str, sorted(verdicts[label], key=str))))
     wall = {label: result.best(label) for label in (FUSED, UNFUSED)}
     cpu = {label: result.best(label, "cpu_s") for label in (FUSED, UNFUSED)}
     print(

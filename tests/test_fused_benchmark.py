@@ -207,3 +207,34 @@ def test_part_a_runs_a_tiny_study_fused_and_unfused_end_to_end(tmp_path: Path) -
     assert "  same conclusion; identical to float rounding" in done.stdout
     for label in ("fused", "unfused"):
         assert (tmp_path / "round1" / label / "report" / "trials.csv").is_file()
+
+
+def test_rounds_alternate_and_each_side_keeps_its_best(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    walls = {("fused", 1): 30.0, ("unfused", 1): 150.0, ("unfused", 2): 120.0, ("fused", 2): 40.0}
+    order = []
+
+    def run_study(label: str, round_: int, root: Path, *_: object) -> object:
+        order.append((label, round_))
+        verdict = "adam (0.97) wins" if label == "fused" else "adam (0.98) wins"
+        return bench.StudyRun(
+            label, round_, root / label, root / f"{label}.log", 0, False, walls[label, round_], 2.0, 1.0,
+            True, 0, 1.0, verdict,
+        )  # fmt: skip
+
+    for label in ("fused", "unfused"):
+        (tmp_path / label / "report").mkdir(parents=True)  # a finished run has its report
+    monkeypatch.setattr(bench, "run_study", run_study)
+    monkeypatch.setattr(
+        bench, "compare_reports", lambda *a: bench.Comparison(a[2], (), 0.0, 4, 0, 0, 0, 0, "m", 0.0)
+    )
+    result = bench.study_benchmark(["--smoke"], repeats=2, timeout_s=10, keep=tmp_path)
+    assert order == [("fused", 1), ("unfused", 1), ("unfused", 2), ("fused", 2)]
+    assert result.speed_up == pytest.approx(120.0 / 30.0)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "fused study speed-up: 4.0x"
+    assert "verdict, fused: adam (0.97) wins" in lines and "verdict, unfused: adam (0.98) wins" in lines
+    assert (
+        lines.count("  verdicts differ only in their numbers: 'adam (0.97) wins' vs 'adam (0.98) wins'") == 2
+    )

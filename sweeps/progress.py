@@ -2,14 +2,15 @@
 
     [adam 2/3] 37/120 done (12 completed, 20 stopped, 3 diverged, 2 errors), 2 running, 81 pending;
     best val_acc 0.9712 (adam-c07 seed 2: lr=0.00312, weight_decay=0, schedule=cosine); 1m12s, ETA 2m20s
-    (study ~6m40s)
 
 (one line). On a terminal the line is redrawn in place every second; otherwise (CI, a log file) a new
 plain line is printed only when something changed, at most every `interval_s` seconds, with a
 heartbeat every `heartbeat_s` seconds, and always at the end.
 
-ETA: the remaining trials of this optimizer, and of the optimizers still to come, at the rate trials
-have finished so far (trials stopped early count as finished, as they free their slot).
+ETA: the remaining trials of this optimizer at the rate its trials have finished so far (trials
+stopped early count as finished, as they free their slot). The optimizers run side by side
+(`sweeps.side_by_side`), each at the rate its share of the cluster gives it: the study ends with the
+last of their ETAs.
 
 A fused group (one Tune trial, `trainables.fused_trial`) counts as its members, each as the trial it
 would have been alone: a member the group went on without was stopped early (or diverged).
@@ -181,11 +182,7 @@ class ProgressLine(tune.Callback):
         if done == 0 or elapsed <= 0:
             return f"{text}, ETA unknown until a trial finishes"
         per_trial = elapsed / done
-        text += f", ETA {_duration(remaining * per_trial)}"
-        if self.position and self.position[0] < self.position[1]:
-            later = (self.position[1] - self.position[0]) * self.total
-            text += f" (study ~{_duration((remaining + later) * per_trial)})"
-        return text
+        return f"{text}, ETA {_duration(remaining * per_trial)}"
 
     # ------------------------------------------------------------------------------------ output
     def _now(self) -> float:

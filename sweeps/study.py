@@ -38,6 +38,7 @@ from trainables.trial import run_trial, trial_resources
 from . import (
     cli,
     contenders,
+    feasibility,
     fusion,
     halving,
     identity,
@@ -122,14 +123,17 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
     return report_dir
 
 
-def _queue_share(args: cli.StudyArgs) -> int:
+def _queue_share(args: cli.StudyArgs) -> int | None:
     """The optimizers' equal share of the cluster, as Ray Tune allows it: each optimizer's experiment keeps
     at most ceil(slots / optimizers) trials waiting for resources (slots: the trials the cluster's CPUs
     and GPUs hold at once), so the optimizers' first trials queue together and freed slots go to them in
     turn. Not a cap on running trials: Tune's `max_concurrent_trials` counts trials paused at a rung,
     which per-configuration halving keeps until every configuration has reached it (a cap below the
     trials per optimizer deadlocks), and an optimizer whose trial ends goes on in its actor (actor
-    reuse) while it has trials to start."""
+    reuse) while it has trials to start. None (Tune's own queue of up to 200 trials each) on an autoscaling
+    cluster: the queued trials are what makes the autoscaler add nodes."""
+    if feasibility.snapshot(local=True).autoscaling:
+        return None
     resources = ray.cluster_resources()
     slots = resources.get("CPU", 1.0) // (args.cpus_per_worker * args.workers_per_trial or 1.0)
     if args.gpus_per_worker > 0:

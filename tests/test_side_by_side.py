@@ -274,6 +274,23 @@ def test_tune_still_ends_its_loop_through_the_event_of_setup_signal_catching() -
     assert side_by_side.tune_hook_available()
 
 
+def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from sweeps import cli, feasibility, study
+
+    cluster = feasibility.Cluster(nodes=[{"CPU": 8.0, "GPU": 1.0}])
+    monkeypatch.setattr(study.feasibility, "snapshot", lambda local: cluster)
+    monkeypatch.setattr(study.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    args = cli.StudyArgs(name="x", optimizers=("sgd", "adam", "adamw"))
+    assert study._queue_share(args) == 3  # 8 slots: ceil(8 / 3)
+    assert study._queue_share(dataclasses.replace(args, optimizers=("sgd",))) == 8
+    assert study._queue_share(dataclasses.replace(args, cpus_per_worker=2.0, workers_per_trial=2)) == 1
+    assert study._queue_share(dataclasses.replace(args, gpus_per_worker=0.5)) == 1  # 2 GPU slots
+    cluster = feasibility.Cluster(nodes=[{"CPU": 8.0}], node_types=[({"CPU": 8.0}, 10)])
+    assert study._queue_share(args) is None  # autoscaling: Tune's own queue makes it add nodes
+
+
 # --------------------------------------------------------------------------- with a real Ray Tune
 def _make_slow_trainable() -> Callable[..., None]:
     # Built inside a function so that cloudpickle ships it by value: Ray's workers cannot import tests/.

@@ -6,6 +6,7 @@ trial's status is `analysis.loading`'s job.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import warnings
@@ -129,6 +130,63 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return results
 
 
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """The rows of a `progress.csv` (Tune's CSV copy of the results, keys flattened with '/'), as
+    results: numbers and booleans parsed, flattened keys nested again, empty cells left out."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", errors="replace") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return []
+    results = []
+    for row in rows:
+        result: dict[str, Any] = {}
+        for key, text in row.items():
+            if key is None or text is None or text == "":
+                continue
+            *parents, name = key.split("/")
+            target = result
+            for parent in parents:
+                target = target.setdefault(parent, {})
+                if not isinstance(target, dict):
+                    break
+            else:
+                target[name] = _cell(text)
+        results.append(result)
+    return results
+
+
+def merge_results(lines: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """result.json's lines, with the progress.csv rows of iterations result.json lacks, in iteration
+    order. Ray 2.60 rewrites a restarted trial's result.json from its copy in storage, which can be
+    older than the file it replaces (a trial paused and resumed before its files were synced): its
+    first epochs are then lost from result.json while progress.csv, written the same way but at other
+    moments, usually keeps them."""
+    seen = {line.get("training_iteration") for line in lines}
+    missing = [row for row in rows if row.get("training_iteration") not in seen]
+    if not missing:
+        return lines
+    merged = lines + missing
+    return sorted(merged, key=lambda r: _iteration_order(r.get("training_iteration")))
+
+
+def _iteration_order(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("inf")
+
+
+def _cell(text: str) -> Any:
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def read_error_message(trial_dir: Path) -> str | None:
     """The last non-empty line of `error.txt` (where Python puts the exception), or None."""
     path = trial_dir / "error.txt"
@@ -151,7 +209,9 @@ def _read_trial(
         params = _read_json_dict(trial_dir / "params.json")
         if params is not None:
             config = params  # the trial's own copy; identical to the state's when both exist
-        results = read_results(trial_dir / "result.json")
+        results = merge_results(
+            read_results(trial_dir / "result.json"), read_progress(trial_dir / "progress.csv")
+        )
         error_message = read_error_message(trial_dir)
     if trial_id is None:
         trial_id = _trial_id_from(results, trial_dir)

@@ -17,7 +17,6 @@ import fcntl
 import functools
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,11 +133,21 @@ def _queue_share(args: cli.StudyArgs) -> int | None:
     cluster: the queued trials are what makes the autoscaler add nodes."""
     if feasibility.snapshot(local=True).autoscaling:
         return None
+    return _optimizer_share(args)
+
+
+def _trial_slots(args: cli.StudyArgs) -> int:
+    """How many trials the cluster's CPUs and GPUs hold at once."""
     resources = ray.cluster_resources()
     slots = resources.get("CPU", 1.0) // (args.cpus_per_worker * args.workers_per_trial or 1.0)
     if args.gpus_per_worker > 0:
         slots = min(slots, resources.get("GPU", 0.0) // (args.gpus_per_worker * args.workers_per_trial))
-    return max(1, -(-int(slots) // len(args.labels)))
+    return max(1, int(slots))
+
+
+def _optimizer_share(args: cli.StudyArgs) -> int:
+    """Each optimizer's equal share of the trial slots, ceil(slots / optimizers)."""
+    return max(1, -(-_trial_slots(args) // len(args.labels)))
 
 
 @dataclass(frozen=True)
@@ -253,7 +262,6 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         ),
         trial_resources(config),
     )
-    trainable = _registered(f"run_trial_{optimizer}", trainable)
     if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
         print(
             f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
@@ -279,24 +287,13 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         return tuner.fit()
 
 
-_REGISTRY = threading.Lock()
-
-
-def _registered(name: str, trainable: Any) -> str:
-    """Register the optimizer's trainable under its own name and return the name. The optimizers' Tuners
-    start side by side: Tune registers a trainable it is given under the function's name (the same for
-    every optimizer, so one would run another's) in a process-wide registry that is not thread-safe."""
-    with _REGISTRY:
-        tune.register_trainable(name, trainable)
-    return name
-
-
 def _halving_state(args: cli.StudyArgs, optimizer: str) -> str:
     return f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}"
 
 
 def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """The optimizer's fused groups (none when it runs unfused), packed for the trial slots it gets."""
+    """The optimizer's fused groups (none when it runs unfused), at least as many as its share of the
+    trial slots (within --max-concurrent)."""
     args = plan.args
     decision = plan.fusion.get(contender.label)
     if decision is None or not decision.fused:
@@ -309,18 +306,8 @@ def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) ->
         settings,
         plan.task,
         decision.group_size,
-        parallel=_trial_slots(args),
+        parallel=min(_optimizer_share(args), args.max_concurrent or len(configurations) * args.seeds),
     )
-
-
-def _trial_slots(args: cli.StudyArgs) -> int:
-    """How many single-process trials the cluster runs at once (within --max-concurrent)."""
-    resources = ray.cluster_resources()
-    slots = int(resources.get("CPU", 1.0) // args.cpus_per_worker)
-    if args.gpus_per_worker > 0:
-        slots = min(slots, int(resources.get("GPU", 0.0) // args.gpus_per_worker))
-    slots = max(1, slots)
-    return min(slots, args.max_concurrent) if args.max_concurrent else slots
 
 
 def _space(args: cli.StudyArgs, contender: Contender) -> spaces.SearchSpace:

@@ -261,7 +261,9 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "--no-fuse", action="store_true", default=None, help="train every trial in its own process"
     )
     where.add_argument(
-        "--max-concurrent", type=int, help="trials at once (default: as many as resources allow)"
+        "--max-concurrent",
+        type=int,
+        help="trials of each optimizer at once (default: as many as resources allow)",
     )
     where.add_argument(
         "--storage-path", help=f"results root, a local dir or s3://... (default: ./{DEFAULT_STORAGE})"

@@ -70,6 +70,7 @@ class ConfigurationHalving(TrialScheduler):
         *,
         reduction_factor: int = 3,
         state_file: str | None = None,
+        max_running: int | None = None,
     ) -> None:
         super().__init__()
         if reduction_factor < 2:
@@ -81,6 +82,10 @@ class ConfigurationHalving(TrialScheduler):
         self.reduction_factor = reduction_factor
         self.rungs = rungs_for(max_epochs, reduction_factor)
         self.state_file = state_file  # a local path or a storage URI (s3://...)
+        # At most this many trials running at once (--max-concurrent). Tune's own max_concurrent_trials
+        # counts the trials paused at a rung, which wait for the others: a cap below the number of trials
+        # would stop every trial from ever reaching the rung (a silent hang).
+        self.max_running = max_running
         # rung -> group -> seed -> best target value so far at that rung
         self.records: dict[int, dict[Group, dict[int, float]]] = {}
         self.failed: set[Group] = set()  # a seed diverged or errored
@@ -180,6 +185,9 @@ class ConfigurationHalving(TrialScheduler):
             waiting = trial.status in (Trial.PAUSED, Trial.PENDING) and self._reached_a_rung(trial)
             if waiting and self._trial_eliminated(trial):
                 _stop(tune_controller, trial)
+        running = sum(trial.status == Trial.RUNNING for trial in trials)
+        if self.max_running is not None and running >= self.max_running:
+            return None
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
                 return trial
@@ -194,6 +202,10 @@ class ConfigurationHalving(TrialScheduler):
 
     def debug_string(self) -> str:
         return f"Per-configuration halving at epochs {self.rungs}, keeping 1/{self.reduction_factor}"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("max_running", None)  # pickled (tuner.pkl) before the cap existed
+        self.__dict__.update(state)
 
     # -------------------------------------------------------------------------------- decisions
 

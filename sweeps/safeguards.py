@@ -10,7 +10,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import cli, feasibility, interrupts, ray_connect, resume, retention, storage_guard, study_record, trust
+from . import (
+    cli,
+    feasibility,
+    halving,
+    interrupts,
+    ray_connect,
+    resume,
+    retention,
+    storage_guard,
+    study_record,
+    trust,
+)
 
 ONE_LINE_ERRORS = (
     cli.UsageError,
@@ -90,7 +101,11 @@ def restored(tuner: Any, args: cli.StudyArgs) -> None:
         if args.max_concurrent is not None:
             print("  note: --max-concurrent cannot be changed on resume with this Ray version", flush=True)
         return
-    config.max_concurrent_trials = args.max_concurrent
+    if isinstance(config.scheduler, halving.ConfigurationHalving):
+        config.scheduler.max_running = args.max_concurrent
+        config.max_concurrent_trials = None  # see study._tune_concurrency
+    else:
+        config.max_concurrent_trials = args.max_concurrent
 
 
 def created(args: cli.StudyArgs, optimizer: str) -> None:

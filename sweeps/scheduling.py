@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 TIME_ATTR = "epoch"
 
 
+def halving_caps_running(args: Any) -> bool:
+    """Whether a study's scheduler is the per-configuration halving (it caps the running trials itself)."""
+    return args.scheduler == "asha" and args.workers_per_trial == 1
+
+
 def build_scheduler(
     kind: str,
     max_epochs: int,
@@ -34,6 +39,7 @@ def build_scheduler(
     configurations: int = 1,
     seeds: int = 1,
     state_file: str | None = None,
+    max_running: int | None = None,
 ) -> TrialScheduler:
     """Early stopping per configuration (`halving.ConfigurationHalving`: all seeds of a configuration go on
     or stop together, decided on their mean at each rung, independently of timing), or FIFO (every trial
@@ -45,7 +51,9 @@ def build_scheduler(
     if kind != "asha":
         raise ValueError(f"Unknown scheduler {kind!r}; valid: asha, fifo")
     if workers_per_trial == 1:
-        return ConfigurationHalving(target, max_epochs, configurations, seeds, state_file=state_file)
+        return ConfigurationHalving(
+            target, max_epochs, configurations, seeds, state_file=state_file, max_running=max_running
+        )
     asha = ASHAScheduler(
         time_attr=TIME_ATTR,
         max_t=max_epochs,

@@ -51,7 +51,7 @@ from . import (
 )
 from .contenders import Contender
 from .progress import ProgressLine
-from .scheduling import build_scheduler
+from .scheduling import build_scheduler, halving_caps_running
 from .storage_guard import StorageError, StorageGuard
 
 STUDY_FILE = identity.STUDY_FILE
@@ -287,6 +287,12 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         return tuner.fit()
 
 
+def _tune_concurrency(args: cli.StudyArgs) -> int | None:
+    """Tune's max_concurrent_trials: --max-concurrent, except under per-configuration halving, which caps
+    the running trials itself (Tune's cap counts trials paused at a rung and would hang the sweep)."""
+    return None if halving_caps_running(args) else args.max_concurrent
+
+
 def _halving_state(args: cli.StudyArgs, optimizer: str) -> str:
     return f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}"
 
@@ -370,10 +376,11 @@ def _new_tuner(
                 configurations=args.num_samples,
                 seeds=args.seeds,
                 state_file=_halving_state(args, optimizer),
+                max_running=args.max_concurrent,
             ),
             search_alg=searcher,
             num_samples=num_samples,
-            max_concurrent_trials=args.max_concurrent,
+            max_concurrent_trials=_tune_concurrency(args),
             # A fresh trial process re-imports torch (seconds); single-worker trials reuse their actors.
             reuse_actors=args.workers_per_trial == 1,
         ),

@@ -40,6 +40,7 @@ def simulate_fused(
     slots: int,
     state_file: Path,
     diverge: frozenset[tuple[int, int]] = frozenset(),
+    max_running: int | None = None,
 ) -> tuple[dict, dict[str, int]]:
     """Returns (decisions, last epoch per member named as the unfused trial t<cc>_<s>)."""
     units = list(itertools.product(range(configurations), range(seeds)))
@@ -56,7 +57,9 @@ def simulate_fused(
         for g, members in enumerate(groups)
     ]
     controller = FakeController(trials)  # type: ignore[arg-type]
-    scheduler = ConfigurationHalving(TARGET, max_epochs, configurations, seeds, state_file=str(state_file))
+    scheduler = ConfigurationHalving(
+        TARGET, max_epochs, configurations, seeds, state_file=str(state_file), max_running=max_running
+    )
     controller.scheduler = scheduler
     for trial in trials:
         scheduler.on_trial_add(controller, trial)
@@ -89,6 +92,7 @@ def simulate_fused(
             chosen.status = Trial.RUNNING
             drop_eliminated(chosen)  # as the trial does when it resumes from its checkpoint
             running.append(chosen)
+        assert max_running is None or len(running) <= max_running
         if not running and not pausing:
             break
         reporting = [t for t in running if t not in pausing]
@@ -182,3 +186,31 @@ def test_a_trial_tune_retries_after_a_crash_does_not_fail_its_configuration(tmp_
         scheduler.on_trial_add(controller, trial)  # type: ignore[arg-type]
         scheduler.on_trial_error(controller, trial)  # type: ignore[arg-type]
     assert scheduler.failed == {("adam", 1)}
+
+
+@pytest.mark.parametrize("group_size", [1, 3])
+def test_a_cap_on_running_trials_never_hangs_the_rungs(tmp_path: Path, group_size: int) -> None:
+    """--max-concurrent: the scheduler caps the running trials; paused ones wait outside the cap (Tune's
+    own cap counts them, so a cap below the number of trials never let the rest reach the rung)."""
+    unfused_decisions, unfused_epochs, _ = simulate(6, 2, 20, order_seed=0, slots=2)
+    decisions, epochs = simulate_fused(
+        6, 2, 20, group_size, order_seed=3, slots=4, state_file=tmp_path / "s.json", max_running=1
+    )
+    assert (decisions, epochs) == (unfused_decisions, unfused_epochs)
+
+
+def test_a_resumed_study_takes_this_runs_cap_and_an_old_pickle_has_none(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sweeps import cli, safeguards
+
+    scheduler = ConfigurationHalving(TARGET, 20, 2, 1, max_running=3)
+    config = SimpleNamespace(scheduler=scheduler, max_concurrent_trials=3)
+    tuner = SimpleNamespace(_local_tuner=SimpleNamespace(_tune_config=config))
+    safeguards.restored(tuner, cli.StudyArgs(name="x", storage_path=str(tmp_path), max_concurrent=1))
+    assert scheduler.max_running == 1 and config.max_concurrent_trials is None
+    state = scheduler.__getstate__()
+    del state["max_running"]  # as pickled in a tuner.pkl written before the cap existed
+    old = ConfigurationHalving.__new__(ConfigurationHalving)
+    old.__setstate__(state)
+    assert old.max_running is None

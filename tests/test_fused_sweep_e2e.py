@@ -106,3 +106,13 @@ def test_a_killed_fused_group_resumes_every_member_from_its_checkpoint(
             resumed += [m for m in members.values() if m.get("resumed_from_epoch")]
     # Groups also resume after pausing at rung 1; the crashed one resumed from its epoch-2 checkpoint.
     assert 2 in {m["resumed_from_epoch"] for m in resumed}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("fuse", ["--no-fuse", "--fuse=1"])
+def test_max_concurrent_below_the_trials_per_optimizer_finishes(tmp_path: Path, fuse: str) -> None:
+    """Tune's max_concurrent_trials counts trials paused at a rung: with it the sweep hung for good."""
+    argv = ["--smoke", "--optimizers", "adam", "--max-concurrent", "1", fuse, "--storage-path", str(tmp_path)]
+    assert adam_vs_sgd.main(argv) == 0
+    trials = pd.read_csv(tmp_path / "adam_vs_sgd-smoke" / "report" / "trials.csv")
+    assert sorted(trials["status"]) == ["completed", "stopped_early"]

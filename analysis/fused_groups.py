@@ -18,7 +18,6 @@ from typing import Any
 from analysis.tune_files import RawTrial
 from optsweep.vocabulary import EPOCH, MEMBER_RESULTS, MEMBERS_KEY
 
-GROUP_KEY = "__group"
 TIME_TOTAL = "time_total_s"
 
 
@@ -27,7 +26,7 @@ def expand(trial: RawTrial) -> list[RawTrial]:
     members = trial.config.get(MEMBERS_KEY)
     if not isinstance(members, list):
         return [trial]
-    shared = {k: v for k, v in trial.config.items() if k not in (MEMBERS_KEY, GROUP_KEY)}
+    shared = {k: v for k, v in trial.config.items() if k != MEMBERS_KEY}
     rows: list[list[dict[str, Any]]] = [[] for _ in members]
     spent = [0.0] * len(members)
     previous_total = 0.0

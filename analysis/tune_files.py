@@ -79,7 +79,10 @@ def read_tune_experiment(tune_dir: Path) -> list[RawTrial]:
         if trial_dir is None and trial_id in unclaimed:
             trial_dir = unclaimed.pop(trial_id).trial_dir
         trials.append(_read_trial(tune_dir, trial_id, entry.get("status"), entry.get("config"), trial_dir))
-    trials.extend(unclaimed.values())
+    # A directory of a trial the state names with another directory is an earlier run of that trial: one
+    # a killed driver started after its last snapshot, which the resumed sweep created and ran again.
+    named = {trial.trial_id for trial in trials}
+    trials.extend(trial for trial_id, trial in unclaimed.items() if trial_id not in named)
     return trials
 
 

@@ -424,6 +424,12 @@ def _stop(tune_controller: TuneController, trial: Trial) -> None:
     """Stop a paused (or waiting) trial. Ray 2.60 re-serialises only the trials it marks, and it marks a
     stopped trial only when it has a live actor: a paused one would stay PAUSED in the experiment
     state (and read as unfinished by the report) unless marked here."""
+    if trial.status == Trial.PENDING and not getattr(trial, "relative_logdir", "unknown"):
+        # Never started: after a restore, a trial Tune's last snapshot did not name yet is created again,
+        # and its earlier run's results (kept in the state file) may already have eliminated it. Tune
+        # needs a directory for every ended trial (its ResultGrid, its callbacks); the analysis reads the
+        # earlier run's directory of the same trial id.
+        trial.init_local_path()
     tune_controller.stop_trial(trial)
     # Schedulers get a wrapper that warns on non-public attributes; the controller itself is inside it.
     controller = getattr(tune_controller, "_tune_controller", tune_controller)

@@ -77,4 +77,3 @@ def _installed(path: str) -> bool:
     roots = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
     roots |= set(site.getsitepackages()) | {site.getusersitepackages()}
     return any(os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root) for root in roots)
-

@@ -205,7 +205,6 @@ def _declared_spaces() -> dict[str, dict[str, Param]]:
     return found
 
 
-
 @dataclass(frozen=True)
 class SearchSpace:
     """The space of one optimizer: its nuisance hyperparameters and the LR schedule."""

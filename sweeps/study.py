@@ -338,8 +338,9 @@ def _new_tuner(
         searcher = None
         param_space = {
             "optimizer": optimizer,
-            "__group": tune.grid_search(list(range(len(groups)))),
-            MEMBERS_KEY: tune.sample_from(functools.partial(_group_members, groups)),
+            # The groups themselves, not a function of a group number: Tune does not resolve a sample_from
+            # function for trials it creates after a restore (their config keeps the placeholder).
+            MEMBERS_KEY: tune.grid_search(groups),
             "settings": settings,
         }
         num_samples = 1
@@ -435,10 +436,6 @@ def _random_search_space(
         **{key: tune.sample_from(functools.partial(_pick, configurations, key)) for key in configurations[0]},
         "settings": settings,
     }
-
-
-def _group_members(groups: list[list[dict[str, Any]]], config: dict[str, Any]) -> list[dict[str, Any]]:
-    return groups[config["__group"]]
 
 
 def _pick(configurations: list[dict[str, Any]], key: str, config: dict[str, Any]) -> Any:

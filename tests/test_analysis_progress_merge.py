@@ -43,3 +43,16 @@ def test_progress_rows_are_parsed_and_nested_again(tmp_path: Path) -> None:
         {"epoch": 2, "diverged": True, "node_id": "abc", "members": {"0": {"val_acc": 0.75}}},
     ]
     assert json.loads(json.dumps(read_progress(path)))  # plain JSON types only
+
+
+def test_an_earlier_run_of_a_trial_the_state_names_elsewhere_is_not_a_second_trial(tmp_path: Path) -> None:
+    """A driver killed after starting a trial but before its next snapshot leaves that trial's directory;
+    the resumed sweep creates the trial again (same id) in a new directory, which the state names."""
+    import shutil
+
+    root = standard_experiment(tmp_path / "study")
+    whole = analysis.load(root)
+    named = sorted(root.glob("*/train_fn_*"))[0]
+    earlier = named.with_name(named.name.replace("2026-11-22_00-00-00", "2026-11-21_23-59-59"))
+    shutil.copytree(named, earlier)
+    pd.testing.assert_frame_equal(analysis.load(root), whole)

@@ -5,7 +5,8 @@ configuration and seed, its members under `__members` (each: the hyperparameters
 `__configuration` an unfused trial would have at its top level). Every epoch the group reports one result
 and a checkpoint of the whole group; the result carries every member that trained that epoch under
 `members` (member number -> its metrics, under the keys of an unfused trial's result), which the analysis
-expands into one trial per member. The top-level metrics are the best member's (for Tune's own use).
+expands into one trial per member. The top-level metrics are the best member's (for Tune's own use),
+with the epoch and the node the group runs on.
 
 Early stopping is decided per configuration by the sweep's scheduler (`sweeps.halving`) from the members'
 results. The group learns the decisions through `decisions` (given by the sweep: see `MemberDecisions`)
@@ -92,7 +93,7 @@ def run_fused_trial(
     while not group.finished:
         faults.maybe_crash(0, group.epoch + 1)  # the fault-tolerance tests' kill, before the epoch trains
         reports = group.run_epoch()
-        result = _group_result(reports, target, note)
+        result = {**_group_result(reports, target, note), v.NODE_ID: session.node_id}
         note = {}
         with tempfile.TemporaryDirectory(prefix="optsweep-ckpt-") as directory:
             checkpoints.save(directory, group.state_dict(), 0, durable=False)  # a staging copy

@@ -149,9 +149,10 @@ def run(
             threading.Thread(target=work, args=(i,), name=f"side-by-side-{names[i]}", daemon=True)
             for i in range(len(runners))
         ]
-        for thread in threads:
-            thread.start()
         try:
+            # Started inside the try: a signal may arrive while the last thread is starting.
+            for thread in threads:
+                thread.start()
             for _ in threads:
                 while not done.acquire(timeout=poll_s):
                     pass

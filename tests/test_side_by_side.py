@@ -376,9 +376,10 @@ def test_fits_in_threads_stop_resumably_and_resume_to_the_end(ray_session: None,
 # 3 configurations x 1 seed per optimizer, 4 epochs of the CNN (long enough for trials to overlap in
 # time), rungs at epochs 1 and 3; an LR range in which nothing diverges on digits.
 E2E_OPTIMIZERS = ("sgd", "adam", "adamw")
-# Unfused: fused groups of one CNN configuration train in ~2 s, too short for their overlap to be sure.
+# Long enough that two optimizers' trials overlap by seconds (with 4 epochs an optimizer's trials all
+# ran within ~2 s, and the 1 s resolution of Tune's timestamps made their overlap uncertain).
 E2E_ARGV = ["--smoke", "--no-fuse", "--model", "cnn", "--num-samples", "3", "--seeds", "1"]
-E2E_ARGV += ["--max-epochs", "4", "--lr-max", "0.05", "--optimizers", ",".join(E2E_OPTIMIZERS)]
+E2E_ARGV += ["--max-epochs", "12", "--lr-max", "0.05", "--optimizers", ",".join(E2E_OPTIMIZERS)]
 E2E_ARGV += ["--name", "side"]
 RUN_DEPENDENT = ["trial_id", "time_s", "node_id", "trial_dir", "tune_status", "error_message", "data_dir"]
 

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from analysis.tune_files import RawTrial
-from optsweep.vocabulary import EPOCH, MEMBER_RESULTS, MEMBERS_KEY
+from optsweep.vocabulary import EPOCH, MEMBER_RESULTS, MEMBERS_KEY, member_configs
 
 TIME_TOTAL = "time_total_s"
 
@@ -26,7 +26,7 @@ def expand(trial: RawTrial) -> list[RawTrial]:
     members = trial.config.get(MEMBERS_KEY)
     if not isinstance(members, list):
         return [trial]
-    shared = {k: v for k, v in trial.config.items() if k != MEMBERS_KEY}
+    configs = member_configs(trial.config)
     rows: list[list[dict[str, Any]]] = [[] for _ in members]
     spent = [0.0] * len(members)
     previous_total = 0.0
@@ -54,7 +54,7 @@ def expand(trial: RawTrial) -> list[RawTrial]:
                 }
             )
     expanded = []
-    for index, member in enumerate(members):
+    for index, config in enumerate(configs):
         results = rows[index]
         left_early = bool(results) and _int(results[-1].get(EPOCH)) < last_epoch
         expanded.append(
@@ -62,7 +62,7 @@ def expand(trial: RawTrial) -> list[RawTrial]:
                 trial,
                 trial_id=f"{trial.trial_id}-{index:03d}",
                 tune_status="TERMINATED" if left_early else trial.tune_status,
-                config={**shared, **(member if isinstance(member, dict) else {})},
+                config=config,
                 results=results,
             )
         )

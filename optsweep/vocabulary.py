@@ -184,6 +184,17 @@ MEMBER_RESULTS = "members"
 metrics under the keys of an unfused trial's result."""
 
 
+def member_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """A fused group's trial config as its members' own: each member's hyperparameters, seed and
+    configuration over the group's shared keys (what an unfused trial of it would have had); a damaged
+    member (not a dict) gets the shared keys only. Empty for any other config."""
+    members = config.get(MEMBERS_KEY)
+    if not isinstance(members, list):
+        return []
+    shared = {key: value for key, value in config.items() if key != MEMBERS_KEY}
+    return [{**shared, **(member if isinstance(member, dict) else {})} for member in members]
+
+
 def member_results(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """A fused group's result's members: member number -> its metrics (empty for any other result). Tune
     hands schedulers and callbacks results flattened (``members/3/val_acc``); result.json is nested."""

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from optsweep.vocabulary import EPOCH, MEMBERS_KEY, member_results
+from optsweep.vocabulary import EPOCH, MEMBERS_KEY, member_configs, member_results
 
 _FROM_GROUP = ("training_iteration", "timestamp", "time_total_s", "date", "hostname", "node_ip", "pid")
 
@@ -26,8 +26,7 @@ class MemberTrial:
     def __init__(self, group: Any, index: int) -> None:
         self._group = group
         self.index = index
-        shared = {k: v for k, v in group.config.items() if k != MEMBERS_KEY}
-        self.config: dict[str, Any] = {**shared, **group.config[MEMBERS_KEY][index]}
+        self.config: dict[str, Any] = member_configs(group.config)[index]
         self.trial_id = f"{group.trial_id}-{index:03d}"
         self.checkpoint = None  # its logs are its own: nothing to restore from the group's storage
 

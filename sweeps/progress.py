@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
+from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, Target, member_configs, member_results
 
 from .trial_identity import ConfigurationIds
 
@@ -116,11 +116,10 @@ class ProgressLine(tune.Callback):
         """The trials with each fused group replaced by its members (see the module docstring)."""
         expanded = []
         for trial in trials:
-            members = (trial.config or {}).get(MEMBERS_KEY)
-            if not isinstance(members, list):
+            members = member_configs(trial.config or {})
+            if not members:
                 expanded.append(trial)
                 continue
-            shared = {k: v for k, v in trial.config.items() if k != MEMBERS_KEY}
             group_epoch = _epoch(trial.last_result or {})
             for index, member in enumerate(members):
                 last = self._member_results.get((trial.trial_id, index), {})
@@ -129,7 +128,7 @@ class ProgressLine(tune.Callback):
                     SimpleNamespace(
                         trial_id=f"{trial.trial_id}-{index:03d}",
                         status="TERMINATED" if left else trial.status,
-                        config={**shared, **member},
+                        config=member,
                         last_result=last,
                     )
                 )

@@ -41,12 +41,6 @@ def is_fused(config: dict[str, Any]) -> bool:
     return v.MEMBERS_KEY in config
 
 
-def member_trial_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each member's flat trial config: what the same member would have had as an unfused trial."""
-    shared = {key: value for key, value in config.items() if key != v.MEMBERS_KEY}
-    return [{**shared, **member} for member in config[v.MEMBERS_KEY]]
-
-
 def check_fused_trial_config(config: dict[str, Any]) -> None:
     """Refuse a fused trial config without members or whose members lack what a study always sets."""
     members = config.get(v.MEMBERS_KEY)
@@ -74,7 +68,7 @@ def run_fused_trial(
     check_fused_trial_config(config)
     if run_settings:
         config = {**config, "settings": {**config["settings"], **run_settings}}
-    members = member_trial_configs(config)
+    members = v.member_configs(config)
     configs = [TrainConfig.from_trial_config(member) for member in members]
     configurations = [int(member[v.CONFIGURATION_KEY]) for member in members]
     if task is None:

@@ -172,6 +172,20 @@ def test_mean_key(target: Target) -> str:
     return target.test_key + "_mean"
 
 
+# -------------------------------------------------------------------------------------- stages
+SEARCH = "search"
+CONFIRM = "confirm"
+STAGES = (SEARCH, CONFIRM)
+"""A study's two stages: the search tunes each optimizer (configurations x search seeds, early stopping)
+and chooses its configuration; the confirmation retrains the chosen configuration on fresh seeds, to the
+full budget, and is what the headline table, intervals and verdict report."""
+STAGE_KEY = "__stage"
+"""In a trial config (or a fused member's): the stage the trial belongs to; absent means `search` (every
+experiment written before the confirmation stage existed)."""
+STAGE_COLUMN = "stage"
+"""The trials table's column of each trial's stage."""
+
+
 # ---------------------------------------------------------------------------------- fused trials
 CONFIGURATION_KEY = "__configuration"
 """In a trial config (or a fused member's): the configuration's number within its optimizer's study; all

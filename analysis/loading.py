@@ -14,6 +14,18 @@ Status of a trial (the project's vocabulary, decided here once):
 A diverged trial's last line holds finite sentinels (losses 1e9, the target metric the worst value
 of its mode; val_acc 0 in older experiments), not measurements, so its best value of the target
 (e.g. best_val_acc) only looks at the epochs before it diverged, and its final_* and test_* are NaN.
+The sentinel (±DIVERGED_VALUE) is never a value in any table: wherever a loss or metric holds it, the
+table holds NaN.
+
+One selection rule: the validation metric picks the epoch. A trial's best_<target key> is its best
+validation value over its epochs, ``best_epoch`` the first epoch that reached it, and its test_<m>
+columns are read at that same epoch (not at its last one).
+
+Identity: ``config_id`` is ``<optimizer>-cNN`` with NN = the config's ``__configuration`` number + 1,
+the same fused or not and for a confirmation trial as for the search configuration it confirms;
+trials without that number (experiments from before it) are numbered by their first trial id.
+``configuration`` holds the number itself and ``stage`` the trial's stage (``search`` when its config
+names none). A config with a word where a number belongs is refused (`config_check.BadConfigError`).
 
 The metric columns follow the experiment's target (`analysis.target_of`): for the default target
 (val_acc, max) they are best_val_acc, final_val_acc, final_train_loss and test_acc, as they always
@@ -32,8 +44,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import fused_groups
-from analysis.target import attach, target_of
+from analysis import config_check, fused_groups
+from analysis.target import attach, search_of, target_of
 from analysis.tune_files import (
     NotAnExperimentError,
     RawTrial,
@@ -42,8 +54,10 @@ from analysis.tune_files import (
 )
 from optsweep.vocabulary import (
     COMPLETED,
+    CONFIGURATION_KEY,
     DIVERGED,
     DIVERGED_FLAG,
+    DIVERGED_VALUE,
     EPOCH,
     EPOCH_TIME_S,
     ERROR,
@@ -51,6 +65,9 @@ from optsweep.vocabulary import (
     LR,
     NODE_ID,
     SAMPLES_PER_S,
+    SEARCH,
+    STAGE_COLUMN,
+    STAGE_KEY,
     STOPPED_EARLY,
     TEST_LOSS,
     TEST_PREFIX,
@@ -66,20 +83,24 @@ from optsweep.vocabulary import STATUSES as STATUSES
 
 FIXED_HPARAMS = ("lr", "weight_decay", "schedule")
 FINAL_TRAIN_LOSS = "final_train_loss"
+BEST_EPOCH = "best_epoch"
+CONFIGURATION_COLUMN = "configuration"
+SEARCH_ATTR = "search"
+"""A trials table's ``attrs`` key of the study's search (study.json's ``search``; None if unrecorded)."""
 _NOT_HPARAMS = {"optimizer", "seed", "settings"}
 _LEADING_SETTINGS = ("dataset", "model", "max_epochs")
 _TAIL_COLUMNS = ("tune_status", "error_message", "trial_dir")
 _CURVE_HEAD = ("trial_id", "optimizer", "config_id", "seed", "status", EPOCH, TRAIN_LOSS, VAL_LOSS)
-_CURVE_TAIL = ("epoch_lr", EPOCH_TIME_S, SAMPLES_PER_S, DIVERGED_FLAG, "time_total_s", NODE_ID)
+_CURVE_TAIL = ("epoch_lr", EPOCH_TIME_S, SAMPLES_PER_S, DIVERGED_FLAG, "time_total_s", NODE_ID, STAGE_COLUMN)
 _UNFINISHED_TUNE_STATUSES = {"PENDING", "RUNNING", "PAUSED"}
 
 
 def metric_columns(target: Target, metrics: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The trials table's result columns, between the hyperparameters and config_id: status,
-    epochs, best_<target key>, final_<target key>, final_train_loss, test_<m> for the target and
-    then every other task metric m in `metrics`, time_s, node_id."""
+    epochs, best_<target key>, best_epoch, final_<target key>, final_train_loss, test_<m> (at the best
+    epoch) for the target and then every other task metric m in `metrics`, time_s, node_id."""
     tests = [target.test_key, *(test_key(m) for m in metrics if m != target.metric)]
-    best = [target.best_key, target.final_key, FINAL_TRAIN_LOSS]
+    best = [target.best_key, BEST_EPOCH, target.final_key, FINAL_TRAIN_LOSS]
     return ["status", "epochs", *best, *tests, "time_s", NODE_ID]
 
 
@@ -106,12 +127,14 @@ def load(experiment_dir: str | os.PathLike[str], *, target: Target | None = None
     status, epochs, best_val_acc, final_val_acc, final_train_loss, test_acc, <test_<m> of the
     other task metrics>, time_s, node_id, config_id, <run settings: dataset, model, max_epochs,
     ...>, tune_status, error_message, trial_dir (metric names for the default target; see
-    `metric_columns`).
+    `metric_columns`), with configuration and stage right after config_id.
 
     `target` defaults to the one the experiment recorded (`analysis.target_of`); the table
-    carries it in ``attrs["target"]`` for `summarize` and the plots.
-    Raises FileNotFoundError for a missing directory and NotAnExperimentError for a directory
-    without any Ray Tune experiment below it.
+    carries it in ``attrs["target"]`` for `summarize` and the plots, and the study's search algorithm
+    in ``attrs["search"]`` for the caveats.
+    Raises FileNotFoundError for a missing directory, NotAnExperimentError for a directory
+    without any Ray Tune experiment below it and BadConfigError for a trial whose config holds a
+    non-number where a number belongs.
     """
     return read_experiment(experiment_dir, target=target).trials
 
@@ -147,12 +170,14 @@ def read_experiment(experiment_dir: str | os.PathLike[str], *, target: Target | 
         for member in fused_groups.expand(trial)
     ]
     _check_written_by_optsweep(root, raw)
+    config_check.check((trial.trial_id, trial.config) for trial in raw)
     for trial in raw:
         trial.results = _one_line_per_epoch(trial.results)
     metrics = _reported_metrics(raw)
     rows = [_trial_row(trial, root, target, metrics) for trial in raw]
     _assign_config_ids(rows)
     trials = attach(_trials_frame(rows, target, metrics), target)
+    trials.attrs[SEARCH_ATTR] = search_of(root)
     return Experiment(trials=trials, curves=attach(_curves_frame(raw, rows, target, metrics), target))
 
 
@@ -233,11 +258,14 @@ def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) 
     )
     clean = [r for r in results if r.get(DIVERGED_FLAG) is not True]
     final = None if diverged or not results else last
+    best_line = _best_line(clean, target)
+    chosen = None if diverged else best_line  # a diverged trial's model is gone: nothing to test
 
-    def at_end(key: str) -> float:
-        return _nan_if_none(_finite(final.get(key))) if final else math.nan
+    def at(line: dict[str, Any] | None, key: str) -> float:
+        return _nan_if_none(_measured(line.get(key))) if line else math.nan
 
-    tests = {key: at_end(key) for key in metric_columns(target, metrics) if key.startswith(TEST_PREFIX)}
+    tests = {key: at(chosen, key) for key in metric_columns(target, metrics) if key.startswith(TEST_PREFIX)}
+    configuration = config.get(CONFIGURATION_KEY)
     return {
         "trial_id": trial.trial_id,
         "optimizer": str(config.get("optimizer", trial.tune_dir.name)),
@@ -246,12 +274,15 @@ def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) 
         "hparams": hyperparameters(config),
         "status": status,
         "epochs": epochs,
-        target.best_key: target.best_of(_finite(r.get(target.key)) for r in clean),
-        target.final_key: at_end(target.key),
-        FINAL_TRAIN_LOSS: at_end(TRAIN_LOSS),
+        target.best_key: at(best_line, target.key),
+        BEST_EPOCH: _epoch_of(best_line) if best_line else None,
+        target.final_key: at(final, target.key),
+        FINAL_TRAIN_LOSS: at(final, TRAIN_LOSS),
         **tests,
         "time_s": _nan_if_none(_finite(last.get("time_total_s"))),
         "node_id": last.get("node_id"),
+        CONFIGURATION_COLUMN: configuration if isinstance(configuration, int) else None,
+        STAGE_COLUMN: config.get(STAGE_KEY) or SEARCH,
         "settings": {key: _scalar(value) for key, value in settings.items()},
         "tune_status": trial.tune_status,
         "error_message": trial.error_message,
@@ -259,16 +290,47 @@ def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) 
     }
 
 
+def _best_line(lines: list[dict[str, Any]], target: Target) -> dict[str, Any] | None:
+    """The first result line with the best measured value of the target (None if none has one)."""
+    best = None
+    for line in lines:
+        value = _measured(line.get(target.key))
+        if value is not None and (best is None or target.better(value, best[0])):
+            best = (value, line)
+    return best[1] if best else None
+
+
+def _config_id(optimizer: str, number: int) -> str:
+    return f"{optimizer}-c{number + 1:02d}"
+
+
 def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
-    """Number each optimizer's distinct configurations in order of their first trial id."""
+    """config_id from each trial's configuration number; a trial without one gets the id of a numbered
+    trial with the same hyperparameters, else the next free number in order of first trial id."""
     ids: dict[tuple[str, str], str] = {}
+    used: dict[str, set[str]] = {}
+
+    def key(row: dict[str, Any]) -> tuple[str, str]:
+        return row["optimizer"], json.dumps(row["hparams"], sort_keys=True, default=str)
+
+    for row in rows:
+        if row[CONFIGURATION_COLUMN] is not None:
+            row["config_id"] = _config_id(row["optimizer"], row[CONFIGURATION_COLUMN])
+            ids.setdefault(key(row), row["config_id"])
+            used.setdefault(row["optimizer"], set()).add(row["config_id"])
     counts: dict[str, int] = {}
     for row in sorted(rows, key=lambda r: (r["optimizer"], r["trial_id"])):
-        key = (row["optimizer"], json.dumps(row["hparams"], sort_keys=True, default=str))
-        if key not in ids:
-            counts[row["optimizer"]] = counts.get(row["optimizer"], 0) + 1
-            ids[key] = f"{row['optimizer']}-c{counts[row['optimizer']]:02d}"
-        row["config_id"] = ids[key]
+        if row[CONFIGURATION_COLUMN] is not None:
+            continue
+        if key(row) not in ids:
+            taken = used.setdefault(row["optimizer"], set())
+            number = counts.get(row["optimizer"], 0)
+            while _config_id(row["optimizer"], number) in taken:
+                number += 1
+            counts[row["optimizer"]] = number + 1
+            ids[key(row)] = _config_id(row["optimizer"], number)
+            taken.add(ids[key(row)])
+        row["config_id"] = ids[key(row)]
 
 
 def _trials_frame(rows: list[dict[str, Any]], target: Target, metrics: list[str]) -> pd.DataFrame:
@@ -278,12 +340,13 @@ def _trials_frame(rows: list[dict[str, Any]], target: Target, metrics: list[str]
     setting_names = {k for r in rows for k in r["settings"]}
     setting_order = [k for k in _LEADING_SETTINGS if k in setting_names]
     setting_order += sorted(setting_names - set(_LEADING_SETTINGS))
-    head = ["trial_id", "optimizer", "seed", *hparam_columns, *result_columns, "config_id"]
+    identity = ["config_id", CONFIGURATION_COLUMN, STAGE_COLUMN]
+    head = ["trial_id", "optimizer", "seed", *hparam_columns, *result_columns, *identity]
     # A run setting whose name is already a column keeps a prefix rather than overwriting it.
     setting_columns = {k: (f"settings_{k}" if k in head else k) for k in setting_order}
     records = []
     for row in sorted(rows, key=lambda r: (r["optimizer"], r["trial_id"])):
-        record = {c: row[c] for c in ("trial_id", "optimizer", "seed", *result_columns, "config_id")}
+        record = {c: row[c] for c in ("trial_id", "optimizer", "seed", *result_columns, *identity)}
         record.update({c: row["hparams"].get(c) for c in hparam_columns})
         record.update({setting_columns[k]: row["settings"].get(k) for k in setting_order})
         record.update({c: row[c] for c in _TAIL_COLUMNS})
@@ -292,8 +355,10 @@ def _trials_frame(rows: list[dict[str, Any]], target: Target, metrics: list[str]
     frame = pd.DataFrame.from_records(records, columns=columns)
     frame["seed"] = _maybe_int(frame["seed"])
     frame["epochs"] = frame["epochs"].astype("int64")
+    frame[BEST_EPOCH] = frame[BEST_EPOCH].astype("Int64")
+    frame[CONFIGURATION_COLUMN] = frame[CONFIGURATION_COLUMN].astype("Int64")
     for column in result_columns:
-        if column not in ("status", "epochs", NODE_ID):
+        if column not in ("status", "epochs", BEST_EPOCH, NODE_ID):
             frame[column] = frame[column].astype("float64")
     return frame
 
@@ -307,7 +372,7 @@ def _curves_frame(
     measured = [c for c in columns if c.startswith((VAL_PREFIX, TEST_PREFIX)) or c == TRAIN_LOSS]
     records = []
     for trial, row in zip(raw, rows, strict=True):
-        meta = {key: row[key] for key in ("optimizer", "config_id", "seed", "status")}
+        meta = {key: row[key] for key in ("optimizer", "config_id", "seed", "status", STAGE_COLUMN)}
         for result in trial.results:
             epoch = _epoch_of(result)
             if epoch is None:
@@ -315,7 +380,7 @@ def _curves_frame(
             diverged = result.get(DIVERGED_FLAG) is True
             record = {"trial_id": trial.trial_id, **meta, EPOCH: epoch, DIVERGED_FLAG: diverged}
             for key in (*measured, EPOCH_TIME_S, SAMPLES_PER_S):
-                value = _finite(result.get(key))
+                value = _measured(result.get(key)) if key in measured else _finite(result.get(key))
                 record[key] = math.nan if value is None or (diverged and key in measured) else value
             record["epoch_lr"] = _nan_if_none(_finite(result.get(LR)))
             record["time_total_s"] = _nan_if_none(_finite(result.get("time_total_s")))
@@ -376,6 +441,12 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _measured(value: Any) -> float | None:
+    """A loss or metric as measured: None for a non-number, a non-finite value or the diverged sentinel."""
+    number = _finite(value)
+    return None if number is None or abs(number) >= DIVERGED_VALUE else number
 
 
 def _nan_if_none(value: float | None) -> float:

@@ -21,9 +21,18 @@ from analysis import metric_text
 from analysis.binning import axis_groups, format_value
 from analysis.heatmap import lr_wd_heatmap
 from analysis.stats import expected_column
-from analysis.summary import configurations
+from analysis.summary import REPORTED_FROM, configurations, stage_rows
 from analysis.target import resolve
-from optsweep.vocabulary import COMPLETED, DIVERGED, FINISHED, STOPPED_EARLY, TRAIN_LOSS, Target
+from optsweep.vocabulary import (
+    COMPLETED,
+    DIVERGED,
+    FINISHED,
+    SEARCH,
+    STAGE_COLUMN,
+    STOPPED_EARLY,
+    TRAIN_LOSS,
+    Target,
+)
 
 __all__ = [
     "learning_curves",
@@ -48,7 +57,7 @@ def optimizer_colors(optimizers: list[str] | pd.Series) -> dict[str, str]:
 def lr_sensitivity(
     trials: pd.DataFrame, summary: pd.DataFrame | None = None, *, target: Target | None = None
 ) -> Figure:
-    """Each trial's best value of the target metric (e.g. best validation accuracy) against
+    """Each search trial's best value of the target metric (e.g. best validation accuracy) against
     learning rate (log axis), per optimizer.
 
     Dots are trials (filled: completed, hollow: stopped early by the scheduler); the line joins
@@ -60,6 +69,7 @@ def lr_sensitivity(
     target = resolve(trials, target)
     colors = optimizer_colors(trials["optimizer"])
     configs = configurations(trials, target=target)
+    trials = stage_rows(trials, SEARCH)
     strip_y = 0.03 if target.mode == "max" else 0.97
     strip = "bottom" if target.mode == "max" else "top"
     fig = Figure(figsize=(9.0, 4.8), layout="constrained")
@@ -133,8 +143,10 @@ def learning_curves(curves: pd.DataFrame, summary: pd.DataFrame, *, target: Targ
     acc_ax, loss_ax = fig.subplots(1, 2)
     handles = []
     drawn = []
-    for row in summary[summary["config_id"].notna()].itertuples(index=False):
+    for _, row in summary[summary["config_id"].notna()].iterrows():
         runs = curves[(curves["config_id"] == row.config_id) & curves["status"].isin(FINISHED)]
+        if STAGE_COLUMN in runs and REPORTED_FROM in row:
+            runs = runs[runs[STAGE_COLUMN].fillna(SEARCH) == row[REPORTED_FROM]]
         color = colors[row.optimizer]
         details = f"{row.config_id}, lr={format_value(row.lr)}, {row.n_seeds} seeds"
         for ax, metric in ((acc_ax, target.key), (loss_ax, TRAIN_LOSS)):
@@ -219,7 +231,7 @@ def tuning_budget(budget: pd.DataFrame, *, target: Target | None = None) -> Figu
     ax.set_ylabel(metric_text.axis_label(target, "expected best"))
     ax.set_title(
         "Tuning budget: expected best result after k random configurations\n"
-        "(band: ±1 std, clipped to the range of scores)",
+        "(band: ±1 std of the best of k draws, its spread; clipped to the range of scores)",
         fontsize=11,
     )
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -261,7 +273,8 @@ def _metric_axis(ax: Axes, values: pd.Series, target: Target) -> bool:
 
 def _fit_log_x(ax: Axes, values: pd.Series) -> None:
     """Show every value (diverged ones are drawn in axes coordinates, which autoscaling ignores)."""
-    positive = values[values > 0]
+    numbers = pd.to_numeric(values, errors="coerce")
+    positive = numbers[numbers > 0]
     if len(positive):
         low, high = np.log10(positive.min()), np.log10(positive.max())
         margin = max(0.1 * (high - low), 0.15)

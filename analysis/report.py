@@ -1,6 +1,7 @@
 """The report command: `python -m analysis.report EXPERIMENT_DIR` (re)writes EXPERIMENT_DIR/report/.
 
-A missing directory, or one without a Ray Tune experiment, is a one-line error and exit code 2.
+A missing directory, one without a Ray Tune experiment, or a trial whose config holds a word where a
+number belongs is a one-line error and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from analysis.config_check import BadConfigError
 from analysis.reporting import write_report
 from analysis.tune_files import NotAnExperimentError
 
@@ -22,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = write_report(args.experiment_dir)
-    except (FileNotFoundError, NotAnExperimentError) as exc:
+    except (FileNotFoundError, NotAnExperimentError, BadConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out / "report.md")

@@ -15,7 +15,6 @@ from analysis.caveats import caveats
 from analysis.html_report import render_html
 from analysis.loading import DIVERGED, FINISHED, read_experiment
 from analysis.markdown import ReportContent, render
-from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from analysis.summary import summarize, tuning_budget
 from analysis.target import resolve
 from analysis.tune_files import REPORT_DIR_NAME
@@ -35,12 +34,14 @@ def figure_captions(target: Target) -> dict[str, tuple[str, str]]:
         ),
         "learning_curves.png": (
             "Learning curves",
-            f"{val.capitalize()} and training loss of each optimizer's chosen configuration; thin lines "
-            "are seeds, the thick line and band their mean and range over the epochs every seed reached.",
+            f"{val.capitalize()} and training loss of each optimizer's chosen configuration, on the seeds "
+            "the summary reports (confirmation seeds when there are any); thin lines are seeds, the thick "
+            "line and band their mean and range over the epochs every seed reached.",
         ),
         "tuning_budget.png": (
             "Tuning budget",
-            f"Expected best {val} after k random configurations (band: ±1 std).",
+            f"Expected best {val} after k random configurations of the search (band: ±1 std of the best "
+            "of k draws, its spread, not an interval).",
         ),
         "lr_wd_heatmap.png": (
             "Learning rate x weight decay",
@@ -55,17 +56,11 @@ FIGURES = figure_captions(DEFAULT_TARGET)
 """File name -> (alt text, one-line caption) for the default target."""
 
 
-def write_report(
-    experiment_dir: str | os.PathLike[str],
-    *,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-    target: Target | None = None,
-) -> Path:
+def write_report(experiment_dir: str | os.PathLike[str], *, target: Target | None = None) -> Path:
     """(Re)write the report of an experiment directory and return the report directory. Tables,
     verdict, figures and text follow `target` (default: the one the experiment recorded).
 
-    Raises FileNotFoundError / NotAnExperimentError like `analysis.load`.
+    Raises FileNotFoundError / NotAnExperimentError / BadConfigError like `analysis.load`.
     """
     root = Path(experiment_dir)
     with warnings.catch_warnings(record=True) as caught:
@@ -74,7 +69,7 @@ def write_report(
     data_notes = [f"Reading the data: {w.message}" for w in caught]
     trials, curves = experiment.trials, experiment.curves
     target = resolve(trials)  # the experiment's own when none was given
-    summary = summarize(trials, n_resamples=n_resamples, seed=seed)
+    summary = summarize(trials)
     budget = tuning_budget(trials)
     spent_table = spent.spent(trials)
 

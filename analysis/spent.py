@@ -1,12 +1,13 @@
 """What a study actually spent per optimizer, and how far its configurations got under early stopping.
 
 A fair comparison gives every optimizer the same budget. `spent` sums, per optimizer, the trial-epochs
-trained, the trials' wall time and the device time they reserved (CPU- and GPU-seconds: a trial's
-time x its workers x CPUs or GPUs per worker); `imbalances` names every figure more than 5% away from
-the optimizers' mean. `rungs_reached` counts, per optimizer and rung, the configurations that were
-judged there and the ones that went on: from the early-stopping record the sweep keeps
-(`optsweep_halving.json` in each optimizer's experiment), or, without one (FIFO, Ray's ASHA, older
-experiments), from how many epochs every seed of each configuration trained.
+trained (in all and per stage: the search and the confirmation), the trials' wall time and the device
+time they reserved (CPU- and GPU-seconds: a trial's time x its workers x CPUs or GPUs per worker);
+`imbalances` names every figure more than 5% away from the optimizers' mean. `rungs_reached` counts,
+per optimizer and rung, the search configurations that were judged there and the ones that went on:
+from the early-stopping record the sweep keeps (`optsweep_halving.json` in each optimizer's
+experiment), or, without one (FIFO, Ray's ASHA, older experiments), from how many epochs every seed of
+each configuration trained.
 """
 
 from __future__ import annotations
@@ -18,15 +19,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.summary import stage_rows
+from optsweep.vocabulary import CONFIRM, SEARCH, STAGE_COLUMN
+
 HALVING_STATE_FILE = "optsweep_halving.json"
 IMBALANCE_TOLERANCE = 0.05
-SPENT_COLUMNS = ("trials", "trial_epochs", "wall_time_s", "cpu_s", "gpu_s")
+SPENT_COLUMNS = ("trials", "trial_epochs", "search_trial_epochs", "confirm_trial_epochs")
+SPENT_COLUMNS += ("wall_time_s", "cpu_s", "gpu_s")
 
 
 def spent(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per optimizer: trials, trial_epochs, wall_time_s, cpu_s, gpu_s."""
+    """One row per optimizer: trials, trial_epochs (search_trial_epochs + confirm_trial_epochs),
+    wall_time_s, cpu_s, gpu_s. A table without a stage column is all search."""
     frame = trials.copy()
     frame["epochs"] = pd.to_numeric(frame.get("epochs"), errors="coerce").fillna(0)
+    stage = frame[STAGE_COLUMN].fillna(SEARCH) if STAGE_COLUMN in frame else pd.Series(SEARCH, frame.index)
+    frame["search_epochs"] = frame["epochs"].where(stage == SEARCH, 0)
+    frame["confirm_epochs"] = frame["epochs"].where(stage == CONFIRM, 0)
     time_s = pd.to_numeric(frame.get("time_s"), errors="coerce").fillna(0)
     workers = _numeric(frame, "workers", 1.0)
     frame["wall_time_s"] = time_s
@@ -37,6 +46,8 @@ def spent(trials: pd.DataFrame) -> pd.DataFrame:
         {
             "trials": grouped.size(),
             "trial_epochs": grouped["epochs"].sum(),
+            "search_trial_epochs": grouped["search_epochs"].sum(),
+            "confirm_trial_epochs": grouped["confirm_epochs"].sum(),
             "wall_time_s": grouped["wall_time_s"].sum(),
             "cpu_s": grouped["cpu_s"].sum(),
             "gpu_s": grouped["gpu_s"].sum(),
@@ -77,7 +88,7 @@ def rungs_reached(experiment_dir: str | os.PathLike[str], trials: pd.DataFrame) 
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a damaged record: the epochs below still tell the story
     recorded = {optimizer for optimizer, *_ in rows}
-    for optimizer, group in trials.groupby("optimizer", sort=True):
+    for optimizer, group in stage_rows(trials, SEARCH).groupby("optimizer", sort=True):
         if optimizer in recorded or "config_id" not in group:
             continue
         reached = pd.to_numeric(group["epochs"], errors="coerce").groupby(group["config_id"]).min().dropna()

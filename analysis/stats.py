@@ -1,17 +1,29 @@
-"""The statistics of the report, each in one place: bootstrap intervals and expected maxima (minima)."""
+"""The statistics of the report, each in one place: t-intervals of a mean, Welch's test of a difference
+with Holm's correction across pairs, and expected maxima (minima) of k random draws.
+
+Why t and Welch rather than the percentile bootstrap: simulated studies with known means
+(tests/test_statistics_simulation.py) show the percentile bootstrap interval of a mean over 3, 5 and
+10 seeds covering it only 74-90% of the time, and "intervals do not overlap" as a test calling 10% of
+identical pairs different at 3 seeds; the t-interval and Welch's test hold their 95% at every seed count.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import optimize as scipy_optimize
+from scipy import stats as scipy_stats
 
 from optsweep.vocabulary import MODES
 
 N_RESAMPLES = 10_000
 CONFIDENCE = 0.95
+ALPHA = 1.0 - CONFIDENCE
+"""Family-wise error rate of the verdict's tests (after Holm's correction)."""
 BOOTSTRAP_SEED = 0
 
 
@@ -44,7 +56,8 @@ def bootstrap_ci(
     Deterministic for a given seed: resample indices are drawn at once as an
     (n_resamples, n) array from ``numpy.random.default_rng(seed).integers(0, n, ...)``.
     With one value the interval is that value (degenerate); with none it is NaN.
-    Note that with very few values (say < 5 seeds) percentile intervals come out too narrow.
+    Kept for comparison only: with few values (3-10 seeds) percentile intervals come out too narrow
+    (they cover the mean 74-90% of the time); the report uses `t_interval`.
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
@@ -58,6 +71,84 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return Interval(float(low), float(high), n)
+
+
+def t_interval(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE) -> Interval:
+    """Student's t interval of the mean of `values` (NaNs dropped): mean ± t(n-1) x std / sqrt(n).
+    With one value the interval is that value (degenerate); with none it is NaN; with no spread at
+    all it is the mean."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = x.size
+    if n == 0:
+        return Interval(math.nan, math.nan, 0)
+    mean = float(x.mean())
+    sem = float(scipy_stats.sem(x)) if n > 1 else 0.0
+    if sem == 0.0:
+        return Interval(mean, mean, n)
+    low, high = scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Interval(float(low), float(high), n)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference of two means (first - second) with its Welch interval and two-sided p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+
+
+def welch_difference(
+    first: tuple[float, float, int],
+    second: tuple[float, float, int],
+    *,
+    confidence: float = CONFIDENCE,
+) -> Difference:
+    """Welch's t-test and interval of mean_first - mean_second from each side's (mean, std, n); both
+    n must be at least 2. Sides without any spread give the difference itself as the interval and
+    p = 1 when the means are equal, 0 when they are not."""
+    (m1, s1, n1), (m2, s2, n2) = first, second
+    if min(n1, n2) < 2:
+        raise ValueError(f"Welch's test needs at least 2 values a side, got n = {n1} and {n2}")
+    difference = m1 - m2
+    v1, v2 = s1**2 / n1, s2**2 / n2
+    se = math.sqrt(v1 + v2)
+    if se == 0.0:
+        return Difference(difference, difference, difference, 1.0 if difference == 0 else 0.0)
+    result = scipy_stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
+    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))  # Welch-Satterthwaite
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Difference(difference, difference - half, difference + half, float(result.pvalue))
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaNs stay NaN and are not in the
+    family): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled)) if len(order) else scaled
+    return adjusted
+
+
+def detectable_difference(n_seeds: int, n_pairs: int, *, power: float = 0.8) -> float:
+    """The true difference, in seed standard deviations, that Welch's test between two optimizers
+    with `n_seeds` each finds with probability `power` at Holm's strictest level (ALPHA / n_pairs),
+    assuming equal spreads: where the noncentral t with 2(n-1) df crosses the critical value."""
+    if n_seeds < 2 or n_pairs < 1:
+        return math.nan
+    df = 2 * (n_seeds - 1)
+    critical = float(scipy_stats.t.ppf(1 - ALPHA / n_pairs / 2, df))
+    scale = math.sqrt(n_seeds / 2)
+
+    def shortfall(delta: float) -> float:
+        return float(scipy_stats.nct.sf(critical, df, delta * scale)) - power
+
+    return float(scipy_optimize.brentq(shortfall, 0.0, 100.0))
 
 
 def expected_max_curve(scores: Sequence[float] | np.ndarray, k_max: int | None = None) -> pd.DataFrame:

@@ -19,6 +19,13 @@ How the best configuration of each optimizer is chosen (the same rules for every
    average three.
 4. Ties go to more seeds, then to the lower config_id.
 
+Stages: the search stage (trials whose config names no stage, or `search`) chooses each optimizer's
+configuration by the rules above; the confirmation stage (`confirm`) retrains it on fresh seeds. The
+per-optimizer numbers come from the confirmation seeds of an optimizer that has any (column
+``reported_from``): they played no part in the choice, so its mean is not raised by the winner's curse.
+Without confirmation rows they come from the search seeds that chose the configuration (biased upwards).
+`configurations`, `chosen_configurations` and the tuning budget read the search rows only.
+
 The tuning-budget view scores every configuration that has a result, including the ones that
 diverged: a diverged seed leaves no usable model, so it scores worse than any measured run could
 (`diverged_score`: 0 for accuracy), and the configuration's score is the mean over its seeds,
@@ -27,15 +34,42 @@ i.e. the expected result of running it once.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_ci, expected_best_curve, expected_column
+from analysis.loading import CONFIGURATION_COLUMN
+from analysis.stats import CONFIDENCE, expected_best_curve, expected_column, t_interval
 from analysis.target import attach, resolve
-from optsweep.vocabulary import DIVERGED, FINISHED, STATUSES, Target, test_mean_key
+from optsweep.vocabulary import (
+    CONFIRM,
+    DIVERGED,
+    FINISHED,
+    SEARCH,
+    STAGE_COLUMN,
+    STATUSES,
+    Target,
+    test_mean_key,
+)
 
 STATUS_COUNT_COLUMNS = {f"n_{status}": status for status in STATUSES}
+REPORTED_FROM = "reported_from"
+"""The summary's column of the stage its numbers come from: ``confirm`` or ``search``."""
 test_mean_column = test_mean_key  # the summary's mean test metric column, e.g. test_acc_mean
+
+
+def test_interval_columns(target: Target) -> tuple[str, str]:
+    """The summary's columns of the test metric's interval, e.g. (test_acc_ci_low, test_acc_ci_high)."""
+    return f"{target.test_key}_ci_low", f"{target.test_key}_ci_high"
+
+
+def stage_rows(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The trials of one stage; a table without a stage column (an experiment from before stages) is
+    all search."""
+    if STAGE_COLUMN not in trials:
+        return trials if stage == SEARCH else trials.iloc[0:0]
+    return trials[trials[STAGE_COLUMN].fillna(SEARCH) == stage]
 
 
 def diverged_score(target: Target, trials: pd.DataFrame) -> float:
@@ -57,85 +91,145 @@ def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def configurations(trials: pd.DataFrame, *, target: Target | None = None) -> pd.DataFrame:
-    """One row per (optimizer, config_id): its hyperparameters, status counts, the mean/std of
-    the target's best value (best_val_acc) over finished seeds, the mean test metric
+    """One row per (optimizer, config_id) of the search stage: its hyperparameters, status counts,
+    the mean/std of the target's best value (best_val_acc) over finished seeds, the mean test metric
     (test_acc_mean), the tuning score, and whether it may be chosen as best. `target`: see
     `analysis.target.resolve` (by default the one `trials` carries)."""
     target = resolve(trials, target)
+    search = stage_rows(trials, SEARCH)
     best, test = target.best_key, target.test_key
     hparams = hyperparameter_columns(trials)
-    penalty = diverged_score(target, trials)
-    rows = []
-    for (optimizer, config_id), group in trials.groupby(["optimizer", "config_id"], sort=True):
-        finished = _finished(group, target)
-        counts = {column: int((group["status"] == s).sum()) for column, s in STATUS_COUNT_COLUMNS.items()}
-        scored = group[group["status"].isin([*FINISHED, DIVERGED])]
-        seed_scores = np.where(scored["status"] == DIVERGED, penalty, scored[best])
-        seed_scores = seed_scores[~np.isnan(seed_scores)]
-        rows.append(
-            {
-                "optimizer": optimizer,
-                "config_id": config_id,
-                **group.iloc[0][hparams].to_dict(),
-                "n_seeds": len(finished),
-                "mean": finished[best].mean() if len(finished) else np.nan,
-                "std": finished[best].std(ddof=1) if len(finished) > 1 else np.nan,
-                test_mean_column(target): finished[test].mean() if test in finished else np.nan,
-                "score": seed_scores.mean() if seed_scores.size else np.nan,
-                "n_trials": len(group),
-                **counts,
-            }
-        )
-    columns = ["optimizer", "config_id", *hparams, "n_seeds", "mean", "std", test_mean_column(target)]
-    frame = pd.DataFrame(rows, columns=[*columns, "score", "n_trials", *STATUS_COUNT_COLUMNS])
+    finished = search["status"].isin(FINISHED) & search[best].notna()
+    scored = search["status"].isin([*FINISHED, DIVERGED])
+    penalty = diverged_score(target, search)
+    values = pd.DataFrame(
+        {
+            "value": search[best].where(finished),
+            "test": search[test].where(finished) if test in search else np.nan,
+            "score": search[best].where(scored).mask(search["status"] == DIVERGED, penalty),
+            "finished": finished,
+            **{column: search["status"] == status for column, status in STATUS_COUNT_COLUMNS.items()},
+        },
+        index=search.index,
+    )
+    keys = [search["optimizer"], search["config_id"]]
+    grouped = values.groupby(keys, sort=True)
+    frame = pd.DataFrame(
+        {
+            **{h: search[hparams].groupby(keys, sort=True)[h].first() for h in hparams},
+            "n_seeds": grouped["finished"].sum().astype("int64"),
+            "mean": grouped["value"].mean(),
+            "std": grouped["value"].std(ddof=1),
+            test_mean_column(target): grouped["test"].mean(),
+            "score": grouped["score"].mean(),
+            "n_trials": grouped.size(),
+            **{column: grouped[column].sum().astype("int64") for column in STATUS_COUNT_COLUMNS},
+        }
+    )
+    frame.index.names = ["optimizer", "config_id"]
+    frame = frame.reset_index()
+    if frame.empty:
+        columns = ["optimizer", "config_id", *hparams, "n_seeds", "mean", "std", test_mean_column(target)]
+        frame = pd.DataFrame(columns=[*columns, "score", "n_trials", *STATUS_COUNT_COLUMNS])
     frame["candidate"] = (frame["n_diverged"] == 0) & (frame["n_seeds"] > 0)
     min_seeds = _min_seeds(frame)
     frame["eligible"] = frame["candidate"] & (frame["n_seeds"] >= min_seeds)
     return attach(frame, target)
 
 
-def summarize(
-    trials: pd.DataFrame,
-    *,
-    target: Target | None = None,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
+def chosen_configurations(
+    trials: pd.DataFrame, *, target: Target | None = None, top_k: int = 1
 ) -> pd.DataFrame:
-    """One row per optimizer, best first (in the target's direction): its best configuration (see
-    the module docstring) with its hyperparameters, n_seeds, mean ± std of the target's best value
-    (best_val_acc) over seeds, the 95% percentile bootstrap interval (ci_low, ci_high), the mean
-    test metric (test_acc_mean), and counts of configurations and of trials by status. An optimizer
-    without an eligible configuration gets NaN results. The table carries the target."""
+    """What the confirmation stage retrains: each optimizer's `top_k` best configurations of the search
+    stage, by the rule that chooses the summary's best configuration. One row per (optimizer, rank):
+    optimizer, rank (1..k), config_id, configuration (its ``__configuration`` number; <NA> for trials
+    from before numbers), hyperparameters (a dict of its non-null hyperparameter values), search_mean
+    and n_seeds (its finished search seeds). An optimizer with no eligible configuration has no row;
+    one with fewer than k has fewer rows."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ValueError(f"invalid top_k {top_k!r}: it must be a whole number >= 1")
     target = resolve(trials, target)
-    test_mean = test_mean_column(target)
+    ranked = _ranked(configurations(trials, target=target), target)
+    ranked = ranked[ranked["rank"] <= top_k]
+    hparams = hyperparameter_columns(trials)
+    numbers = _configuration_numbers(trials)
+    rows = [
+        {
+            "optimizer": row["optimizer"],
+            "rank": int(row["rank"]),
+            "config_id": row["config_id"],
+            CONFIGURATION_COLUMN: numbers.get((row["optimizer"], row["config_id"]), pd.NA),
+            "hyperparameters": _hyperparameters(row, hparams),
+            "search_mean": float(row["mean"]),
+            "n_seeds": int(row["n_seeds"]),
+        }
+        for _, row in ranked.iterrows()
+    ]
+    columns = ["optimizer", "rank", "config_id", CONFIGURATION_COLUMN, "hyperparameters", "search_mean"]
+    frame = pd.DataFrame(rows, columns=[*columns, "n_seeds"])
+    frame[CONFIGURATION_COLUMN] = frame[CONFIGURATION_COLUMN].astype("Int64")
+    return attach(frame.reset_index(drop=True), target)
+
+
+def summarize(
+    trials: pd.DataFrame, *, target: Target | None = None, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """One row per optimizer, best first (in the target's direction): reported_from (the stage its
+    numbers come from: ``confirm`` when the optimizer has confirmation trials, else ``search``), its
+    chosen configuration (see the module docstring) with its hyperparameters, n_seeds, mean ± std of
+    the target's best value (best_val_acc) over those seeds with its t-interval (ci_low, ci_high), the
+    mean test metric read at each seed's best validation epoch (test_acc_mean) with its own interval
+    (test_acc_ci_low, test_acc_ci_high), the configuration's search mean and seeds (search_mean,
+    search_n_seeds; the same seeds as the numbers before them when reported from the search), and counts
+    of search configurations and of trials by status (both stages). An optimizer without a result gets
+    NaN results. The table carries the target."""
+    target = resolve(trials, target)
     hparams = hyperparameter_columns(trials)
     configs = configurations(trials, target=target)
-    min_seeds = _min_seeds(configs)
+    ranked = _ranked(configs, target)
+    empty = {"ranked": ranked.iloc[0:0], "confirm": trials.iloc[0:0], "configs": configs.iloc[0:0]}
+    ranked_by = dict(tuple(ranked.groupby("optimizer", sort=False)))
+    confirm_by = dict(tuple(stage_rows(trials, CONFIRM).groupby("optimizer", sort=False)))
+    configs_by = dict(tuple(configs.groupby("optimizer", sort=False)))
     rows = []
     for optimizer, group in trials.groupby("optimizer", sort=True):
-        row: dict[str, object] = {"optimizer": optimizer}
-        best = _best_config(configs[configs["optimizer"] == optimizer], target)
-        if best is None:
-            row.update({"config_id": None, **dict.fromkeys(hparams), "n_seeds": 0})
-            row.update({"mean": np.nan, "std": np.nan, "ci_low": np.nan, "ci_high": np.nan})
-            row[test_mean] = np.nan
+        mine = ranked_by.get(optimizer, empty["ranked"])
+        confirmed = confirm_by.get(optimizer, empty["confirm"])
+        searched = configs_by.get(optimizer, empty["configs"])
+        row: dict[str, Any] = {"optimizer": optimizer, REPORTED_FROM: CONFIRM if len(confirmed) else SEARCH}
+        if len(confirmed):
+            config_id = _first_confirmed(mine["config_id"], confirmed["config_id"])
+            seeds = confirmed[confirmed["config_id"] == config_id]
+        elif len(mine):
+            config_id = mine["config_id"].iloc[0]
+            seeds = stage_rows(group, SEARCH)
+            seeds = seeds[seeds["config_id"] == config_id]
         else:
-            seeds = _finished(group[group["config_id"] == best["config_id"]], target)
-            # Sorted, so the bootstrap (which depends on the order of the values) is reproducible.
-            values = seeds.sort_values(["seed", "trial_id"])[target.best_key].to_numpy()
-            interval = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
-            row.update({"config_id": best["config_id"], **best[hparams].to_dict(), "n_seeds": len(values)})
-            row.update({"mean": values.mean(), "std": best["std"]})
-            row.update({"ci_low": interval.low, "ci_high": interval.high})
-            row[test_mean] = best[test_mean]
-        row["n_configs"] = group["config_id"].nunique()
+            config_id, seeds = None, group.iloc[0:0]
+        row.update(_reported(seeds, config_id, hparams, target, confidence))
+        chosen = searched[searched["config_id"] == config_id]
+        row["search_mean"] = chosen["mean"].iloc[0] if len(chosen) else np.nan
+        row["search_n_seeds"] = int(chosen["n_seeds"].iloc[0]) if len(chosen) else 0
+        row["n_configs"] = len(searched)
         row["n_trials"] = len(group)
         row.update({c: int((group["status"] == s).sum()) for c, s in STATUS_COUNT_COLUMNS.items()})
-        row["min_seeds"] = min_seeds
         rows.append(row)
-    columns = ["optimizer", "config_id", *hparams, "n_seeds", "mean", "std", "ci_low", "ci_high"]
-    columns += [test_mean, "n_configs", "n_trials", *STATUS_COUNT_COLUMNS, "min_seeds"]
+    test_low, test_high = test_interval_columns(target)
+    columns = [
+        "optimizer",
+        REPORTED_FROM,
+        "config_id",
+        *hparams,
+        "n_seeds",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+    ]
+    columns += [test_mean_column(target), test_low, test_high, "search_mean", "search_n_seeds"]
+    columns += ["n_configs", "n_trials", *STATUS_COUNT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
+    frame["min_seeds"] = _min_seeds(configs)
     frame["n_seeds"] = frame["n_seeds"].astype("int64")
     ascending = target.mode == "min"
     frame = frame.sort_values(["mean", "optimizer"], ascending=[ascending, True], na_position="last")
@@ -143,16 +237,18 @@ def summarize(
 
 
 def tuning_budget(trials: pd.DataFrame, *, target: Target | None = None) -> pd.DataFrame:
-    """Expected best configuration score after k random configurations, k = 1..n, per optimizer,
-    best in the target's direction (long format: optimizer, k, expected_max, std, n_configs,
-    score_min, score_max; for a min target expected_min instead of expected_max; score_min and
-    score_max bound the best of any k draws). See the module docstring for the score;
-    configurations with no result yet are not in the pool. The table carries the target."""
+    """Expected best configuration score after k random configurations of the search, k = 1..n, per
+    optimizer, best in the target's direction (long format: optimizer, k, expected_max, std, n_configs,
+    score_min, score_max; for a min target expected_min instead of expected_max). ``std`` is the spread
+    of the best of k draws (how much the best of k random configurations varies), not an uncertainty
+    of the expected value; score_min and score_max bound the best of any k draws. See the module
+    docstring for the score; configurations with no result yet are not in the pool. The table
+    carries the target."""
     target = resolve(trials, target)
     configs = configurations(trials, target=target)
     frames = []
     for optimizer, group in configs.groupby("optimizer", sort=True):
-        scores = group["score"].dropna().to_numpy()
+        scores = group["score"].dropna().to_numpy(dtype=float)
         curve = expected_best_curve(scores, target.mode)
         curve.insert(0, "optimizer", optimizer)
         curve["n_configs"] = scores.size
@@ -165,8 +261,70 @@ def tuning_budget(trials: pd.DataFrame, *, target: Target | None = None) -> pd.D
     return attach(pd.concat(frames, ignore_index=True), target)
 
 
-def _finished(trials: pd.DataFrame, target: Target) -> pd.DataFrame:
-    return trials[trials["status"].isin(FINISHED) & trials[target.best_key].notna()]
+def _reported(
+    seeds: pd.DataFrame, config_id: str | None, hparams: list[str], target: Target, confidence: float
+) -> dict[str, Any]:
+    """The reported numbers of one configuration from its finished seeds."""
+    test_low, test_high = test_interval_columns(target)
+    finished = seeds[seeds["status"].isin(FINISHED) & seeds[target.best_key].notna()]
+    values = finished[target.best_key].to_numpy(dtype=float)
+    tests = finished[target.test_key].to_numpy(dtype=float) if target.test_key in finished else np.array([])
+    interval, test_interval = (
+        t_interval(values, confidence=confidence),
+        t_interval(tests, confidence=confidence),
+    )
+    settings = seeds[hparams].iloc[0].to_dict() if len(seeds) else dict.fromkeys(hparams)
+    return {
+        "config_id": config_id,
+        **settings,
+        "n_seeds": len(values),
+        "mean": values.mean() if len(values) else np.nan,
+        "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        test_mean_column(target): tests[~np.isnan(tests)].mean() if np.isfinite(tests).any() else np.nan,
+        test_low: test_interval.low,
+        test_high: test_interval.high,
+    }
+
+
+def _first_confirmed(ranked_ids: pd.Series, confirmed_ids: pd.Series) -> str:
+    """The confirmed configuration the search ranks best (the search's choice when it was confirmed)."""
+    confirmed = set(confirmed_ids)
+    for config_id in ranked_ids:
+        if config_id in confirmed:
+            return str(config_id)
+    return str(sorted(confirmed)[0])
+
+
+def _ranked(configs: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """The eligible configurations, each optimizer's best first (ties: more seeds, then the lower
+    config_id), with their rank within the optimizer."""
+    eligible = configs[configs["eligible"]]
+    by_mean = target.mode == "min"
+    ranked = eligible.sort_values(
+        ["optimizer", "mean", "n_seeds", "config_id"], ascending=[True, by_mean, False, True]
+    )
+    return ranked.assign(rank=ranked.groupby("optimizer").cumcount() + 1)
+
+
+def _configuration_numbers(trials: pd.DataFrame) -> dict[tuple[str, str], Any]:
+    if CONFIGURATION_COLUMN not in trials:
+        return {}
+    search = stage_rows(trials, SEARCH)
+    numbers = search.groupby(["optimizer", "config_id"])[CONFIGURATION_COLUMN].first().dropna()
+    return {key: int(value) for key, value in numbers.items()}
+
+
+def _hyperparameters(row: pd.Series, hparams: list[str]) -> dict[str, Any]:
+    """The non-null hyperparameter values of a configuration row, as plain Python values."""
+    values = {}
+    for name in hparams:
+        value = row[name]
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            continue
+        values[name] = value.item() if isinstance(value, np.generic) else value
+    return values
 
 
 def _min_seeds(configs: pd.DataFrame) -> int:
@@ -174,12 +332,3 @@ def _min_seeds(configs: pd.DataFrame) -> int:
     if candidates.empty:
         return 1
     return int(candidates.groupby("optimizer")["n_seeds"].max().min())
-
-
-def _best_config(configs: pd.DataFrame, target: Target) -> pd.Series | None:
-    eligible = configs[configs["eligible"]]
-    if eligible.empty:
-        return None
-    by_mean = target.mode == "min"
-    ranked = eligible.sort_values(["mean", "n_seeds", "config_id"], ascending=[by_mean, False, True])
-    return ranked.iloc[0]

@@ -35,14 +35,28 @@ def target_of(experiment_dir: str | os.PathLike[str]) -> Target:
     """The target recorded in `experiment_dir`/study.json (or, for one optimizer's Tune directory,
     in its parent's). No record, or a record without a target: `DEFAULT_TARGET` (val acc, max).
     An unreadable or invalid record also gives the default, with a warning."""
-    root = Path(experiment_dir)
+    for path in _record_paths(Path(experiment_dir)):
+        return _read_target(path)
+    return DEFAULT_TARGET
+
+
+def search_of(experiment_dir: str | os.PathLike[str]) -> str | None:
+    """The search algorithm the study record names (``random``, ``optuna``), None without one."""
+    for path in _record_paths(Path(experiment_dir)):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        search = record.get("search") if isinstance(record, dict) else None
+        return str(search) if search is not None else None
+    return None
+
+
+def _record_paths(root: Path) -> list[Path]:
     candidates = [root / STUDY_FILE]
     if find_tune_experiments(root) == [root]:
         candidates.append(root.parent / STUDY_FILE)
-    for path in candidates:
-        if path.is_file():
-            return _read_target(path)
-    return DEFAULT_TARGET
+    return [path for path in candidates if path.is_file()]
 
 
 def resolve(table: pd.DataFrame, target: Target | None = None) -> Target:

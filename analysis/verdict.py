@@ -1,55 +1,82 @@
 """Compare optimizers from a summary table and say what the evidence supports, in words.
 
-Two optimizers are called different only if the 95% bootstrap intervals of their best
-configurations do not overlap. That rule is conservative (intervals can overlap while the
-difference is still significant), which is the side to err on in a report. An interval from a
-single seed is degenerate and never supports a claim either way. "Better" follows the target's mode:
-for a min metric (perplexity, MSE) the lower interval wins.
+Every pair of optimizers with at least two seeds a side is tested: the difference of their means with
+its 95% Welch interval, and Welch's t-test of it. The p-values are adjusted with Holm's method across
+all the pairs tested, so that the chance of calling any of them different when none is stays at 5% or
+below (simulated: tests/test_statistics_simulation.py). "Beats" means a Holm-adjusted p below 0.05;
+anything else is "no significant difference", which says only that this experiment cannot tell the
+two apart, not that they are equal. A side with a single seed has no estimate of seed-to-seed
+variation and is "undetermined". "Better" follows the target's mode: for a min metric (perplexity,
+MSE) the lower mean wins. The summary alone is enough (mean, std and n_seeds per optimizer), so the
+verdict can be rebuilt from summary.csv.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from analysis import metric_text
-from analysis.stats import Interval
+from analysis.stats import ALPHA, CONFIDENCE, holm, welch_difference
 from analysis.target import resolve
 from optsweep.vocabulary import Target
 
-FEW_SEEDS = 5  # below this, percentile bootstrap intervals are known to be too narrow
 BEATS = "beats"
 NO_DIFFERENCE = "no significant difference"
 UNDETERMINED = "undetermined"
+COMPARE_COLUMNS = (
+    "first",
+    "second",
+    "mean_first",
+    "mean_second",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "conclusion",
+)
 
 
 def compare(summary: pd.DataFrame, *, target: Target | None = None) -> pd.DataFrame:
-    """Every pair of optimizers with a result: columns first, second (first has the better mean:
-    higher for a max target, lower for a min one), mean_first, mean_second, difference
-    (mean_first - mean_second), intervals_overlap and conclusion, one of "beats", "no significant
-    difference" or "undetermined" (a side has fewer than two seeds)."""
+    """Every pair of optimizers with a result: first, second (first has the better mean: higher for a
+    max target, lower for a min one), mean_first, mean_second, difference (mean_first - mean_second)
+    with its 95% Welch interval (ci_low, ci_high), Welch's two-sided p_value, p_holm (Holm-adjusted
+    across the pairs tested) and conclusion: "beats" (p_holm < 0.05), "no significant difference" or
+    "undetermined" (a side has fewer than two seeds; not tested, NaN p-values)."""
     ranked = _with_results(summary, resolve(summary, target))
     rows = []
     for i, first in ranked.iterrows():
         for _, second in ranked.iloc[i + 1 :].iterrows():
-            rows.append(
-                {
-                    "first": first["optimizer"],
-                    "second": second["optimizer"],
-                    "mean_first": first["mean"],
-                    "mean_second": second["mean"],
-                    "difference": first["mean"] - second["mean"],
-                    "intervals_overlap": _interval(first).overlaps(_interval(second)),
-                    "conclusion": _conclusion(first, second),
-                }
-            )
-    columns = ["first", "second", "mean_first", "mean_second", "difference", "intervals_overlap"]
-    return pd.DataFrame(rows, columns=[*columns, "conclusion"])
+            row = {
+                "first": first["optimizer"],
+                "second": second["optimizer"],
+                "mean_first": first["mean"],
+                "mean_second": second["mean"],
+                "difference": first["mean"] - second["mean"],
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "p_value": math.nan,
+            }
+            if _tested(first) and _tested(second):
+                test = welch_difference(_side(first), _side(second), confidence=CONFIDENCE)
+                row.update({"ci_low": test.low, "ci_high": test.high, "p_value": test.p_value})
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
+    table["conclusion"] = np.where(
+        table["p_value"].isna(), UNDETERMINED, np.where(table["p_holm"] < ALPHA, BEATS, NO_DIFFERENCE)
+    )
+    return table
 
 
 def verdict(summary: pd.DataFrame, *, target: Target | None = None) -> str:
-    """The answer in a sentence or two, e.g. adam (0.953 ± 0.004, 95% CI [0.950, 0.957], 3 seeds)
-    and sgd (...) show no significant difference (95% bootstrap intervals overlap). `target`:
-    by default the one `summary` carries (`analysis.summarize` attaches it)."""
+    """The answer in a sentence or two from the corrected tests, e.g. "adam beats sgd: adam (0.953 ±
+    0.004, 95% CI [0.950, 0.957], 5 seeds) vs sgd (...) (difference 0.011, 95% CI [0.006, 0.016],
+    Welch's t-test p = 0.002)." `target`: by default the one `summary` carries (`analysis.summarize`
+    attaches it)."""
     target = resolve(summary, target)
     ranked = _with_results(summary, target)
     places = metric_text.decimals(ranked["mean"])
@@ -60,10 +87,12 @@ def verdict(summary: pd.DataFrame, *, target: Target | None = None) -> str:
     elif len(ranked) == 1:
         only = describe(ranked.iloc[0], places)
         sentence = f"Only {only} has a result, so there is nothing to compare it with."
-    elif len(ranked) == 2:
-        sentence = _pair_sentence(ranked.iloc[0], ranked.iloc[1], places)
     else:
-        sentence = _leader_sentence(ranked, target, places)
+        pairs = compare(ranked, target=target)
+        if len(ranked) == 2:
+            sentence = _pair_sentence(ranked.iloc[0], ranked.iloc[1], pairs.iloc[0], places)
+        else:
+            sentence = _leader_sentence(ranked, pairs, target, places)
     if missing:
         has, are = ("has", "is") if len(missing) == 1 else ("have", "are")
         sentence += f" {_join(missing)} {has} no finished, non-diverged configuration and {are} not compared."
@@ -80,66 +109,70 @@ def describe(row: pd.Series, places: int = metric_text.DIGITS) -> str:
     return f"{name} ({mean:.{places}f} ± {row['std']:.{places}f}, {interval}, {n} seeds)"
 
 
-def _pair_sentence(first: pd.Series, second: pd.Series, places: int) -> str:
-    conclusion = _conclusion(first, second)
+def evidence(pair: pd.Series, places: int, family: int) -> str:
+    """A tested pair's numbers in words: difference 0.011, 95% CI [0.006, 0.016], Holm-adjusted p =
+    0.002 (or "Welch's t-test p = ..." when it is the only pair tested)."""
+    p = pair["p_holm"] if family > 1 else pair["p_value"]
+    name = "Holm-adjusted p" if family > 1 else "Welch's t-test p"
+    interval = f"95% CI [{pair['ci_low']:.{places}f}, {pair['ci_high']:.{places}f}]"
+    return f"difference {pair['difference']:.{places}f}, {interval}, {name} {format_p(p)}"
+
+
+def format_p(p: float) -> str:
+    """ "= 0.002", "< 0.001" """
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def _pair_sentence(first: pd.Series, second: pd.Series, pair: pd.Series, places: int) -> str:
     one, two = describe(first, places), describe(second, places)
-    if conclusion == BEATS:
-        hedge = _few_seeds_hedge(min(first["n_seeds"], second["n_seeds"]))
+    if pair["conclusion"] == BEATS:
         return (
-            f"{first['optimizer']} beats {second['optimizer']}: {one} vs {two}; "
-            f"the 95% bootstrap intervals do not overlap{f' ({hedge})' if hedge else ''}."
+            f"{first['optimizer']} beats {second['optimizer']}: {one} vs {two} ({evidence(pair, places, 1)})."
         )
-    if conclusion == NO_DIFFERENCE:
-        return f"{one} and {two} show no significant difference (95% bootstrap intervals overlap)."
+    if pair["conclusion"] == NO_DIFFERENCE:
+        return f"{one} and {two} show no significant difference ({evidence(pair, places, 1)})."
     return (
         f"{one} is ahead of {two}, but with a single seed there is no estimate "
         f"of seed-to-seed variation, so this is no evidence that {first['optimizer']} is better."
     )
 
 
-def _leader_sentence(ranked: pd.DataFrame, target: Target, places: int) -> str:
+def _leader_sentence(ranked: pd.DataFrame, pairs: pd.DataFrame, target: Target, places: int) -> str:
     leader = ranked.iloc[0]
+    family = int(pairs["p_value"].notna().sum())
+    described = {row["optimizer"]: describe(row, places) for _, row in ranked.iterrows()}
     groups: dict[str, list[str]] = {BEATS: [], NO_DIFFERENCE: [], UNDETERMINED: []}
-    fewest_beaten = leader["n_seeds"]
-    for _, other in ranked.iloc[1:].iterrows():
-        conclusion = _conclusion(leader, other)
-        groups[conclusion].append(describe(other, places))
-        if conclusion == BEATS:
-            fewest_beaten = min(fewest_beaten, other["n_seeds"])
+    for _, pair in pairs[pairs["first"] == leader["optimizer"]].iterrows():
+        shown = described[pair["second"]]
+        if pair["conclusion"] != UNDETERMINED:
+            shown += f" ({evidence(pair, places, family)})"
+        groups[pair["conclusion"]].append(shown)
     clauses = []
     if groups[BEATS]:
-        hedge = _few_seeds_hedge(fewest_beaten)
-        hedge = f"; {hedge}" if hedge else ""
-        clauses.append(f"it beats {_join(groups[BEATS])} (95% bootstrap intervals do not overlap{hedge})")
+        clauses.append(f"it beats {_join(groups[BEATS])}")
     if groups[NO_DIFFERENCE]:
-        clauses.append(
-            f"it shows no significant difference from {_join(groups[NO_DIFFERENCE])} "
-            "(95% bootstrap intervals overlap)"
-        )
+        clauses.append(f"it shows no significant difference from {_join(groups[NO_DIFFERENCE])}")
     if groups[UNDETERMINED]:
         clauses.append(
             f"it cannot be told apart from {_join(groups[UNDETERMINED])}, since one side has a single seed"
         )
+    others = pairs[(pairs["first"] != leader["optimizer"]) & (pairs["conclusion"] == BEATS)]
+    if len(others):
+        beaten = [
+            f"{pair['first']} beats {pair['second']} ({evidence(pair, places, family)})"
+            for _, pair in others.iterrows()
+        ]
+        clauses.append(f"among the others, {_join(beaten)}")
     best = metric_text.best_word(target)
     return f"{describe(leader, places)} has the {best} mean; " + "; ".join(clauses) + "."
 
 
-def _few_seeds_hedge(n_seeds: float) -> str:
-    """A warning to attach to a "beats" resting on few seeds (empty if there are enough)."""
-    if n_seeds >= FEW_SEEDS:
-        return ""
-    return f"with {int(n_seeds)} seeds such intervals come out too narrow: confirm with more seeds"
+def _tested(row: pd.Series) -> bool:
+    return int(row["n_seeds"]) >= 2 and not pd.isna(row["std"])
 
 
-def _conclusion(first: pd.Series, second: pd.Series) -> str:
-    a, b = _interval(first), _interval(second)
-    if a.degenerate or b.degenerate:
-        return UNDETERMINED
-    return NO_DIFFERENCE if a.overlaps(b) else BEATS
-
-
-def _interval(row: pd.Series) -> Interval:
-    return Interval(float(row["ci_low"]), float(row["ci_high"]), int(row["n_seeds"]))
+def _side(row: pd.Series) -> tuple[float, float, int]:
+    return float(row["mean"]), float(row["std"]), int(row["n_seeds"])
 
 
 def _with_results(summary: pd.DataFrame, target: Target) -> pd.DataFrame:

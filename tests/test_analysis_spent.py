@@ -30,6 +30,8 @@ def test_spent_sums_epochs_time_and_device_time() -> None:
     assert table.loc["adam"].to_dict() == {
         "trials": 2,
         "trial_epochs": 10,
+        "search_trial_epochs": 10,  # no stage column: all search
+        "confirm_trial_epochs": 0,
         "wall_time_s": 2.5,
         "cpu_s": 2.5 * 2 * 1.5,
         "gpu_s": 2.5 * 2 * 0.5,

@@ -98,10 +98,11 @@ def test_min_metric_trials_table(ppl_trials: pd.DataFrame) -> None:
     assert ppl_trials.attrs["target"] == PPL
     head = list(ppl_trials.columns)
     status = head.index("status")
-    assert head[status : status + 9] == [
+    assert head[status : status + 10] == [
         "status",
         "epochs",
         "best_val_perplexity",
+        "best_epoch",
         "final_val_perplexity",
         "final_train_loss",
         "test_perplexity",
@@ -109,7 +110,7 @@ def test_min_metric_trials_table(ppl_trials: pd.DataFrame) -> None:
         "time_s",
         "node_id",
     ]
-    assert head[status : status + 9] == metric_columns(PPL, ["acc", "perplexity"])
+    assert head[status : status + 10] == metric_columns(PPL, ["acc", "perplexity"])
     assert "best_val_acc" not in head
     row = _row(ppl_trials, "adam", 1, lr=1e-3, weight_decay=0.0)
     assert row["best_val_perplexity"] == pytest.approx(PERPLEXITY.mirror(0.96))  # the lowest epoch
@@ -164,7 +165,7 @@ def test_a_legacy_experiment_loads_as_before(tmp_path: Path) -> None:
     pd.testing.assert_series_equal(old.loc[ran_to_the_end, "test_acc"], new.loc[ran_to_the_end, "test_acc"])
     columns = ["optimizer", "config_id", "mean", "std", "ci_low", "ci_high", "test_acc_mean"]
     pd.testing.assert_frame_equal(
-        analysis.summarize(old, n_resamples=500)[columns], analysis.summarize(new, n_resamples=500)[columns]
+        analysis.summarize(old)[columns], analysis.summarize(new)[columns]
     )
     old_curves = analysis.curves(tmp_path / "old")
     assert old_curves.loc[old_curves["diverged"], ["val_acc", "test_acc"]].isna().all().all()
@@ -176,7 +177,7 @@ def test_a_table_without_its_target_is_refused_rather_than_misread(ppl_trials: p
     with pytest.raises(ValueError, match="best_val_perplexity but no target"):
         analysis.summarize(bare)
     assert resolve(bare, PPL) == PPL
-    assert analysis.summarize(bare, target=PPL, n_resamples=200)["config_id"].tolist() == [
+    assert analysis.summarize(bare, target=PPL)["config_id"].tolist() == [
         "adam-c01",
         "sgd-c01",
     ]
@@ -186,7 +187,7 @@ def test_a_table_without_its_target_is_refused_rather_than_misread(ppl_trials: p
 
 def test_tables_read_back_from_csv_need_their_target(ppl_experiment: Path, tmp_path: Path) -> None:
     trials = analysis.load(ppl_experiment)
-    summary = analysis.summarize(trials, n_resamples=300)
+    summary = analysis.summarize(trials)
     budget = analysis.tuning_budget(trials)
     summary.to_csv(tmp_path / "summary.csv", index=False)
     budget.to_csv(tmp_path / "budget.csv", index=False)

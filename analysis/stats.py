@@ -90,37 +90,57 @@ def t_interval(values: Sequence[float] | np.ndarray, *, confidence: float = CONF
     return Interval(float(low), float(high), n)
 
 
-@dataclass(frozen=True)
-class Difference:
-    """A difference of two means (first - second) with its Welch interval and two-sided p-value."""
-
-    difference: float
-    low: float
-    high: float
-    p_value: float
-
-
-def welch_difference(
-    first: tuple[float, float, int],
-    second: tuple[float, float, int],
+def t_intervals(
+    means: Sequence[float] | np.ndarray | pd.Series,
+    stds: Sequence[float] | np.ndarray | pd.Series,
+    ns: Sequence[float] | np.ndarray | pd.Series,
     *,
     confidence: float = CONFIDENCE,
-) -> Difference:
-    """Welch's t-test and interval of mean_first - mean_second from each side's (mean, std, n); both
-    n must be at least 2. Sides without any spread give the difference itself as the interval and
-    p = 1 when the means are equal, 0 when they are not."""
-    (m1, s1, n1), (m2, s2, n2) = first, second
-    if min(n1, n2) < 2:
-        raise ValueError(f"Welch's test needs at least 2 values a side, got n = {n1} and {n2}")
+) -> tuple[np.ndarray, np.ndarray]:
+    """`t_interval` from summary statistics, elementwise: (lows, highs). n = 1 or no spread gives
+    the mean itself; n = 0 gives NaN."""
+    mean, std, n = (np.asarray(a, dtype=float) for a in (means, stds, ns))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)
+    half = np.where((n == 1) | (std == 0), 0.0, half)
+    return mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class Differences:
+    """Differences of two means (first - second) with their Welch intervals and two-sided p-values."""
+
+    difference: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    p_value: np.ndarray
+
+
+def welch_differences(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    confidence: float = CONFIDENCE,
+) -> Differences:
+    """Welch's t-tests and intervals of mean_first - mean_second, elementwise, from each side's
+    (means, stds, ns); every n must be at least 2. A pair without any spread gets the difference
+    itself as its interval and p = 1 when the means are equal, 0 when they are not."""
+    (m1, s1, n1), (m2, s2, n2) = (tuple(np.asarray(a, dtype=float) for a in side) for side in (first, second))
+    if n1.size and min(n1.min(), n2.min()) < 2:
+        raise ValueError(
+            f"Welch's test needs at least 2 values a side, got n = {n1.min():g} and {n2.min():g}"
+        )
     difference = m1 - m2
     v1, v2 = s1**2 / n1, s2**2 / n2
-    se = math.sqrt(v1 + v2)
-    if se == 0.0:
-        return Difference(difference, difference, difference, 1.0 if difference == 0 else 0.0)
-    result = scipy_stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
-    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))  # Welch-Satterthwaite
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return Difference(difference, difference - half, difference + half, float(result.pvalue))
+    se = np.sqrt(v1 + v2)
+    spread = se > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = scipy_stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue
+        df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))  # Welch-Satterthwaite
+        half = scipy_stats.t.ppf(0.5 + confidence / 2, df) * se
+    p = np.where(spread, p, np.where(difference == 0, 1.0, 0.0))
+    half = np.where(spread, half, 0.0)
+    return Differences(difference, difference - half, difference + half, np.asarray(p, dtype=float))
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

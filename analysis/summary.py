@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.loading import CONFIGURATION_COLUMN
-from analysis.stats import CONFIDENCE, expected_best_curve, expected_column, t_interval
+from analysis.stats import CONFIDENCE, expected_best_curve, expected_column, t_intervals
 from analysis.target import attach, resolve
 from optsweep.vocabulary import (
     CONFIRM,
@@ -186,53 +186,36 @@ def summarize(
     target = resolve(trials, target)
     hparams = hyperparameter_columns(trials)
     configs = configurations(trials, target=target)
-    ranked = _ranked(configs, target)
-    empty = {"ranked": ranked.iloc[0:0], "confirm": trials.iloc[0:0], "configs": configs.iloc[0:0]}
-    ranked_by = dict(tuple(ranked.groupby("optimizer", sort=False)))
-    confirm_by = dict(tuple(stage_rows(trials, CONFIRM).groupby("optimizer", sort=False)))
-    configs_by = dict(tuple(configs.groupby("optimizer", sort=False)))
-    rows = []
-    for optimizer, group in trials.groupby("optimizer", sort=True):
-        mine = ranked_by.get(optimizer, empty["ranked"])
-        confirmed = confirm_by.get(optimizer, empty["confirm"])
-        searched = configs_by.get(optimizer, empty["configs"])
-        row: dict[str, Any] = {"optimizer": optimizer, REPORTED_FROM: CONFIRM if len(confirmed) else SEARCH}
-        if len(confirmed):
-            config_id = _first_confirmed(mine["config_id"], confirmed["config_id"])
-            seeds = confirmed[confirmed["config_id"] == config_id]
-        elif len(mine):
-            config_id = mine["config_id"].iloc[0]
-            seeds = stage_rows(group, SEARCH)
-            seeds = seeds[seeds["config_id"] == config_id]
-        else:
-            config_id, seeds = None, group.iloc[0:0]
-        row.update(_reported(seeds, config_id, hparams, target, confidence))
-        chosen = searched[searched["config_id"] == config_id]
-        row["search_mean"] = chosen["mean"].iloc[0] if len(chosen) else np.nan
-        row["search_n_seeds"] = int(chosen["n_seeds"].iloc[0]) if len(chosen) else 0
-        row["n_configs"] = len(searched)
-        row["n_trials"] = len(group)
-        row.update({c: int((group["status"] == s).sum()) for c, s in STATUS_COUNT_COLUMNS.items()})
-        rows.append(row)
+    reported = _reported_configurations(trials, configs, target)
+    keys = ["optimizer", "config_id", STAGE_COLUMN]
+    staged = trials.assign(**{STAGE_COLUMN: _stages(trials)})
+    seeds = staged.merge(reported, on=keys, how="inner")
+    finished = seeds[seeds["status"].isin(FINISHED) & seeds[target.best_key].notna()]
+    values = _seed_statistics(finished, target.best_key, confidence)
+    tests = _seed_statistics(finished, target.test_key, confidence) if target.test_key in finished else None
     test_low, test_high = test_interval_columns(target)
-    columns = [
-        "optimizer",
-        REPORTED_FROM,
-        "config_id",
-        *hparams,
-        "n_seeds",
-        "mean",
-        "std",
-        "ci_low",
-        "ci_high",
-    ]
-    columns += [test_mean_column(target), test_low, test_high, "search_mean", "search_n_seeds"]
-    columns += ["n_configs", "n_trials", *STATUS_COUNT_COLUMNS]
-    frame = pd.DataFrame(rows, columns=columns)
+    optimizers = pd.Index(sorted(trials["optimizer"].unique()), name="optimizer")
+    frame = pd.DataFrame(index=optimizers)
+    frame[REPORTED_FROM] = np.where(optimizers.isin(_stage_optimizers(trials, CONFIRM)), CONFIRM, SEARCH)
+    frame["config_id"] = reported.set_index("optimizer")["config_id"].reindex(optimizers)
+    frame[hparams] = seeds.groupby("optimizer")[hparams].first().reindex(optimizers)
+    frame["n_seeds"] = values["n"].reindex(optimizers).fillna(0).astype("int64")
+    for column in ("mean", "std", "ci_low", "ci_high"):
+        frame[column] = values[column].reindex(optimizers)
+    for column, name in (("mean", test_mean_column(target)), ("ci_low", test_low), ("ci_high", test_high)):
+        frame[name] = tests[column].reindex(optimizers) if tests is not None else np.nan
+    chosen = reported.merge(configs, on=["optimizer", "config_id"], how="left").set_index("optimizer")
+    frame["search_mean"] = chosen["mean"].reindex(optimizers)
+    frame["search_n_seeds"] = chosen["n_seeds"].reindex(optimizers).fillna(0).astype("int64")
+    frame["n_configs"] = configs.groupby("optimizer").size().reindex(optimizers).fillna(0).astype("int64")
+    frame["n_trials"] = trials.groupby("optimizer").size().reindex(optimizers).astype("int64")
+    for column, status in STATUS_COUNT_COLUMNS.items():
+        frame[column] = (trials["status"] == status).groupby(trials["optimizer"]).sum().reindex(optimizers)
     frame["min_seeds"] = _min_seeds(configs)
-    frame["n_seeds"] = frame["n_seeds"].astype("int64")
     ascending = target.mode == "min"
-    frame = frame.sort_values(["mean", "optimizer"], ascending=[ascending, True], na_position="last")
+    frame = frame.reset_index().sort_values(
+        ["mean", "optimizer"], ascending=[ascending, True], na_position="last"
+    )
     return attach(frame.reset_index(drop=True), target)
 
 
@@ -261,40 +244,37 @@ def tuning_budget(trials: pd.DataFrame, *, target: Target | None = None) -> pd.D
     return attach(pd.concat(frames, ignore_index=True), target)
 
 
-def _reported(
-    seeds: pd.DataFrame, config_id: str | None, hparams: list[str], target: Target, confidence: float
-) -> dict[str, Any]:
-    """The reported numbers of one configuration from its finished seeds."""
-    test_low, test_high = test_interval_columns(target)
-    finished = seeds[seeds["status"].isin(FINISHED) & seeds[target.best_key].notna()]
-    values = finished[target.best_key].to_numpy(dtype=float)
-    tests = finished[target.test_key].to_numpy(dtype=float) if target.test_key in finished else np.array([])
-    interval, test_interval = (
-        t_interval(values, confidence=confidence),
-        t_interval(tests, confidence=confidence),
-    )
-    settings = seeds[hparams].iloc[0].to_dict() if len(seeds) else dict.fromkeys(hparams)
-    return {
-        "config_id": config_id,
-        **settings,
-        "n_seeds": len(values),
-        "mean": values.mean() if len(values) else np.nan,
-        "std": values.std(ddof=1) if len(values) > 1 else np.nan,
-        "ci_low": interval.low,
-        "ci_high": interval.high,
-        test_mean_column(target): tests[~np.isnan(tests)].mean() if np.isfinite(tests).any() else np.nan,
-        test_low: test_interval.low,
-        test_high: test_interval.high,
-    }
+def _stages(trials: pd.DataFrame) -> pd.Series:
+    if STAGE_COLUMN not in trials:
+        return pd.Series(SEARCH, index=trials.index)
+    return trials[STAGE_COLUMN].fillna(SEARCH)
 
 
-def _first_confirmed(ranked_ids: pd.Series, confirmed_ids: pd.Series) -> str:
-    """The confirmed configuration the search ranks best (the search's choice when it was confirmed)."""
-    confirmed = set(confirmed_ids)
-    for config_id in ranked_ids:
-        if config_id in confirmed:
-            return str(config_id)
-    return str(sorted(confirmed)[0])
+def _stage_optimizers(trials: pd.DataFrame, stage: str) -> np.ndarray:
+    return stage_rows(trials, stage)["optimizer"].unique()
+
+
+def _reported_configurations(trials: pd.DataFrame, configs: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """Per optimizer with a result to report: (optimizer, config_id, stage). An optimizer with
+    confirmation trials reports the confirmed configuration its search ranks best (the search's choice
+    when that was confirmed; else the lowest confirmed config_id); any other its search's best."""
+    ranks = _ranked(configs, target).set_index(["optimizer", "config_id"])["rank"]
+    confirmed = stage_rows(trials, CONFIRM)[["optimizer", "config_id"]].drop_duplicates()
+    confirmed["rank"] = ranks.reindex(pd.MultiIndex.from_frame(confirmed)).to_numpy()
+    confirmed = confirmed.sort_values(["optimizer", "rank", "config_id"], na_position="last")
+    confirmed = confirmed.drop_duplicates("optimizer").assign(**{STAGE_COLUMN: CONFIRM})
+    searched = ranks[ranks == 1].reset_index()[["optimizer", "config_id"]].assign(**{STAGE_COLUMN: SEARCH})
+    searched = searched[~searched["optimizer"].isin(confirmed["optimizer"])]
+    columns = ["optimizer", "config_id", STAGE_COLUMN]
+    return pd.concat([confirmed[columns], searched[columns]], ignore_index=True)
+
+
+def _seed_statistics(seeds: pd.DataFrame, column: str, confidence: float) -> pd.DataFrame:
+    """Per optimizer: n, mean, std and the t-interval (ci_low, ci_high) of `column` over `seeds`."""
+    grouped = seeds.groupby("optimizer")[column]
+    table = pd.DataFrame({"n": grouped.count(), "mean": grouped.mean(), "std": grouped.std(ddof=1)})
+    low, high = t_intervals(table["mean"], table["std"], table["n"], confidence=confidence)
+    return table.assign(ci_low=low, ci_high=high)
 
 
 def _ranked(configs: pd.DataFrame, target: Target) -> pd.DataFrame:

@@ -13,13 +13,11 @@ verdict can be rebuilt from summary.csv.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from analysis import metric_text
-from analysis.stats import ALPHA, CONFIDENCE, holm, welch_difference
+from analysis.stats import ALPHA, CONFIDENCE, holm, welch_differences
 from analysis.target import resolve
 from optsweep.vocabulary import Target
 
@@ -47,29 +45,36 @@ def compare(summary: pd.DataFrame, *, target: Target | None = None) -> pd.DataFr
     across the pairs tested) and conclusion: "beats" (p_holm < 0.05), "no significant difference" or
     "undetermined" (a side has fewer than two seeds; not tested, NaN p-values)."""
     ranked = _with_results(summary, resolve(summary, target))
-    rows = []
-    for i, first in ranked.iterrows():
-        for _, second in ranked.iloc[i + 1 :].iterrows():
-            row = {
-                "first": first["optimizer"],
-                "second": second["optimizer"],
-                "mean_first": first["mean"],
-                "mean_second": second["mean"],
-                "difference": first["mean"] - second["mean"],
-                "ci_low": math.nan,
-                "ci_high": math.nan,
-                "p_value": math.nan,
-            }
-            if _tested(first) and _tested(second):
-                test = welch_difference(_side(first), _side(second), confidence=CONFIDENCE)
-                row.update({"ci_low": test.low, "ci_high": test.high, "p_value": test.p_value})
-            rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
-    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
-    table["conclusion"] = np.where(
-        table["p_value"].isna(), UNDETERMINED, np.where(table["p_holm"] < ALPHA, BEATS, NO_DIFFERENCE)
+    first, second = np.triu_indices(len(ranked), k=1)  # every pair, the better mean first
+    means = ranked["mean"].to_numpy(dtype=float)
+    stds = ranked["std"].to_numpy(dtype=float)
+    seeds = ranked["n_seeds"].to_numpy(dtype=float)
+    tested = (seeds[first] >= 2) & (seeds[second] >= 2) & ~np.isnan(stds[first]) & ~np.isnan(stds[second])
+    a, b = first[tested], second[tested]
+    test = welch_differences(
+        (means[a], stds[a], seeds[a]), (means[b], stds[b], seeds[b]), confidence=CONFIDENCE
     )
-    return table
+    columns = {"ci_low": test.low, "ci_high": test.high, "p_value": test.p_value}
+    tested_values = {}
+    for column, values in columns.items():
+        tested_values[column] = np.full(len(first), np.nan)
+        tested_values[column][tested] = values
+    p_values = tested_values["p_value"]
+    table = pd.DataFrame(
+        {
+            "first": ranked["optimizer"].to_numpy()[first],
+            "second": ranked["optimizer"].to_numpy()[second],
+            "mean_first": means[first],
+            "mean_second": means[second],
+            "difference": means[first] - means[second],
+            **tested_values,
+            "p_holm": holm(p_values),
+        }
+    )
+    table["conclusion"] = np.where(
+        np.isnan(p_values), UNDETERMINED, np.where(table["p_holm"] < ALPHA, BEATS, NO_DIFFERENCE)
+    )
+    return table[list(COMPARE_COLUMNS)]
 
 
 def verdict(summary: pd.DataFrame, *, target: Target | None = None) -> str:
@@ -145,7 +150,7 @@ def _leader_sentence(ranked: pd.DataFrame, pairs: pd.DataFrame, target: Target, 
     for _, pair in pairs[pairs["first"] == leader["optimizer"]].iterrows():
         shown = described[pair["second"]]
         if pair["conclusion"] != UNDETERMINED:
-            shown += f" ({evidence(pair, places, family)})"
+            shown = f"{shown[:-1]}; {evidence(pair, places, family)})"
         groups[pair["conclusion"]].append(shown)
     clauses = []
     if groups[BEATS]:
@@ -167,19 +172,13 @@ def _leader_sentence(ranked: pd.DataFrame, pairs: pd.DataFrame, target: Target, 
     return f"{describe(leader, places)} has the {best} mean; " + "; ".join(clauses) + "."
 
 
-def _tested(row: pd.Series) -> bool:
-    return int(row["n_seeds"]) >= 2 and not pd.isna(row["std"])
-
-
-def _side(row: pd.Series) -> tuple[float, float, int]:
-    return float(row["mean"]), float(row["std"]), int(row["n_seeds"])
-
-
 def _with_results(summary: pd.DataFrame, target: Target) -> pd.DataFrame:
     """The optimizers with a result, best mean first."""
     ranked = summary[summary["mean"].notna() & (summary["n_seeds"] > 0)]
-    ascending = target.mode == "min"
-    return ranked.sort_values(["mean", "optimizer"], ascending=[ascending, True]).reset_index(drop=True)
+    order = np.lexsort(
+        (ranked["optimizer"].to_numpy(), target.sign() * -ranked["mean"].to_numpy(dtype=float))
+    )
+    return ranked.iloc[order].reset_index(drop=True)
 
 
 def _join(items: list[str]) -> str:

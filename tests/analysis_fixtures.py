@@ -80,6 +80,9 @@ class FakeTrial:
     max_epochs: int = MAX_EPOCHS
     started: bool = True  # False: pending, appears only in the experiment state
     truncate_last_line: bool = False  # a crash cut result.json's last line in half
+    configuration: int | None = None  # the config's __configuration number (None: not written)
+    stage: str | None = None  # the config's __stage (None: not written, i.e. search)
+    config_extra: dict[str, Any] = field(default_factory=dict)  # raw config keys written as they are
 
 
 def rising(best: float, epochs: int = MAX_EPOCHS) -> list[float]:
@@ -129,13 +132,19 @@ def write_experiment(
 def _config(trial: FakeTrial, settings: dict[str, Any] | None) -> dict[str, Any]:
     run_settings = {"dataset": "digits", "model": "mlp", "max_epochs": trial.max_epochs, "batch_size": 64}
     run_settings.update(settings or {})
-    return {
+    config = {
         "optimizer": trial.optimizer,
         "seed": trial.seed,
         **trial.hparams,
         "settings": run_settings,
         "__trial_index__": trial.seed,
+        **trial.config_extra,
     }
+    if trial.configuration is not None:
+        config[v.CONFIGURATION_KEY] = trial.configuration
+    if trial.stage is not None:
+        config[v.STAGE_KEY] = trial.stage
+    return config
 
 
 def _results(

@@ -18,7 +18,16 @@ from analysis.loading import classify
 
 HEAD = ["trial_id", "optimizer", "seed", "lr", "weight_decay", "schedule"]
 OTHER_HPARAMS = ["beta1", "beta2", "eps", "momentum", "nesterov"]
-METRICS = ["status", "epochs", "best_val_acc", "best_epoch", "final_val_acc", "final_train_loss", "test_acc", "time_s"]
+METRICS = [
+    "status",
+    "epochs",
+    "best_val_acc",
+    "best_epoch",
+    "final_val_acc",
+    "final_train_loss",
+    "test_acc",
+    "time_s",
+]
 METRICS += ["node_id"]
 
 

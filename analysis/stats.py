@@ -155,20 +155,25 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def detectable_difference(n_seeds: int, n_pairs: int, *, power: float = 0.8) -> float:
-    """The true difference, in seed standard deviations, that Welch's test between two optimizers
-    with `n_seeds` each finds with probability `power` at Holm's strictest level (ALPHA / n_pairs),
-    assuming equal spreads: where the noncentral t with 2(n-1) df crosses the critical value."""
+def detectable_difference(
+    n_seeds: int, n_pairs: int, *, power: float = 0.8, draws: int = 20_000, seed: int = 0
+) -> float:
+    """The true difference, in seed standard deviations, that Welch's test between two optimizers with
+    `n_seeds` normal seeds each finds with probability `power` at Holm's strictest level
+    (ALPHA / n_pairs), equal spreads assumed. Measured by simulation (`draws` seeded studies, the same
+    draws at every difference), since at few seeds Welch's degrees of freedom, and so its power, fall
+    well below the equal-variance t-test's."""
     if n_seeds < 2 or n_pairs < 1:
         return math.nan
-    df = 2 * (n_seeds - 1)
-    critical = float(scipy_stats.t.ppf(1 - ALPHA / n_pairs / 2, df))
-    scale = math.sqrt(n_seeds / 2)
+    rng = np.random.default_rng(seed)
+    first, second = rng.standard_normal((2, draws, n_seeds))
+    level = ALPHA / n_pairs
 
     def shortfall(delta: float) -> float:
-        return float(scipy_stats.nct.sf(critical, df, delta * scale)) - power
+        test = scipy_stats.ttest_ind(first + delta, second, axis=1, equal_var=False)
+        return float((test.pvalue < level).mean()) - power
 
-    return float(scipy_optimize.brentq(shortfall, 0.0, 100.0))
+    return float(scipy_optimize.brentq(shortfall, 0.0, 100.0, xtol=1e-3))
 
 
 def expected_max_curve(scores: Sequence[float] | np.ndarray, k_max: int | None = None) -> pd.DataFrame:

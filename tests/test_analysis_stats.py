@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
-from analysis import bootstrap_ci, expected_max_curve
-from analysis.stats import Interval
+from analysis import bootstrap_ci, expected_max_curve, t_interval
+from analysis.stats import Interval, detectable_difference, holm, t_intervals, welch_differences
 
 
 def _bootstrap_by_hand(values: list[float], n_resamples: int, seed: int) -> tuple[float, float]:
@@ -97,3 +98,58 @@ def test_expected_max_properties(scores: list[float]) -> None:
 def test_expected_max_drops_nans_and_handles_empty_input() -> None:
     assert expected_max_curve([0.2, np.nan, 0.4])["k"].tolist() == [1, 2]
     assert expected_max_curve([]).empty
+
+
+# --- t-intervals, Welch's test, Holm's correction --------------------------------------------
+
+
+@pytest.mark.parametrize("values", [[0.91, 0.935, 0.94], [0.91, 0.935, 0.94, 0.952, 0.948], [1.0, 2.0]])
+def test_t_interval_is_scipys(values: list[float]) -> None:
+    interval = t_interval(values)
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, np.mean(values), scipy_stats.sem(values))
+    assert (interval.low, interval.high, interval.n) == (pytest.approx(low), pytest.approx(high), len(values))
+    lows, highs = t_intervals([np.mean(values)], [np.std(values, ddof=1)], [len(values)])
+    assert (lows[0], highs[0]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_t_interval_edge_cases() -> None:
+    assert t_interval([0.93]) == Interval(0.93, 0.93, 1)
+    assert t_interval([0.5, 0.5, 0.5]) == Interval(0.5, 0.5, 3)
+    empty = t_interval([np.nan])
+    assert empty.n == 0 and np.isnan(empty.low)
+
+
+def test_welch_differences_are_scipys() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.95, 0.01, 5), rng.normal(0.94, 0.02, 7)
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False)
+    got = welch_differences(
+        (np.array([a.mean()]), np.array([a.std(ddof=1)]), np.array([5])),
+        (np.array([b.mean()]), np.array([b.std(ddof=1)]), np.array([7])),
+    )
+    interval = reference.confidence_interval(0.95)
+    assert got.p_value[0] == pytest.approx(reference.pvalue)
+    assert (got.low[0], got.high[0]) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    with pytest.raises(ValueError, match="at least 2 values a side"):
+        welch_differences(
+            (np.array([0.9]), np.array([0.1]), np.array([1])),
+            (np.array([0.9]), np.array([0.1]), np.array([3])),
+        )
+
+
+def test_holm() -> None:
+    adjusted = holm([0.01, 0.04, 0.03, np.nan])
+    np.testing.assert_allclose(adjusted[:3], [0.03, 0.06, 0.06])
+    assert np.isnan(adjusted[3])
+    assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]
+    assert holm([]).size == 0
+
+
+@pytest.mark.parametrize(("n_seeds", "pairs"), [(3, 1), (5, 3)])
+def test_detectable_difference_is_found_80_percent_of_the_time(n_seeds: int, pairs: int) -> None:
+    delta = detectable_difference(n_seeds, pairs)
+    rng = np.random.default_rng(4)
+    a = rng.normal(delta, 1.0, (20_000, n_seeds))
+    b = rng.normal(0.0, 1.0, (20_000, n_seeds))
+    found = scipy_stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05 / pairs
+    assert found.mean() == pytest.approx(0.8, abs=0.02)

@@ -208,7 +208,7 @@ def test_verdict_without_results() -> None:
 
 def test_caveats_name_what_went_wrong(trials: pd.DataFrame) -> None:
     notes = " ".join(analysis.caveats(trials, analysis.summarize(trials)))
-    assert "With 3 seeds a side a true difference must be about 3.1 seed standard deviations" in notes
+    assert "With 3 seeds a side a true difference must be about 3.5 seed standard deviations" in notes
     assert "selection-biased (the winner's curse)" in notes
     assert "conservative" not in notes
     assert "1 trial(s) were stopped early" in notes

@@ -356,7 +356,8 @@ def test_report_of_a_min_metric(ppl_report: Path) -> None:
     assert {"lr_sensitivity.png", "learning_curves.png", "tuning_budget.png", "lr_wd_heatmap.png"} <= names
     text = (ppl_report / "report.md").read_text()
     assert "- Target metric: validation perplexity (lower is better)" in text
-    assert "| val perplexity (mean ± std) | 95% CI | test perplexity (mean) | test perplexity 95% CI |" in text
+    headers = "| val perplexity (mean ± std) | 95% CI | test perplexity (mean) | test perplexity 95% CI |"
+    assert headers in text
     assert "| adam | adam-c01 | lr=0.001" in text and "| 2.00 ± 0.20 |" in text
     assert "show no significant difference (difference -0.20, 95% CI [-0.65, 0.25], Welch" in text
     assert "Expected best validation perplexity after trying k of the search's configurations" in text

@@ -164,9 +164,7 @@ def test_a_legacy_experiment_loads_as_before(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(old[same], new[same])
     pd.testing.assert_series_equal(old.loc[ran_to_the_end, "test_acc"], new.loc[ran_to_the_end, "test_acc"])
     columns = ["optimizer", "config_id", "mean", "std", "ci_low", "ci_high", "test_acc_mean"]
-    pd.testing.assert_frame_equal(
-        analysis.summarize(old)[columns], analysis.summarize(new)[columns]
-    )
+    pd.testing.assert_frame_equal(analysis.summarize(old)[columns], analysis.summarize(new)[columns])
     old_curves = analysis.curves(tmp_path / "old")
     assert old_curves.loc[old_curves["diverged"], ["val_acc", "test_acc"]].isna().all().all()
 

@@ -141,7 +141,9 @@ def _best_table(trials: pd.DataFrame, summary: pd.DataFrame, target: Target) -> 
         return "n/a" if _missing(value) else f"{value:.{digits}f}"
 
     def interval(low: float, high: float, n: int, digits: int = places) -> str:
-        return f"[{num(low, digits)}, {num(high, digits)}]" if n > 1 else f"n/a ({n} seed{'s' * (n != 1)})"
+        if n < 2:
+            return f"n/a ({n} seed{'s' * (n != 1)})"
+        return "n/a" if _missing(low) else f"[{num(low, digits)}, {num(high, digits)}]"
 
     rows = []
     for (_, row), stage in zip(summary.iterrows(), stages, strict=True):
@@ -151,10 +153,9 @@ def _best_table(trials: pd.DataFrame, summary: pd.DataFrame, target: Target) -> 
         settings = ", ".join(f"{h}={format_value(row[h])}" for h in hparams if not _missing(row[h]))
         mean, std, n = row["mean"], row["std"], int(row["n_seeds"])
         spread = f"{num(mean)} ± {num(std)}" if n > 1 else f"{num(mean)} ({n} seed{'s' * (n != 1)})"
-        n_tests = n if not _missing(row.get(test_low)) else 1
         cells = [row["optimizer"], row["config_id"], settings, n, stage, spread]
         cells += [interval(row["ci_low"], row["ci_high"], n), num(row[test_mean], test_places)]
-        cells += [interval(row.get(test_low), row.get(test_high), n_tests, test_places)]
+        cells += [interval(row.get(test_low), row.get(test_high), n, test_places)]
         cells += [num(row.get("search_mean"))] if confirmed else []
         rows.append(cells)
     return (

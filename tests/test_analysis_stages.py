@@ -15,6 +15,7 @@ from analysis_fixtures import ADAM, MSE, SGD, FakeTrial, rising, write_experimen
 from scipy import stats as scipy_stats
 
 import analysis
+from analysis import plots
 from optsweep.vocabulary import CONFIRM, DIVERGED_VALUE, SEARCH
 
 ADAM_SEARCH = {0: [0.95, 0.96, 0.97], 1: [0.90, 0.91, 0.92], 2: [0.93, 0.94, 0.94]}  # configuration -> seeds
@@ -273,3 +274,14 @@ def test_three_optimizers_are_compared_with_holms_correction() -> None:
     text = analysis.verdict(summary)
     assert "it beats sgd (" in text and "Holm-adjusted p < 0.001" in text
     assert "among the others, adamw beats sgd (difference 0.049" in text
+
+
+def test_learning_curves_draw_the_reported_seeds(staged: Path, trials: pd.DataFrame) -> None:
+    summary = analysis.summarize(trials)
+    curves = analysis.curves(staged)
+    assert set(curves["stage"]) == {SEARCH, CONFIRM}
+    figure = plots.learning_curves(curves, summary)
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("adam (adam-c01, lr=0.001, 4 seeds") for label in labels), labels
+    seeds_drawn = len(figure.axes[0].lines) - 2  # every seed's line plus one mean line per optimizer
+    assert seeds_drawn == len(ADAM_CONFIRM) + len(SGD_CONFIRM)

@@ -189,14 +189,15 @@ def study_args(storage: str, name: str, trials: int, epochs: int, model: str, wo
 
 
 def trial_configs(args: StudyArgs) -> list[dict[str, Any]]:
-    """The flat trial configs the study's grid resolves to (`sweeps.study._random_search_space`)."""
-    from sweeps import spaces
+    """The first seed's trial configs of the study (`sweeps.study.random_search_trials`), as Tune hands them
+    to the trainable."""
+    from sweeps import spaces, study
 
     space = spaces.space_for(OPTIMIZER, lr_range=args.lr_range(OPTIMIZER), schedules=args.schedules)
-    drawn = spaces.sample_configurations(space, args.num_samples, args.search_seed)
     return [
-        {"optimizer": OPTIMIZER, "__configuration": index, "seed": 0, **values, "settings": args.settings()}
-        for index, values in enumerate(drawn)
+        {"optimizer": OPTIMIZER, **trial, "settings": args.settings()}
+        for trial in study.random_search_trials(space, args)
+        if trial["seed"] == 0
     ]
 
 

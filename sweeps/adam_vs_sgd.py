@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import sys
 
+from sweeps import startup
+
+if __name__ == "__main__":
+    startup.begin()  # first: the imports below take seconds, and a Ctrl-C during them is one line
+
 from sweeps import cli, study
 
 DEFAULTS = cli.StudyArgs(
     name="adam_vs_sgd",
     optimizers=("sgd", "adam", "adamw"),
     num_samples=24,
-    seeds=5,
+    seeds=3,  # search seeds; then 10 fresh confirmation seeds (cli.StudyArgs.confirm_seeds)
     task="digits",  # its budget: 20 epochs
 )
 

@@ -28,7 +28,15 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from optsweep.vocabulary import DEFAULT_TARGET, DIVERGED_FLAG, EPOCH, Target, member_configs, member_results
+from optsweep.vocabulary import (
+    DEFAULT_TARGET,
+    DIVERGED_FLAG,
+    EPOCH,
+    Target,
+    is_measurement,
+    member_configs,
+    member_results,
+)
 
 from .trial_identity import ConfigurationIds
 
@@ -158,11 +166,8 @@ class ProgressLine(tune.Callback):
         best_trial, best_value = None, math.nan
         for trial in sorted(trials, key=lambda t: t.trial_id):
             value = (trial.last_result or {}).get(key)
-            if (
-                isinstance(value, int | float)
-                and math.isfinite(value)
-                and self.target.better(value, best_value)
-            ):
+            # A diverged trial's best is the finite sentinel (for Tune's schedulers), never a value to show.
+            if is_measurement(value) and self.target.better(value, best_value):
                 best_trial, best_value = trial, float(value)
         if best_trial is None:
             return ""

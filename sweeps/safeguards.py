@@ -10,6 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
+from trainables import faults
+
 from . import (
     cli,
     feasibility,
@@ -113,11 +117,25 @@ def created(args: cli.StudyArgs, optimizer: str) -> None:
     trust.pin(args.experiment_dir, optimizer)
 
 
+class _FaultPoints(tune.Callback):
+    """The fault-tolerance tests' driver signals (`trainables.faults.signal_marker`)."""
+
+    def __init__(self, study: str, experiment: str, experiments: int) -> None:
+        self.study, self.experiment, self.experiments = study, experiment, experiments
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        faults.count_result(self.study, self.experiment, self.experiments)
+
+
 def callbacks(args: cli.StudyArgs, optimizer: str) -> list[Any]:
     found: list[Any] = [
         retention.KeepCheckpoints(args.keep_checkpoints),
         feasibility.WaitingForResources(demand_text(args), feasibility.wait_note_seconds()),
     ]
+    if os.environ.get(faults.ENV):
+        found.append(_FaultPoints(args.experiment_dir, optimizer, len(args.labels)))
     if not args.is_remote_storage:
         position = args.labels.index(optimizer)
         trials_left = (len(args.labels) - position) * args.trials_per_optimizer

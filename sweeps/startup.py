@@ -17,17 +17,37 @@ EXIT_CODE_BASE = 128
 """A process ended by signal N exits 128 + N, as a shell reports it."""
 
 
+_script = False
+
+
 def begin() -> None:
-    """Until the study takes signals over (`sweeps.interrupts`): SIGINT and SIGTERM end the process at
-    once with one line and exit 128 + the signal's number. Only the main thread of a process whose
-    handlers are still Python's defaults (a notebook or a test runner keeps its own)."""
+    """This process is a command-line script (see `is_script`). Until the study takes signals over
+    (`sweeps.interrupts`), SIGINT and SIGTERM end the process at once with one line and exit 128 + the
+    signal's number. Only in the main thread, and only for handlers that are still Python's defaults."""
+    global _script
     if threading.current_thread() is not threading.main_thread():
         return
+    _script = True
     for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         if signal.getsignal(signum) is default:
             signal.signal(signum, _leave)
 
 
-def _leave(signum: int, frame: FrameType | None) -> None:
-    print(f"\nInterrupted ({signal.Signals(signum).name}).", file=sys.stderr, flush=True)
+def is_script() -> bool:
+    """Whether `begin` ran: the process is a command-line script, which may end itself on a signal (a
+    notebook or a test that calls the study in-process gets an exception instead)."""
+    return _script
+
+
+def leave(signum: int, hint: str = "") -> None:
+    """End the process now, as a signal that stopped it: one line (the hint, if any), exit 128 + signum.
+    The interpreter's teardown is skipped on purpose (see `sweeps.interrupts`); the local Ray processes
+    started by this process end with it (Ray makes them share its fate)."""
+    print(f"\nInterrupted ({signal.Signals(signum).name}).{' ' + hint if hint else ''}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(EXIT_CODE_BASE + signum)
+
+
+def _leave(signum: int, frame: FrameType | None) -> None:
+    leave(signum)

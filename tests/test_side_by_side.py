@@ -459,26 +459,24 @@ def test_ctrl_c_stops_every_optimizer_resumably_and_the_rerun_resumes_them_all(
     import ray
 
     from sweeps import adam_vs_sgd
+    from trainables import faults
 
     argv = [*E2E_ARGV, "--storage-path", str(tmp_path)]
     experiment = tmp_path / "side"
+    # Ctrl-C once every optimizer has its first result (a known point: not a race with the machine's load);
+    # Tune creates trials lazily, so some are created only after the restore.
+    fault_dir = tmp_path / "faults"
+    fault_dir.mkdir()
+    faults.signal_marker(fault_dir, signal.SIGINT, "group", results=1).touch()
     driver = subprocess.Popen(
         [sys.executable, adam_vs_sgd.__file__, *argv, "--address", ray.get_runtime_context().gcs_address],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, faults.ENV: str(fault_dir)},
     )
     try:
-        deadline = time.monotonic() + 300
-        while (
-            time.monotonic() < deadline
-            and driver.poll() is None
-            and not all(list(experiment.glob(f"{o}/*/result.json")) for o in E2E_OPTIMIZERS)
-        ):
-            time.sleep(0.05)
-        assert driver.poll() is None, driver.communicate()[0].decode()
-        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        out = driver.communicate(timeout=120)[0].decode()
+        out = driver.communicate(timeout=300)[0].decode()
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)

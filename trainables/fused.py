@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from optsweep import vocabulary as v
 from . import data, optimizer_choice
 from .config import TrainConfig
 from .fused_model import FusedModel, UnfusableModelError
-from .loop import DIVERGED_LOSS, seed_everything
+from .loop import diverged_metrics, nonfinite_validation, seed_everything, training_diverged
 from .tasks import LOSS_METRIC, Task, build_task, param_groups
 
 __all__ = ["FusedGroup", "FusedMember", "UnfusableModelError", "check_configs", "train_fused"]
@@ -251,15 +252,15 @@ class FusedGroup:
                 v.SAMPLES_PER_S: run.samples[slot] / seconds if seconds > 0 else 0.0,
                 v.NODE_ID: self.node_id,
             }
-            if slot in run.diverged_after_s:
+            reason = (
+                training_diverged(epoch, self._bound)
+                if slot in run.diverged_after_s
+                else nonfinite_validation(evaluated[slot], target, epoch)
+            )
+            if reason is not None:
                 self._statuses[k] = v.DIVERGED
-                metrics |= {
-                    v.TRAIN_LOSS: DIVERGED_LOSS,
-                    v.VAL_LOSS: DIVERGED_LOSS,
-                    target.key: target.worst,
-                    target.best_key: _finite_or(self._best[k], target.worst),
-                    v.DIVERGED_FLAG: True,
-                }
+                print(f"member {k} diverged: {reason}", file=sys.stderr, flush=True)  # in the trial's log
+                metrics |= diverged_metrics(target, self._best[k], reason)
             else:
                 score = evaluated[slot][target.key]
                 if schedules.needs_metric(self._schedulers[k]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -143,25 +144,23 @@ def train(
             v.SAMPLES_PER_S: samples * session.world_size / elapsed if elapsed > 0 else 0.0,
             v.NODE_ID: session.node_id,
         }
-        if train_loss is None:  # diverged: finite sentinels, and the run ends here
-            metrics |= {
-                v.TRAIN_LOSS: DIVERGED_LOSS,
-                v.VAL_LOSS: DIVERGED_LOSS,
-                target.key: target.worst,
-                target.best_key: _finite_or(progress.best, target.worst),
-                v.DIVERGED_FLAG: True,
-            }
+        reason = training_diverged(epoch, bound) if train_loss is None else None
+        if reason is None:
+            # Evaluate the plain module (no DDP collectives: shards may differ in batch count) with rank
+            # 0's BatchNorm statistics everywhere. Test metrics every epoch, so that a trial the scheduler
+            # stops early still has them; nothing selects on them (configurations are chosen on validation).
+            _broadcast_buffers(model)
+            evaluated: dict[str, float] = {}
+            for prefix, loader in eval_loaders.items():
+                for name, value in evaluate(_unwrapped(model), loader, task, session.device, use_amp).items():
+                    evaluated[prefix + name] = value
+            reason = nonfinite_validation(evaluated, target, epoch)
+        if reason is not None:  # diverged in training, or NaN on validation: sentinels, and the run ends
+            print(f"diverged: {reason}", file=sys.stderr, flush=True)  # in the trial's log
+            metrics |= diverged_metrics(target, progress.best, reason)
             session.report(metrics, None)
             return metrics
 
-        # Evaluate the plain module (no DDP collectives: shards may differ in batch count) with rank 0's
-        # BatchNorm statistics everywhere. Test metrics every epoch, so that a trial the scheduler
-        # stops early still has them; nothing selects on them (configurations are chosen on validation).
-        _broadcast_buffers(model)
-        evaluated: dict[str, float] = {}
-        for prefix, loader in eval_loaders.items():
-            for name, value in evaluate(_unwrapped(model), loader, task, session.device, use_amp).items():
-                evaluated[prefix + name] = value
         score = evaluated[target.key]
         if schedules.needs_metric(scheduler):
             scheduler.step(score)
@@ -271,6 +270,35 @@ def evaluate(
     for i, name in enumerate(names, start=1):
         result[name] = task.metrics[name].report(means[i])
     return result
+
+
+def training_diverged(epoch: int, bound: float) -> str:
+    """Why a run diverged in training (see `_train_epoch`), for its result's `diverged_reason`."""
+    return f"train_loss was not finite or above the divergence bound {bound:g} in epoch {epoch}"
+
+
+def nonfinite_validation(evaluated: dict[str, float], target: v.Target, epoch: int) -> str | None:
+    """Why an epoch's validation must count as diverged: its loss or target metric is NaN or infinite
+    (training stayed finite, but the model's outputs on the validation split, or the task's metric, did
+    not). None when both are finite."""
+    for key in (v.VAL_LOSS, target.key):
+        value = evaluated.get(key)
+        if value is not None and not math.isfinite(value):
+            return f"{key} is {value} at epoch {epoch}"
+    return None
+
+
+def diverged_metrics(target: v.Target, best: float, reason: str) -> dict[str, Any]:
+    """A diverged epoch's result: finite sentinels (Tune's schedulers break on NaN; the analysis reads
+    them back as NaN), the best value before it, the flag and the reason. The run ends there."""
+    return {
+        v.TRAIN_LOSS: DIVERGED_LOSS,
+        v.VAL_LOSS: DIVERGED_LOSS,
+        target.key: target.worst,
+        target.best_key: _finite_or(best, target.worst),
+        v.DIVERGED_FLAG: True,
+        v.DIVERGED_REASON: reason,
+    }
 
 
 def _finite_or(value: float, default: float) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +33,7 @@ from optsweep import vocabulary as v
 
 from . import checkpoints, data, decisions, faults, optimizer_choice
 from .config import TrainConfig
-from .loop import DIVERGED_LOSS, Session, evaluate, seed_everything
+from .loop import Session, diverged_metrics, evaluate, nonfinite_validation, seed_everything
 from .tasks import Task, build_task, param_groups
 
 UPDATES = "updates"
@@ -439,22 +440,22 @@ def _epoch_report(
     }
     if resumed_from is not None:
         metrics[v.RESUMED_FROM_EPOCH] = resumed_from
+    reason = None
     if stats[v.DIVERGED_FLAG]:
-        metrics |= {
-            v.TRAIN_LOSS: DIVERGED_LOSS,
-            v.VAL_LOSS: DIVERGED_LOSS,
-            target.key: target.worst,
-            target.best_key: best if math.isfinite(best) else target.worst,
-            v.DIVERGED_FLAG: True,
+        reason = f"train_loss was not finite or above the divergence bound by epoch {epoch}"
+    else:
+        model.load_state_dict(snapshot["model"])
+        evaluated = {
+            prefix + name: value
+            for prefix, loader in eval_loaders.items()
+            for name, value in evaluate(model, loader, task, torch.device("cpu"), False).items()
         }
+        reason = nonfinite_validation(evaluated, target, epoch)
+    if reason is not None:
+        print(f"diverged: {reason}", file=sys.stderr, flush=True)  # in the trial's log
+        metrics |= diverged_metrics(target, best, reason)
         session.report(metrics, None)
         return metrics, snapshot, best
-    model.load_state_dict(snapshot["model"])
-    evaluated = {
-        prefix + name: value
-        for prefix, loader in eval_loaders.items()
-        for name, value in evaluate(model, loader, task, torch.device("cpu"), False).items()
-    }
     score = evaluated[target.key]
     server.scheduler_metric.remote(score)
     if math.isnan(best) or target.better(score, best):

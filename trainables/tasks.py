@@ -464,6 +464,21 @@ def check(task: Task, batch: int = 2) -> None:
                 f"task {task.name!r}: metric {name!r} fails on the model's output (shape {_shape(outputs)}): "
                 f"{type(error).__name__}: {_first_line(error)}"
             ) from None
+        _check_metric_shape(task, name, values, targets)
+
+
+def _check_metric_shape(task: Task, name: str, values: Tensor, targets: Tensor) -> None:
+    """A metric's values are averaged over a split: one per example (B,), or one per target element
+    (targets' shape, or flat). Anything else, e.g. (B, 2) per-class scores or an already-averaged
+    scalar, would be averaged into a plausible-looking number that means something else."""
+    examples = len(targets)
+    allowed = {(examples,), tuple(targets.shape), (targets.numel(),)}
+    if tuple(values.shape) not in allowed:
+        raise TaskError(
+            f"task {task.name!r}: metric {name!r} must return one value per example or per target element "
+            f"(shape {' or '.join(str(shape) for shape in sorted(allowed))} for targets of shape "
+            f"{_shape(targets)}), got shape {_shape(values)}"
+        )
 
 
 def _first_examples(task: Task, dataset: Dataset, batch: int) -> tuple[Any, Any]:

@@ -11,7 +11,18 @@ from analysis.loading import SEARCH_ATTR
 from analysis.stats import detectable_difference
 from analysis.summary import REPORTED_FROM, configurations, diverged_score, stage_rows
 from analysis.target import resolve
-from optsweep.vocabulary import CONFIRM, DIVERGED, ERROR, FINISHED, INCOMPLETE, SEARCH, STOPPED_EARLY, Target
+from optsweep.vocabulary import (
+    CONFIRM,
+    DIVERGED,
+    DIVERGED_REASON,
+    ERROR,
+    FINISHED,
+    INCOMPLETE,
+    SEARCH,
+    STOPPED_EARLY,
+    VAL_PREFIX,
+    Target,
+)
 
 RANDOM_SEARCH = "random"
 
@@ -171,6 +182,15 @@ def _status_caveats(trials: pd.DataFrame, target: Target) -> list[str]:
             f"{len(diverged)} trial(s) diverged ({_per_optimizer(diverged)}). A configuration with a "
             f"diverged seed is never chosen as best, and in the tuning-budget view a diverged run {scored}."
         )
+        reasons = diverged.get(DIVERGED_REASON, pd.Series("", index=diverged.index)).fillna("").astype(str)
+        on_validation = diverged[reasons.str.startswith(VAL_PREFIX)]
+        if len(on_validation):
+            first = on_validation.iloc[0]
+            notes.append(
+                f"{len(on_validation)} of them diverged on validation, with a finite training loss (e.g. "
+                f"trial {first['trial_id']}: {first[DIVERGED_REASON]}): the model's outputs or the task's "
+                "metric went NaN or infinite on the validation split."
+            )
     errors = trials[trials["status"] == ERROR]
     if len(errors):
         messages = errors["error_message"].dropna().unique().tolist()[:3]

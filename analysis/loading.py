@@ -57,7 +57,7 @@ from optsweep.vocabulary import (
     CONFIGURATION_KEY,
     DIVERGED,
     DIVERGED_FLAG,
-    DIVERGED_VALUE,
+    DIVERGED_REASON,
     EPOCH,
     EPOCH_TIME_S,
     ERROR,
@@ -75,6 +75,8 @@ from optsweep.vocabulary import (
     VAL_LOSS,
     VAL_PREFIX,
     Target,
+    config_id,
+    is_measurement,
     test_key,
     val_key,
 )
@@ -89,7 +91,7 @@ SEARCH_ATTR = "search"
 """A trials table's ``attrs`` key of the study's search (study.json's ``search``; None if unrecorded)."""
 _NOT_HPARAMS = {"optimizer", "seed", "settings"}
 _LEADING_SETTINGS = ("dataset", "model", "max_epochs")
-_TAIL_COLUMNS = ("tune_status", "error_message", "trial_dir")
+_TAIL_COLUMNS = (DIVERGED_REASON, "tune_status", "error_message", "trial_dir")
 _CURVE_HEAD = ("trial_id", "optimizer", "config_id", "seed", "status", EPOCH, TRAIN_LOSS, VAL_LOSS)
 _CURVE_TAIL = ("epoch_lr", EPOCH_TIME_S, SAMPLES_PER_S, DIVERGED_FLAG, "time_total_s", NODE_ID, STAGE_COLUMN)
 _UNFINISHED_TUNE_STATUSES = {"PENDING", "RUNNING", "PAUSED"}
@@ -284,6 +286,9 @@ def _trial_row(trial: RawTrial, root: Path, target: Target, metrics: list[str]) 
         CONFIGURATION_COLUMN: configuration if isinstance(configuration, int) else None,
         STAGE_COLUMN: config.get(STAGE_KEY) or SEARCH,
         "settings": {key: _scalar(value) for key, value in settings.items()},
+        DIVERGED_REASON: next(
+            (r.get(DIVERGED_REASON) for r in results if r.get(DIVERGED_FLAG) is True), None
+        ),
         "tune_status": trial.tune_status,
         "error_message": trial.error_message,
         "trial_dir": str(trial.trial_dir.relative_to(root)) if trial.trial_dir else None,
@@ -300,10 +305,6 @@ def _best_line(lines: list[dict[str, Any]], target: Target) -> dict[str, Any] | 
     return best[1] if best else None
 
 
-def _config_id(optimizer: str, number: int) -> str:
-    return f"{optimizer}-c{number + 1:02d}"
-
-
 def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
     """config_id from each trial's configuration number; a trial without one gets the id of a numbered
     trial with the same hyperparameters, else the next free number in order of first trial id."""
@@ -315,7 +316,7 @@ def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
 
     for row in rows:
         if row[CONFIGURATION_COLUMN] is not None:
-            row["config_id"] = _config_id(row["optimizer"], row[CONFIGURATION_COLUMN])
+            row["config_id"] = config_id(row["optimizer"], row[CONFIGURATION_COLUMN])
             ids.setdefault(key(row), row["config_id"])
             used.setdefault(row["optimizer"], set()).add(row["config_id"])
     counts: dict[str, int] = {}
@@ -325,10 +326,10 @@ def _assign_config_ids(rows: list[dict[str, Any]]) -> None:
         if key(row) not in ids:
             taken = used.setdefault(row["optimizer"], set())
             number = counts.get(row["optimizer"], 0)
-            while _config_id(row["optimizer"], number) in taken:
+            while config_id(row["optimizer"], number) in taken:
                 number += 1
             counts[row["optimizer"]] = number + 1
-            ids[key(row)] = _config_id(row["optimizer"], number)
+            ids[key(row)] = config_id(row["optimizer"], number)
             taken.add(ids[key(row)])
         row["config_id"] = ids[key(row)]
 
@@ -445,8 +446,7 @@ def _finite(value: Any) -> float | None:
 
 def _measured(value: Any) -> float | None:
     """A loss or metric as measured: None for a non-number, a non-finite value or the diverged sentinel."""
-    number = _finite(value)
-    return None if number is None or abs(number) >= DIVERGED_VALUE else number
+    return float(value) if is_measurement(value) else None
 
 
 def _nan_if_none(value: float | None) -> float:

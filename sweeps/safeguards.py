@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import tune
 
+import analysis
 from trainables import faults
 
 from . import (
@@ -28,6 +29,7 @@ from . import (
 )
 
 ONE_LINE_ERRORS = (
+    analysis.BadConfigError,  # the report refuses a trial config it cannot read as optsweep's
     cli.UsageError,
     feasibility.InfeasibleTrialsError,
     ray_connect.ConnectError,

@@ -83,6 +83,7 @@ class FakeTrial:
     configuration: int | None = None  # the config's __configuration number (None: not written)
     stage: str | None = None  # the config's __stage (None: not written, i.e. search)
     config_extra: dict[str, Any] = field(default_factory=dict)  # raw config keys written as they are
+    diverged_reason: str | None = None  # the diverged line's diverged_reason (None: not written)
 
 
 def rising(best: float, epochs: int = MAX_EPOCHS) -> list[float]:
@@ -186,6 +187,8 @@ def _results(
             sentinels = {target.key: target.worst, target.best_key: so_far}
         losses = {v.TRAIN_LOSS: v.DIVERGED_VALUE, v.VAL_LOSS: v.DIVERGED_VALUE}
         metrics = {**losses, **sentinels, v.DIVERGED_FLAG: True}
+        if trial.diverged_reason is not None:
+            metrics[v.DIVERGED_REASON] = trial.diverged_reason
         lines.append(_line(trial_id, trial, config, len(trial.values) + 1, elapsed, metrics))
     if lines and trial.tune_status == "TERMINATED":
         lines[-1]["done"] = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -122,3 +123,20 @@ def test_a_configurations_id_is_its_number_whatever_the_order_trials_appear_in()
     ]
     ids.update(trials)
     assert [ids.of(t).config_id for t in trials] == ["sgd-c03", "sgd-c01", "sgd-c02"]
+
+
+def test_the_report_names_the_nan_its_trial_and_epoch(tmp_path: Path) -> None:
+    from analysis_fixtures import FakeTrial, rising, write_experiment
+
+    import analysis
+
+    reason = "val_loss is nan at epoch 3"
+    trials = [FakeTrial("adam", seed, {"lr": 1e-3}, rising(0.9), configuration=0) for seed in range(3)] + [
+        FakeTrial("adam", 0, {"lr": 1.0}, [0.5, 0.6], diverged=True, diverged_reason=reason, configuration=1)
+    ]
+    experiment = write_experiment(tmp_path / "exp", trials)
+    table = analysis.load(experiment)
+    row = table[table["status"] == "diverged"].iloc[0]
+    assert row["diverged_reason"] == reason
+    notes = analysis.caveats(table, analysis.summarize(table))
+    assert any(f"trial {row['trial_id']}: {reason}" in note for note in notes), notes

@@ -210,6 +210,19 @@ def plan_groups(
         for number, hparams in enumerate(configurations)
         for seed in range(seeds)
     ]
+    return pack_members(optimizer, members, settings, task, group_size_, parallel)
+
+
+def pack_members(
+    optimizer: str,
+    members: Sequence[dict[str, Any]],
+    settings: dict[str, Any],
+    task: Task,
+    group_size_: int,
+    parallel: int,
+) -> list[list[dict[str, Any]]]:
+    """`members` (each what an unfused trial's config holds besides `optimizer` and `settings`, in
+    configuration and seed order) packed into fused groups (see `pack`)."""
     template = task.model()
     groups = param_groups(template, task.weight_decay)
     signatures = []

@@ -169,6 +169,22 @@ def run(
     return [outcome[1] for outcome in outcomes if outcome is not None]
 
 
+def stopping() -> bool:
+    """Whether the graceful stop of the `run` this thread's runner belongs to was asked (False outside one):
+    a runner that would start another fit after its first must not."""
+    runner = _runners.get(threading.get_ident())
+    return runner is not None and runner.stop.requested
+
+
+def another_fit() -> None:
+    """Called by a runner before it sets up a Tune fit after its first (e.g. the next stage of a study):
+    it takes the set-up turn again, until that fit's loop begins, so that its set-up does not race the
+    other runners' (see the module docstring). Nothing outside `run`'s threads."""
+    runner = _runners.get(threading.get_ident())
+    if runner is not None and not runner.setting_up:
+        runner.take_turn()
+
+
 # ------------------------------------------------------------------------------- Tune's hooks
 class _Start:
     """The runners' fits begin their loops together, once every runner has set up (or ended)."""
@@ -196,6 +212,11 @@ class _Runner:
         self._setting_up = setting_up
         self._start = start
         self._arrived = False
+
+    def take_turn(self) -> None:
+        """Hold the run's set-up lock again (released when the next fit's loop begins, or at the end)."""
+        self._setting_up.acquire()
+        self.setting_up = True
 
     def set_up(self, *, wait: bool = False) -> None:
         """Its fit's loop begins (or it ended): the next runner may set up; with `wait`, the loop waits

@@ -2,7 +2,7 @@
 
 The model and the data are defined here, not in optsweep. Run it as a script (the Python API):
 
-    python examples/wine_classifier.py            # Adam, AdamW, SGD: 6 configurations x 3 seeds each
+    python examples/wine_classifier.py            # Adam, AdamW, SGD: 6 configurations x 3 seeds, 10 confirm
     python examples/wine_classifier.py --smoke    # a few seconds of training
 
 or hand the task to the command line or a study file by its path:
@@ -80,6 +80,7 @@ def main(argv: list[str]) -> None:
         optimizers=["adam", "adamw", "sgd"],
         num_samples=2 if smoke else 6,
         seeds=1 if smoke else 3,
+        confirm_seeds=0 if smoke else 10,  # as --smoke: the search stage only
         name="wine-smoke" if smoke else "wine",
     )
     result = study.run(storage_path="optsweep_results")

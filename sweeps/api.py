@@ -37,7 +37,8 @@ class StudyResult:
 
 class Study:
     """An optimizer comparison on a task: each optimizer tuned in its own search space with the same
-    budget (`num_samples` configurations x `seeds` seeds), early-stopped per `scheduler`.
+    budget (`num_samples` configurations x `seeds` seeds), early-stopped per `scheduler`, then its chosen
+    configuration retrained on `confirm_seeds` fresh seeds (0: no confirmation stage).
 
         result = Study(my_task, optimizers=["adam", "sgd", Lion], search_spaces={"lion": {...}},
                        num_samples=8, seeds=3).run(storage_path="results")
@@ -57,7 +58,8 @@ class Study:
         optimizers: Iterable[str | type[torch.optim.Optimizer]] = ("sgd", "adam", "adamw"),
         search_spaces: Mapping[str, Mapping[str, Any]] | None = None,
         num_samples: int = 24,
-        seeds: int = 5,
+        seeds: int = 3,
+        confirm_seeds: int = 10,
         max_epochs: int | None = None,
         batch_size: int | None = None,
         schedules: Iterable[str] = spaces.SCHEDULES,
@@ -98,6 +100,7 @@ class Study:
             "optimizers": tuple(references),
             "num_samples": num_samples,
             "seeds": seeds,
+            "confirm_seeds": confirm_seeds,
             "task": task_spec,
             "task_args": dict(task_args or {}),
             "max_epochs": max_epochs,

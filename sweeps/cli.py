@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import optimizers
 from optimizers import schedules
+from optsweep.vocabulary import CONFIRM_SEED_BASE
 from trainables import builtin_tasks, data, decisions, models, optimizer_choice
 from trainables.config import MODES
 
@@ -23,8 +24,8 @@ from . import contenders, spaces, tracking
 DATASET_TASKS = tuple(data.dataset_names())
 """Built-in classification tasks named after their dataset (`--dataset` picks one)."""
 DEFAULT_STORAGE = "optsweep_results"
-SMOKE = {"num_samples": 2, "seeds": 1, "max_epochs": 2}
-"""`--smoke`: a tiny version of the study (flags given explicitly still win)."""
+SMOKE = {"num_samples": 2, "seeds": 1, "max_epochs": 2, "confirm_seeds": 0}
+"""`--smoke`: a tiny version of the study, the search stage only (flags given explicitly still win)."""
 
 MAX_NAME_LENGTH = 200  # a directory name; file systems allow 255 bytes
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://")
@@ -43,6 +44,8 @@ class StudyArgs:
     optimizers: tuple[str, ...] = ("sgd", "adam", "adamw")
     num_samples: int = 16
     seeds: int = 3
+    # Fresh seeds on which each optimizer's chosen configuration is retrained after the search (0: none).
+    confirm_seeds: int = 10
     # What is trained (trainables.tasks.build_task): a built-in task or an import path, and its arguments.
     task: str = "digits"
     task_args: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -183,7 +186,18 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
     study.add_argument(
         "--num-samples", type=int, help=f"configurations per optimizer (default: {d.num_samples})"
     )
-    study.add_argument("--seeds", type=int, help=f"seeds per configuration (default: {d.seeds})")
+    study.add_argument(
+        "--seeds", type=int, help=f"search seeds per configuration, 0, 1, ... (default: {d.seeds})"
+    )
+    study.add_argument(
+        "--confirm-seeds",
+        type=int,
+        metavar="N",
+        help="after the search, retrain each optimizer's chosen configuration on N fresh seeds "
+        f"({CONFIRM_SEED_BASE}, {CONFIRM_SEED_BASE + 1}, ...) for the full epochs; the report's numbers come "
+        f"from them (default: {d.confirm_seeds}; 0: no confirmation stage, the numbers are then "
+        "selection-biased)",
+    )
     study.add_argument(
         "--max-epochs",
         type=int,
@@ -206,7 +220,8 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
     study.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny run: 2 configurations per optimizer, 1 seed, 2 epochs (explicit flags win)",
+        help="tiny run: 2 configurations per optimizer, 1 seed, 2 epochs, no confirmation stage (explicit "
+        "flags win)",
     )
     task = p.add_argument_group("what to train")
     task.add_argument(
@@ -360,6 +375,16 @@ def validate(args: StudyArgs, *, named_task: bool = True) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} {value} is invalid: it must be an integer >= 1")
+    confirm = args.confirm_seeds
+    if not isinstance(confirm, int) or isinstance(confirm, bool) or confirm < 0:
+        raise UsageError(
+            f"--confirm-seeds {confirm!r} is invalid: it must be an integer >= 0 (0: no confirmation stage)"
+        )
+    if args.seeds is not None and args.seeds > CONFIRM_SEED_BASE:
+        raise UsageError(
+            f"--seeds {args.seeds} is invalid: at most {CONFIRM_SEED_BASE} (the confirmation seeds start at "
+            f"{CONFIRM_SEED_BASE})"
+        )
     if args.mode not in MODES:
         raise UsageError(f"unknown mode {args.mode!r} in --mode; valid: {', '.join(MODES)}")
     if args.mode == "zero1" and args.workers_per_trial < 2:

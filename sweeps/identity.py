@@ -23,8 +23,9 @@ from .contenders import Contender
 STUDY_FILE = study_record.STUDY_FILE
 CREATED = "created"
 BUDGET_FIELDS = STUDY_BUDGET_FIELDS
-# Fields added to the record after studies were already written with it: their value back then.
-ADDED_LATER = {"mode": "sync", "staleness_aware_lr": False}
+# Fields added to the record after studies were already written with it: their value back then (a study
+# recorded before the confirmation stage existed had none).
+ADDED_LATER = {"mode": "sync", "staleness_aware_lr": False, "confirm_seeds": 0}
 # Records written before tasks existed named a dataset and a model instead of a task.
 _LEGACY_FIELDS = ("optimizers", "task", "task_args", *BUDGET_FIELDS)
 
@@ -55,9 +56,15 @@ def record_or_check(experiment_dir: str, record: dict[str, Any]) -> None:
         if not changed:
             return
         if study_record.started(experiment_dir):
+            before_confirmation = "confirm_seeds" not in recorded and any(
+                c.startswith("confirm_seeds ") for c in changed
+            )
+            hint = (
+                " (it predates the confirmation stage: pass --confirm-seeds 0)" if before_confirmation else ""
+            )
             raise cli.UsageError(
-                f"{experiment_dir} holds a study with other settings ({'; '.join(changed)}); rerun it with "
-                "its own settings to resume it, or choose another --name"
+                f"{experiment_dir} holds a study with other settings ({'; '.join(changed)}){hint}; rerun it "
+                "with its own settings to resume it, or choose another --name"
             )
     study_record.write(experiment_dir, {**record, CREATED: time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 

@@ -12,6 +12,7 @@ by import path; command-line flags override it):
         weight_decay: {log_uniform_or_zero: [1.0e-5, 1.0e-1]}
     num_samples: 8
     seeds: 3
+    confirm_seeds: 10                    # fresh seeds for each optimizer's chosen configuration
     max_epochs: 10
     scheduler: asha
 
@@ -86,6 +87,7 @@ def load(path: str | os.PathLike[str]) -> cli.StudyArgs:
 _INTEGERS = (
     "num_samples",
     "seeds",
+    "confirm_seeds",
     "max_epochs",
     "batch_size",
     "search_seed",

@@ -551,7 +551,7 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
             "group": identity.config_id,
             "job_type": identity.optimizer,
             "name": identity.run_name,
-            "tags": [identity.optimizer, identity.config_id],
+            "tags": [identity.optimizer, identity.config_id, identity.stage],
         }
         try:
             super().log_trial_start(trial)

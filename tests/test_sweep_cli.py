@@ -107,10 +107,11 @@ def test_smoke_shrinks_the_study_and_explicit_flags_win(tmp_path: Path) -> None:
     tuned = _parse("--smoke", "--seeds", "2", "--optimizers", "sgd", "--storage-path", str(tmp_path))
     assert (tuned.num_samples, tuned.seeds, tuned.optimizers) == (2, 2, ("sgd",))
     default = _parse("--storage-path", str(tmp_path))
-    assert (default.num_samples, default.seeds, default.max_epochs) == (24, 5, None)  # None: the task's
+    assert (default.num_samples, default.seeds, default.max_epochs) == (24, 3, None)  # None: the task's
     assert study.prepare(default).args.max_epochs == 20  # the digits task's budget
     assert default.storage_path == str(tmp_path)
-    assert default.trials_per_optimizer == 120
+    assert default.trials_per_optimizer == 72
+    assert (default.confirm_seeds, smoke.confirm_seeds) == (10, 0)  # smoke: the search stage only
 
 
 def test_lr_range_override_applies_to_every_optimizer(tmp_path: Path) -> None:
@@ -188,12 +189,14 @@ def test_a_record_from_before_tasks_is_compared_in_its_own_terms(
         "workers_per_trial": 1,
         "created": "2026-11-20T10:00:00+0000",
     }
-    current = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn")).identity()
+    # The legacy study's own budget: 5 search seeds, and no confirmation stage back then.
+    same = ("--seeds", "5", "--confirm-seeds", "0")
+    current = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn", *same)).identity()
     assert identity.differences(legacy, current) == []
     # The training mode joined the record later: a study recorded without it ran synchronously.
     assert identity.differences({**current, "mode": "zero1"}, current) == ["mode 'zero1' -> 'sync'"]
     assert identity.differences({k: v for k, v in current.items() if k != "mode"}, current) == []
-    other = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp")).identity()
+    other = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp", *same)).identity()
     assert identity.differences(legacy, other) == ["task_args {'model': 'cnn'} -> {}"]
     (experiment / study.STUDY_FILE).write_text(json.dumps(legacy))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2

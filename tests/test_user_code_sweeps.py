@@ -38,6 +38,7 @@ def test_min_metric_tasks_sweep_to_a_verdict(task: str, task_args: dict, metric:
         optimizers=["adam", "sgd"],
         num_samples=2,
         seeds=2,
+        confirm_seeds=0,  # the search's table: 2 x 2 trials per optimizer
         scheduler="fifo",
         name=task,
     ).run(str(tmp_path))
@@ -82,7 +83,14 @@ def test_mnist_format_data_from_disk_sweeps(task: str, folder: str, tmp_path: Pa
     _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, size=(50, 28, 28)))
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(50) % 10)
     result = optsweep.Study(
-        task, optimizers=["adam"], num_samples=1, seeds=1, max_epochs=1, scheduler="fifo", name=task
+        task,
+        optimizers=["adam"],
+        num_samples=1,
+        seeds=1,
+        confirm_seeds=0,
+        max_epochs=1,
+        scheduler="fifo",
+        name=task,
     ).run(str(tmp_path / "results"), data_dir=str(tmp_path / "data"))
     assert list(result.trials["status"]) == ["completed"]
     assert result.trials["task"].tolist() == [task]
@@ -91,9 +99,9 @@ def test_mnist_format_data_from_disk_sweeps(task: str, folder: str, tmp_path: Pa
 @pytest.mark.timeout(300)
 def test_the_wine_example_runs_through_the_python_api(tmp_path: Path) -> None:
     task = tasks.build_task(f"{REPO / 'examples' / 'wine_classifier.py'}:build_task", {"max_epochs": 3})
-    result = optsweep.Study(task, optimizers=["adam", "sgd"], num_samples=2, seeds=1, name="wine").run(
-        str(tmp_path)
-    )
+    result = optsweep.Study(
+        task, optimizers=["adam", "sgd"], num_samples=2, seeds=1, confirm_seeds=0, name="wine"
+    ).run(str(tmp_path))
     assert set(result.trials["optimizer"]) == {"adam", "sgd"}
     assert result.trials["status"].isin(["completed", "stopped_early", "diverged"]).all()
     assert (tmp_path / "wine" / "report" / "report.md").exists()
@@ -138,7 +146,7 @@ def test_a_failing_user_training_step_is_reported_per_trial_with_its_traceback(t
     digits = tasks.build_task("digits")
     task = tasks.Task(name="broken", model=digits.model, data=digits.data, loss=_FailingLoss(), max_epochs=2)
     result = optsweep.Study(
-        task, optimizers=["adam"], num_samples=1, seeds=1, scheduler="fifo", name="broken"
+        task, optimizers=["adam"], num_samples=1, seeds=1, confirm_seeds=0, scheduler="fifo", name="broken"
     ).run(str(tmp_path))
     assert list(result.trials["status"]) == ["error"]
     assert "my_custom_loss_is_broken" in str(result.trials["error_message"].iloc[0])

@@ -130,6 +130,15 @@ def test_no_confirmation_seeds_no_stage(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
+    target = optsweep.Target("acc", "max")
+    one_stage = _parse("--smoke", "--storage-path", str(tmp_path))
+    two_stages = _parse("--smoke", "--confirm-seeds", "2", "--storage-path", str(tmp_path))
+    assert study._callbacks(one_stage, "sgd", target)[0].label == "sgd"  # as before the stage existed
+    assert study._callbacks(two_stages, "sgd", target)[0].label == "sgd search"
+    assert confirmation._callbacks(two_stages, "sgd", 2, target)[0].label == "sgd confirm"
+
+
 def test_a_runner_takes_the_set_up_turn_again_for_its_second_fit_and_sees_the_stop() -> None:
     import ray.tune.tune
 

@@ -46,6 +46,19 @@ FINAL_PREFIX = "final_"
 
 DIVERGED_VALUE = 1e9
 """Finite stand-in for a diverged run's losses and min-metrics (Tune's schedulers break on NaN)."""
+DIVERGED_REASON = "diverged_reason"
+"""In the result of a diverged epoch: why, e.g. ``val_loss is nan at epoch 3``."""
+
+
+def is_measurement(value: Any) -> bool:
+    """Whether a reported value is a real measurement: a finite number that is not the diverged sentinel."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) < DIVERGED_VALUE
+    )
+
 
 MODES = ("max", "min")
 
@@ -161,6 +174,7 @@ STUDY_BUDGET_FIELDS = (
     "workers_per_trial",
     "mode",
     "staleness_aware_lr",
+    "confirm_seeds",
 )
 """The study record's keys that are also command-line flags (`--num-samples`, ...): how the budget was
 spent. With the task and the optimizers they are a study's identity."""
@@ -184,12 +198,24 @@ STAGE_KEY = "__stage"
 experiment written before the confirmation stage existed)."""
 STAGE_COLUMN = "stage"
 """The trials table's column of each trial's stage."""
+CONFIRM_SEED_BASE = 10_000
+"""The confirmation stage's seeds are CONFIRM_SEED_BASE + i, i = 0..n-1: disjoint from the search's seeds
+(0..seeds-1, at most CONFIRM_SEED_BASE of them), and the same whatever the seed counts: the i-th
+confirmation seed of every study is the same seed."""
 
 
 # ---------------------------------------------------------------------------------- fused trials
 CONFIGURATION_KEY = "__configuration"
 """In a trial config (or a fused member's): the configuration's number within its optimizer's study; all
 seeds of a configuration share it and its hyperparameters."""
+
+
+def config_id(optimizer: str, configuration: int) -> str:
+    """A configuration's id in reports, progress lines and tracking runs, from its number in its optimizer's
+    search: ``adam-c03`` for number 2, whether its seeds ran fused or not."""
+    return f"{optimizer}-c{configuration + 1:02d}"
+
+
 MEMBERS_KEY = "__members"
 """In a fused group's trial config: its members, each a dict of the hyperparameters, `seed` and
 `__configuration` that an unfused trial's config holds at its top level."""

@@ -1,7 +1,9 @@
 """Run an optimizer study on Ray Tune: one Tune experiment per optimizer, the same budget for each.
 
 Layout: `<storage>/<name>/study.json` (the settings, to refuse a resume with different ones),
-`<storage>/<name>/<optimizer>/` (Ray Tune's experiment of that optimizer) and `<storage>/<name>/report/`.
+`<storage>/<name>/<optimizer>/` (Ray Tune's experiment of that optimizer's search), with a confirmation
+stage `<storage>/<name>/confirmation.json` and `<storage>/<name>/<optimizer>-confirm/` (see
+sweeps.confirmation), and `<storage>/<name>/report/`.
 Each optimizer gets its own Tuner, so its configurations compete only with each other under ASHA and
 its searcher (random or Optuna TPE) spends exactly `num_samples` configurations x `seeds` trials.
 Running the same command again resumes: finished trials are kept, unfinished ones continue from
@@ -25,10 +27,11 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 import analysis
-from optsweep.vocabulary import MEMBERS_KEY, Target
+from optsweep.vocabulary import CONFIGURATION_KEY, MEMBERS_KEY, Target
 from trainables import decisions, tasks
 from trainables.config import TrainConfig
 from trainables.tasks import Task
@@ -36,6 +39,7 @@ from trainables.trial import run_trial, trial_resources
 
 from . import (
     cli,
+    confirmation,
     contenders,
     feasibility,
     fusion,
@@ -85,7 +89,7 @@ def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.S
         )
         return 1
     except KeyboardInterrupt as interrupt:
-        print(f"\nInterrupted. Run the same command again to resume {args.experiment_dir}.", file=sys.stderr)
+        print(f"\nInterrupted. {_resume_hint(args)}", file=sys.stderr)
         return getattr(interrupt, "exit_code", 130)
     _print_summary(report_dir, time.monotonic() - started, plan.task.target)
     return 0
@@ -101,7 +105,7 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
     # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
     # epochs of a few milliseconds that is constantly, and it is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    with _exclusive(args), interrupts.StopOnSignal():
+    with _exclusive(args), interrupts.StopOnSignal(hint=_resume_hint(args)):
         if not args.is_remote_storage:
             storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
         identity.record_or_check(args.experiment_dir, plan.identity())
@@ -109,17 +113,32 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         _check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
         tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
-        # Every optimizer's Tune experiment at once, each in a thread (see sweeps.side_by_side); the
-        # first Ctrl-C (SIGUSR1, see sweeps.interrupts) or one optimizer's error stops them all resumably.
+        # Every optimizer's stages at once, each in a thread (see sweeps.side_by_side): its search, then its
+        # confirmation (sweeps.confirmation); the first Ctrl-C (SIGUSR1, see sweeps.interrupts) or one
+        # optimizer's error stops them all resumably.
+        parallel = min(_optimizer_share(args), args.max_concurrent or args.confirm_seeds or 1)
         with interrupts.tune_running():
             side_by_side.run(
-                [functools.partial(_run_optimizer, plan, contender) for contender in plan.contenders],
+                [
+                    functools.partial(
+                        confirmation.run_stages,
+                        plan,
+                        contender,
+                        functools.partial(_run_optimizer, plan, contender),
+                        parallel=parallel,
+                    )
+                    for contender in plan.contenders
+                ],
                 names=[contender.label for contender in plan.contenders],
                 pending_trials=_queue_share(args),
             )
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir
+
+
+def _resume_hint(args: cli.StudyArgs) -> str:
+    return f"Run the same command again to resume {args.experiment_dir}."
 
 
 def _queue_share(args: cli.StudyArgs) -> int | None:
@@ -230,6 +249,8 @@ def _connect_ray(args: cli.StudyArgs, user_code: list[str], address: str | None,
         shipping.pickle_by_value(user_code)
         return
     safeguards.connect(address, source, **shipping.runtime_env(user_code))
+    if address is None:  # started here: its processes hear the signals sent to our process group
+        interrupts.watch_local_ray(ray.get_runtime_context().gcs_address)
 
 
 def _check_cluster(args: cli.StudyArgs) -> None:
@@ -360,9 +381,18 @@ def _new_tuner(
         param_space: dict[str, Any] = {}
         num_samples = args.trials_per_optimizer
     else:
-        searcher = None
-        param_space = _random_search_space(space, args, settings)
-        num_samples = 1  # the grid below already holds every (configuration, seed) pair
+        # Every (configuration, seed) trial spelled out with its values, none left for Tune to resolve:
+        # Tune does not resolve a sample_from function for trials it creates after a restore (their config
+        # keeps the placeholder ["__fn_ph", hash]), and it creates trials lazily, so a Ctrl-C in the first
+        # seconds left most of them to be created after the restore.
+        trials = random_search_trials(space, args)
+        searcher = BasicVariantGenerator(
+            points_to_evaluate=trials, max_concurrent=_tune_concurrency(args) or 0
+        )
+        # Tune wants every preset key in the space; each trial takes its own value from its point.
+        values = {key: tune.choice(list(dict.fromkeys(t[key] for t in trials))) for key in trials[0]}
+        param_space = {"optimizer": optimizer, **values, "settings": settings}
+        num_samples = len(trials)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -381,7 +411,10 @@ def _new_tuner(
             ),
             search_alg=searcher,
             num_samples=num_samples,
-            max_concurrent_trials=_tune_concurrency(args),
+            # The random search's generator keeps the cap itself (Tune ignores this one beside it).
+            max_concurrent_trials=(
+                None if isinstance(searcher, BasicVariantGenerator) else _tune_concurrency(args)
+            ),
             # A fresh trial process re-imports torch (seconds); single-worker trials reuse their actors.
             reuse_actors=args.workers_per_trial == 1,
         ),
@@ -403,7 +436,7 @@ def _new_tuner(
 def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune.Callback]:
     callbacks: list[tune.Callback] = [
         ProgressLine(
-            optimizer,
+            f"{optimizer} search" if args.confirm_seeds else optimizer,
             args.trials_per_optimizer,  # a fused group counts as its members
             max_epochs=args.max_epochs,
             position=(args.labels.index(optimizer) + 1, len(args.labels)),
@@ -423,23 +456,15 @@ def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: 
     return {**space.suggest(trial), **constants, halving.CONFIGURATION_KEY: trial.number}
 
 
-def _random_search_space(
-    space: spaces.SearchSpace, args: cli.StudyArgs, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """Configurations drawn up front and crossed with the seeds: every seed of a configuration gets
-    exactly the same hyperparameters."""
+def random_search_trials(space: spaces.SearchSpace, args: cli.StudyArgs) -> list[dict[str, Any]]:
+    """Each trial's configuration, in full: configurations drawn up front and crossed with the seeds, so
+    every seed of a configuration gets exactly the same hyperparameters."""
     configurations = spaces.sample_configurations(space, args.num_samples, args.search_seed)
-    return {
-        "optimizer": space.optimizer,
-        "__configuration": tune.grid_search(list(range(args.num_samples))),
-        "seed": tune.grid_search(list(range(args.seeds))),
-        **{key: tune.sample_from(functools.partial(_pick, configurations, key)) for key in configurations[0]},
-        "settings": settings,
-    }
-
-
-def _pick(configurations: list[dict[str, Any]], key: str, config: dict[str, Any]) -> Any:
-    return configurations[config["__configuration"]][key]
+    return [
+        {**hyperparameters, CONFIGURATION_KEY: number, "seed": seed}
+        for number, hyperparameters in enumerate(configurations)
+        for seed in range(args.seeds)
+    ]
 
 
 def _write_report(args: cli.StudyArgs) -> Path:

@@ -1,9 +1,9 @@
 """Who a running trial is: its optimizer, seed, hyperparameters and configuration id, as the report
 names them, so that a tracking UI or the progress line can group the seeds of a configuration.
 
-Configuration ids follow the report's rule (analysis.loading): each optimizer's distinct sets of
-hyperparameters are numbered ``<optimizer>-c01, -c02, ...`` in the order of their first trial id.
-Tune's trial ids grow in creation order, so numbering the trials as they appear gives the same ids.
+Configuration ids follow the report's rule (analysis.loading): `vocabulary.config_id` of the trial's
+configuration number (`__configuration`), so the same configuration has the same id fused or not. A trial
+without one (written by other code) is numbered in the order of first trial ids, as the report does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.loading import hyperparameters
+from optsweep.vocabulary import CONFIGURATION_KEY, SEARCH, STAGE_KEY, config_id
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class TrialIdentity:
     seed: int | None
     config_id: str
     hyperparameters: dict[str, Any]
+    stage: str = SEARCH  # or CONFIRM: a confirmation trial of the configuration the search chose
 
     @property
     def run_name(self) -> str:
@@ -36,6 +38,7 @@ class TrialIdentity:
             "config_id": self.config_id,
             "seed": "" if self.seed is None else str(self.seed),
             "trial_id": self.trial_id,
+            "stage": self.stage,
         }
 
     def short_hyperparameters(self, limit: int = 4) -> str:
@@ -68,17 +71,20 @@ class ConfigurationIds:
         optimizer = str(config.get("optimizer", ""))
         hparams = hyperparameters(config)
         key = (optimizer, json.dumps(hparams, sort_keys=True, default=str))
+        number = config.get(CONFIGURATION_KEY)
         if key not in self._by_key:
             self._count[optimizer] = self._count.get(optimizer, 0) + 1
-            self._by_key[key] = f"{optimizer}-c{self._count[optimizer]:02d}"
+            self._by_key[key] = config_id(optimizer, self._count[optimizer] - 1)
+        numbered = isinstance(number, int) and not isinstance(number, bool)
         # Random search sets `seed`; Optuna's Repeater numbers the seeds of a configuration instead.
         seed = config.get("seed", config.get("__trial_index__"))
         self._by_trial[trial.trial_id] = TrialIdentity(
             trial_id=trial.trial_id,
             optimizer=optimizer,
             seed=int(seed) if isinstance(seed, int) else None,
-            config_id=self._by_key[key],
+            config_id=config_id(optimizer, number) if numbered else self._by_key[key],
             hyperparameters=hparams,
+            stage=str(config.get(STAGE_KEY, SEARCH)),
         )
 
 

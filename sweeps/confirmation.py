@@ -2,17 +2,20 @@
 
 The search stage (`sweeps.study`) tunes each optimizer and chooses its best configuration by the mean
 over its search seeds; that mean is the largest of many noisy means, so it overstates the configuration
-(the winner's curse). Once every optimizer's search has finished, the confirmation retrains each
-optimizer's chosen configuration on `confirm_seeds` fresh seeds (`CONFIRM_SEED_BASE + i`, never used
-by a search), every seed for the full epochs (no early stopping; a diverged run still ends as
-diverged), the same count for every optimizer. The search decides *which* configuration; the
-confirmation measures it, and the report's headline numbers come from it.
+(the winner's curse). The confirmation retrains each optimizer's chosen configuration on
+`confirm_seeds` fresh seeds (`CONFIRM_SEED_BASE + i`, never used by a search), every seed for the full
+epochs (no early stopping; a diverged run still ends as diverged), the same count for every optimizer.
+The search decides *which* configuration; the confirmation measures it, and the report's headline
+numbers come from it. An optimizer's choice depends on its own search only, so its confirmation starts
+as soon as that search has finished, in its runner's thread (`run_stages`), while the other optimizers'
+searches may still run.
 
 On storage (the experiment directory):
-- `confirmation.json`: the choice (per optimizer its configuration's number, config id, hyperparameters
-  and search mean) and the seeds. Written atomically before any confirmation trial starts and read back
-  on every rerun, never recomputed (a resumed study confirms what its search chose, whatever the files
-  say since). Its presence means the search stage is over: a rerun does not run the search again.
+- `confirmation.json`: the seeds and, per optimizer whose search has finished, its choice (its
+  configuration's number, config id, hyperparameters and search mean). An optimizer's entry is written
+  (atomically) before its confirmation starts and read back on every rerun, never recomputed (a resumed
+  study confirms what its search chose, whatever the files say since); a rerun does not run the search
+  of an optimizer with an entry again.
 - `<optimizer>-confirm/`: an optimizer's confirmation as its own Tune experiment. Its trials' configs
   name the optimizer, keep the search configuration's `__configuration` number and carry
   `__stage: confirm` (`STAGE_KEY`), so the analysis files them under the optimizer and the configuration.
@@ -86,7 +89,8 @@ def experiment_name(optimizer: str) -> str:
 
 # ------------------------------------------------------------------------------------- the choice
 def read_choice(experiment_dir: str) -> dict[str, Any] | None:
-    """The recorded choice, or None before the search has finished (or without a confirmation stage)."""
+    """The recorded choice, or None before any optimizer's search has finished (or without a confirmation
+    stage)."""
     fs, root = pyarrow.fs.FileSystem.from_uri(_absolute(experiment_dir))
     path = f"{root}/{CHOICE_FILE}"
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
@@ -123,31 +127,9 @@ def choose(tune_dir: str | Path, optimizer: str, target: Target) -> list[dict[st
     trials = analysis.load(root, target=target)
     if STAGE_COLUMN in trials.columns:
         trials = trials[trials[STAGE_COLUMN].fillna(SEARCH) == SEARCH]
-    chosen = _chosen_configurations(trials, target)
+    chosen = analysis.chosen_configurations(trials, target=target, top_k=1)
     rows = chosen[chosen["optimizer"] == optimizer]
     return [_entry(root, trials, row) for _, row in rows.iterrows()]
-
-
-def _chosen_configurations(trials: pd.DataFrame, target: Target) -> pd.DataFrame:
-    """optimizer, rank, config_id and search mean and seeds of each optimizer's chosen configuration:
-    `analysis.chosen_configurations` where the analysis has it, else the summary's best configuration
-    (the same rule)."""
-    public = getattr(analysis, "chosen_configurations", None)
-    if public is not None:
-        frame = public(trials, target=target, top_k=1)
-        mean = "mean" if "mean" in frame.columns else "search_mean"
-        return frame.rename(columns={mean: "search_mean"})
-    summary = analysis.summarize(trials, target=target)
-    summary = summary[summary["config_id"].notna()]
-    return pd.DataFrame(
-        {
-            "optimizer": summary["optimizer"],
-            "rank": 1,
-            "config_id": summary["config_id"],
-            "search_mean": summary["mean"],
-            "n_seeds": summary["n_seeds"],
-        }
-    )
 
 
 def _entry(root: Path, trials: pd.DataFrame, row: pd.Series) -> dict[str, Any]:

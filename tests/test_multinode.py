@@ -342,6 +342,7 @@ def test_trials_of_a_removed_node_resume_from_their_checkpoint_on_the_other_node
     head, worker = ids["head"], ids["worker"]
     max_epochs = 30  # CNN epochs of ~0.3 s: the node goes while its trial is mid-way
     argv = ["--optimizers", "sgd", "--num-samples", "2", "--seeds", "1", "--max-epochs", str(max_epochs)]
+    argv += ["--confirm-seeds", "0"]  # the search's trials only
     argv += ["--model", "cnn", "--scheduler", "fifo", "--name", "lost-node", "--storage-path", tmp_path]
     argv += ["--address", ids["address"]]
     log = tmp_path / "sweep.log"
@@ -465,7 +466,8 @@ def test_a_users_package_and_file_reach_the_workers_of_a_two_node_cluster(
     argv = ["--task", "my_task.py:build_task", "--optimizers", "my_optimizer.py:PlainSGD"]
     # ~3-6 s a trial (100 epochs): the head alone would need longer for the six than the second node's
     # trial actor takes to start, so both nodes get trials (see the first test of this file).
-    argv += ["--num-samples", "6", "--seeds", "1", "--scheduler", "fifo", "--name", "user-code"]
+    argv += ["--num-samples", "6", "--seeds", "1", "--confirm-seeds", "0", "--scheduler", "fifo"]
+    argv += ["--name", "user-code"]
     argv += ["--storage-path", tmp_path / "results", "--address", address]
     log = tmp_path / "sweep.log"
     with open(log, "w") as out:

@@ -25,6 +25,8 @@ ARGV = [
     "6",
     "--seeds",
     "1",
+    "--confirm-seeds",
+    "0",
     "--max-epochs",
     "20",
     "--scheduler",

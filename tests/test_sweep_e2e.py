@@ -146,8 +146,8 @@ def _unfinished_with_two_checkpoints(experiment: Path) -> list[Path]:
 
 
 # The CNN makes each trial last a few seconds, so that the driver dies with trials still running.
-RESUME_ARGV = ["--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", "1", "--max-epochs", "15",
-               "--model", "cnn", "--scheduler", "fifo", "--name", "resume"]  # fmt: skip
+RESUME_ARGV = ["--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", "1", "--confirm-seeds", "0",
+               "--max-epochs", "15", "--model", "cnn", "--scheduler", "fifo", "--name", "resume"]  # fmt: skip
 
 
 @pytest.mark.timeout(600)
@@ -219,6 +219,8 @@ def test_multi_worker_trials_under_asha_run_to_the_end(tmp_path: Path) -> None:
         "3",
         "--seeds",
         "1",
+        "--confirm-seeds",
+        "0",
         "--max-epochs",
         "4",
         "--workers-per-trial",

@@ -84,8 +84,8 @@ def test_workers_that_fill_the_node_exactly_run_and_ones_that_never_fit_are_refu
 ) -> None:
     """The test session's Ray has 2 CPUs. Before the fix each multi-worker trial's driver reserved 0.01
     CPU, so 2 workers x 1 CPU never fitted and the sweep hung (this test would time out)."""
-    base = ["--optimizers", "sgd", "--num-samples", "1", "--seeds", "1", "--max-epochs", "1",
-            "--storage-path", str(tmp_path)]  # fmt: skip
+    base = ["--optimizers", "sgd", "--num-samples", "1", "--seeds", "1", "--confirm-seeds", "0",
+            "--max-epochs", "1", "--storage-path", str(tmp_path)]  # fmt: skip
     assert adam_vs_sgd.main([*base, "--workers-per-trial", "3", "--name", "three"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--workers-per-trial 3" in err and "wait forever" in err
@@ -112,7 +112,8 @@ def test_ctrl_c_stops_the_whole_study_and_the_resume_reports_asha_stopped_trials
     import ray
 
     max_epochs = 9
-    argv = ["--optimizers", "sgd,adam", "--num-samples", "6", "--seeds", "1", "--max-epochs", str(max_epochs),
+    argv = ["--optimizers", "sgd,adam", "--num-samples", "6", "--seeds", "1", "--confirm-seeds", "0",
+            "--max-epochs", str(max_epochs),
             "--model", "cnn", "--schedules", "constant", "--name", "interrupted",
             "--storage-path", str(tmp_path)]  # fmt: skip
     experiment = tmp_path / "interrupted"

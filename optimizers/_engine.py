@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-import torch._dynamo
 from torch import Tensor
 
 COMPILE_MIN_NUMEL = 1 << 20
@@ -371,6 +370,8 @@ class FusableOptimizer(torch.optim.Optimizer):
     def _run_compiled(
         self, bucket: _Bucket, grads: list[Tensor], scalars: Tensor, flags: dict[str, bool]
     ) -> bool:
+        import torch._dynamo  # only the compiled path needs it: importing it costs 1.5 s per process
+
         compiled = _compiled(type(self)._update)
         try:
             if bucket.compiled_with == flags:  # the same variant as last step: dynamo's cache hits

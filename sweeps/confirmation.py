@@ -6,9 +6,8 @@ over its search seeds; that mean is the largest of many noisy means, so it overs
 `confirm_seeds` fresh seeds (`CONFIRM_SEED_BASE + i`, never used by a search), every seed for the full
 epochs (no early stopping; a diverged run still ends as diverged), the same count for every optimizer.
 The search decides *which* configuration; the confirmation measures it, and the report's headline
-numbers come from it. An optimizer's choice depends on its own search only, so its confirmation starts
-as soon as that search has finished, in its runner's thread (`run_stages`), while the other optimizers'
-searches may still run.
+numbers come from it. An optimizer's choice depends on its own search only; its confirmation runs in its
+runner's thread (`run_stages`) once no other optimizer's search waits for a trial slot (`SearchesDone`).
 
 On storage (the experiment directory):
 - `confirmation.json`: the seeds and, per optimizer whose search has finished, its choice (its
@@ -177,24 +176,90 @@ def _number(value: Any) -> float | None:
 _CHOICE_LOCK = threading.Lock()  # the optimizers' runners record their choices in one file
 
 
+class SearchesDone:
+    """When an optimizer's confirmation may start: once no other optimizer's search has a trial waiting
+    for a trial slot (or every search has ended). Started as soon as its own search ended, a confirmation
+    took the slot another search's trial had been waiting for (Ray does not serve waiting trials in the
+    order they asked), so the last search, the study's longest path, ran after the others'
+    confirmations (+25% wall on the default study); waiting for every search to end left a slot idle
+    while the last one ran. Each search reports whether it has trials waiting (`SearchWaiting`)."""
+
+    def __init__(self, optimizers: list[str]) -> None:
+        self._searching = set(optimizers)
+        self._waiting = dict.fromkeys(optimizers, True)  # until a search says otherwise
+        self._changed = threading.Condition()
+
+    def arrive(self, optimizer: str) -> None:
+        """`optimizer`'s search has ended (or it had none to run)."""
+        with self._changed:
+            self._searching.discard(optimizer)
+            self._changed.notify_all()
+
+    def note_waiting(self, optimizer: str, waiting: bool) -> None:
+        with self._changed:
+            if self._waiting.get(optimizer) != waiting:
+                self._waiting[optimizer] = waiting
+                self._changed.notify_all()
+
+    def wait(self, optimizer: str) -> bool:
+        """True once `optimizer`'s confirmation may start; False if the study is stopping meanwhile."""
+        with self._changed:
+            while any(self._waiting[o] for o in self._searching - {optimizer}):
+                if side_by_side.stopping():
+                    return False
+                self._changed.wait(timeout=side_by_side.POLL_S)
+        return not side_by_side.stopping()
+
+
+_searches: dict[str, SearchesDone] = {}
+
+
+def searches_of(args: cli.StudyArgs) -> SearchesDone:
+    """This run's `SearchesDone` of the study (one per experiment directory)."""
+    return _searches.setdefault(args.experiment_dir, SearchesDone(list(args.labels)))
+
+
+def forget_searches(args: cli.StudyArgs) -> None:
+    _searches.pop(args.experiment_dir, None)
+
+
+class SearchWaiting(tune.Callback):
+    """In a search's Tune experiment: tells `SearchesDone` whether the search has a trial waiting for a
+    slot (Tune creates trials lazily and keeps one waiting while any are left to run). Holds names only:
+    Tune pickles its callbacks with the experiment."""
+
+    def __init__(self, experiment_dir: str, optimizer: str) -> None:
+        self.experiment_dir, self.optimizer = experiment_dir, optimizer
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        searches = _searches.get(self.experiment_dir)
+        if searches is not None:
+            searches.note_waiting(self.optimizer, any(t.status == "PENDING" for t in trials))
+
+
 def run_stages(plan: Plan, contender: Contender, search: Callable[[], Any], *, parallel: int) -> None:
     """An optimizer's part of the study, in its runner's thread (`sweeps.side_by_side`): its search
     (`search`, unless the recorded choice says it has finished), then, with `confirm_seeds`, its choice
-    recorded and its confirmation. An optimizer's choice depends on its own search only, so its
-    confirmation starts as soon as its search ends, in the trial slots the others' searches leave.
+    recorded and, once no other search waits for a trial slot (`SearchesDone`), its confirmation.
     `parallel`: the optimizer's share of the trial slots (how many fused groups keep them busy)."""
     args, label = plan.args, contender.label
-    recorded = read_choice(args.experiment_dir) if args.confirm_seeds else None
-    if recorded is not None and label in recorded["optimizers"]:
-        print(f"{label}'s search has finished (its choice is in {CHOICE_FILE}).", flush=True)
-        chosen, seed_list = recorded["optimizers"][label], recorded["seeds"]
-    else:
-        search()
-        if args.confirm_seeds == 0 or side_by_side.stopping():
-            return
-        chosen, seed_list = _record(args, label, plan.task.target)
+    searches = searches_of(args)
+    try:
+        recorded = read_choice(args.experiment_dir) if args.confirm_seeds else None
+        if recorded is not None and label in recorded["optimizers"]:
+            print(f"{label}'s search has finished (its choice is in {CHOICE_FILE}).", flush=True)
+            chosen, seed_list = recorded["optimizers"][label], recorded["seeds"]
+        else:
+            search()
+            if args.confirm_seeds == 0 or side_by_side.stopping():
+                return
+            chosen, seed_list = _record(args, label, plan.task.target)
+    finally:
+        searches.arrive(label)
     if not chosen:
         print(f"{label}: no configuration finished its search; nothing to confirm.", flush=True)
+        return
+    if not searches.wait(label):
         return
     side_by_side.another_fit()
     _run_optimizer(plan, contender, chosen, seed_list, parallel)

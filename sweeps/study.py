@@ -113,25 +113,28 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         _check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
         tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
-        # Every optimizer's stages at once, each in a thread (see sweeps.side_by_side): its search, then its
-        # confirmation (sweeps.confirmation); the first Ctrl-C (SIGUSR1, see sweeps.interrupts) or one
-        # optimizer's error stops them all resumably.
+        # Every optimizer's stages at once, each in a thread (see sweeps.side_by_side): its search, then,
+        # once no other search waits for a slot, its confirmation (sweeps.confirmation); the first Ctrl-C
+        # (SIGUSR1, see sweeps.interrupts) or one optimizer's error stops them all resumably.
         parallel = min(_optimizer_share(args), args.max_concurrent or args.confirm_seeds or 1)
-        with interrupts.tune_running():
-            side_by_side.run(
-                [
-                    functools.partial(
-                        confirmation.run_stages,
-                        plan,
-                        contender,
-                        functools.partial(_run_optimizer, plan, contender),
-                        parallel=parallel,
-                    )
-                    for contender in plan.contenders
-                ],
-                names=[contender.label for contender in plan.contenders],
-                pending_trials=_queue_share(args),
-            )
+        try:
+            with interrupts.tune_running():
+                side_by_side.run(
+                    [
+                        functools.partial(
+                            confirmation.run_stages,
+                            plan,
+                            contender,
+                            functools.partial(_run_optimizer, plan, contender),
+                            parallel=parallel,
+                        )
+                        for contender in plan.contenders
+                    ],
+                    names=[contender.label for contender in plan.contenders],
+                    pending_trials=_queue_share(args),
+                )
+        finally:
+            confirmation.forget_searches(args)  # a rerun in this process starts afresh
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir
@@ -447,6 +450,7 @@ def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune
         callbacks.append(StorageGuard(args.experiment_dir, storage_guard.min_free_bytes()))
     callbacks += tracking.for_study(args).callbacks()
     callbacks += safeguards.callbacks(args, optimizer)
+    callbacks.append(confirmation.SearchWaiting(args.experiment_dir, optimizer))
     return callbacks
 
 

@@ -286,3 +286,27 @@ def test_the_selection_quality_simulation_runs_and_more_search_seeds_choose_bett
         (five,) = [r for r in rows if r[:2] == (tau, 5)]
         (three,) = [r for r in rows if r[:2] == (tau, 3)]
         assert 0.9 < three[2] <= five[2] + 0.01 and five[3] < three[3]
+
+
+def test_a_confirmation_waits_while_another_search_has_a_trial_waiting_for_a_slot() -> None:
+    import threading
+
+    searches = confirmation.SearchesDone(["adam", "sgd", "adamw"])
+    waited: list[bool] = []
+    waiter = threading.Thread(target=lambda: waited.append(searches.wait("adam")))
+    searches.arrive("adam")
+    searches.note_waiting("sgd", False)  # sgd's trials all hold slots; adamw has not said yet
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and not waited  # adamw's search may be waiting: no confirmation starts
+    searches.note_waiting("adamw", False)
+    waiter.join(timeout=30)
+    assert waited == [True]
+    searches.note_waiting("sgd", True)  # a paused trial of sgd's asks for a slot again
+    blocked = threading.Thread(target=lambda: waited.append(searches.wait("adamw")))
+    blocked.start()
+    blocked.join(timeout=0.5)
+    assert blocked.is_alive()
+    searches.arrive("sgd")  # its search ended
+    blocked.join(timeout=30)
+    assert waited == [True, True]

@@ -240,7 +240,9 @@ class _FakeCIFAR10(Dataset):
 
 
 def test_cifar10_augments_train_only(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(data._TORCHVISION, "cifar10", replace(data._TORCHVISION["cifar10"], cls=_FakeCIFAR10))
+    monkeypatch.setitem(
+        data._TORCHVISION, "cifar10", replace(data._TORCHVISION["cifar10"], dataset=_FakeCIFAR10)
+    )
     splits = load_splits("cifar10", str(tmp_path))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (100, 5000, 20)
     assert splits.input_shape == (3, 32, 32) and splits.num_classes == 10

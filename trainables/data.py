@@ -23,12 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
-from torchvision import datasets as tv_datasets
-from torchvision import transforms as T
 
 try:
     import fcntl
@@ -100,6 +96,8 @@ def load_splits(name: str, data_dir: str | None = None, download: bool = True, s
 
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits  # scikit-learn takes a second to import: only when used
+
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # pixels are 0..16
     labels = bunch.target.astype(np.int64)
@@ -110,6 +108,8 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def _digits_indices(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted train/val/test row indices into load_digits(): 60/20/20, stratified by class."""
+    from sklearn.model_selection import train_test_split
+
     _, labels = _digits_raw()
     trainval, test = train_test_split(
         np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=split_seed
@@ -137,8 +137,10 @@ def _digits_splits(split_seed: int) -> Splits:
 
 @dataclass(frozen=True)
 class _TorchvisionSpec:
+    """A torchvision dataset; torchvision itself is imported only when one is used (it takes seconds)."""
+
     name: str
-    cls: type
+    dataset: str | type  # its class, or the class's name in torchvision.datasets
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_shape: tuple[int, int, int]
@@ -146,13 +148,26 @@ class _TorchvisionSpec:
     val_size: int
     augment: bool
     layout_hint: str  # what the user must put into the data directory
-    urls: tuple[str, ...]  # where torchvision downloads from (used for the reachability probe)
+
+    @property
+    def cls(self) -> type:
+        if isinstance(self.dataset, type):
+            return self.dataset
+        from torchvision import datasets
+
+        return getattr(datasets, self.dataset)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Where torchvision downloads from (used for the reachability probe)."""
+        mirrors = getattr(self.cls, "mirrors", None)
+        return tuple(mirrors) if mirrors else (self.cls.url,)
 
 
 _TORCHVISION: dict[str, _TorchvisionSpec] = {
     "mnist": _TorchvisionSpec(
         "mnist",
-        tv_datasets.MNIST,
+        "MNIST",
         (0.1307,),
         (0.3081,),
         (1, 28, 28),
@@ -160,11 +175,10 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         5000,
         False,
         "the 'MNIST' folder (MNIST/raw/ holding the four unzipped idx files, e.g. train-images-idx3-ubyte)",
-        tuple(tv_datasets.MNIST.mirrors),
     ),
     "fashion_mnist": _TorchvisionSpec(
         "fashion_mnist",
-        tv_datasets.FashionMNIST,
+        "FashionMNIST",
         (0.2860,),
         (0.3530,),
         (1, 28, 28),
@@ -173,11 +187,10 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         False,
         "the 'FashionMNIST' folder (FashionMNIST/raw/ holding the four unzipped idx files, "
         "e.g. train-images-idx3-ubyte)",
-        tuple(tv_datasets.FashionMNIST.mirrors),
     ),
     "cifar10": _TorchvisionSpec(
         "cifar10",
-        tv_datasets.CIFAR10,
+        "CIFAR10",
         (0.4914, 0.4822, 0.4465),
         (0.2470, 0.2435, 0.2616),
         (3, 32, 32),
@@ -185,7 +198,6 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
         5000,
         True,
         "the extracted 'cifar-10-batches-py' folder",
-        (tv_datasets.CIFAR10.url,),
     ),
 }
 
@@ -193,7 +205,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
 class _Transformed(Dataset):
     """Applies `transform` to the input of `base[i]`; lets train and val share one copy of the data."""
 
-    def __init__(self, base: Dataset, transform: T.Compose) -> None:
+    def __init__(self, base: Dataset, transform: Any) -> None:
         self.base = base
         self.transform = transform
 
@@ -206,6 +218,9 @@ class _Transformed(Dataset):
 
 
 def _torchvision_splits(spec: _TorchvisionSpec, root: str, download: bool, split_seed: int) -> Splits:
+    from sklearn.model_selection import train_test_split
+    from torchvision import transforms as T
+
     plain = T.Compose([T.ToTensor(), T.Normalize(spec.mean, spec.std)])
     augmented = plain
     if spec.augment:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 from torch import nn
-from torchvision.models import resnet18
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet18")
 
@@ -73,6 +72,8 @@ def cnn(in_channels: int, num_classes: int) -> nn.Sequential:
 def cifar_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem: a 3x3 stride-1 conv1 and no max-pool, since the
     ImageNet stem would shrink a 32x32 image to 8x8 before the first residual block."""
+    from torchvision.models import resnet18  # torchvision takes seconds to import: only when used
+
     model = resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     # The same initialisation torchvision gives every other conv of the network.

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_diabetes
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -43,6 +41,9 @@ class Arrays:
 def diabetes_splits(split_seed: int = 0) -> tuple[Arrays, Arrays, Arrays]:
     """(train, val, test) of the diabetes data, drawn at random with `split_seed` and standardised with
     the training split's statistics."""
+    from sklearn.datasets import load_diabetes  # scikit-learn takes a second to import: only when used
+    from sklearn.model_selection import train_test_split
+
     features, target = load_diabetes(return_X_y=True, scaled=False)
     rows = np.arange(len(target))
     train, rest = train_test_split(rows, train_size=SPLIT_FRACTIONS[0], random_state=split_seed)

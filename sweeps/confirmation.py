@@ -259,6 +259,7 @@ def run_stages(plan: Plan, contender: Contender, search: Callable[[], Any], *, p
     if not chosen:
         print(f"{label}: no configuration finished its search; nothing to confirm.", flush=True)
         return
+    side_by_side.give_way()  # the others' searches may still have to set up and start
     if not searches.wait(label):
         return
     side_by_side.another_fit()

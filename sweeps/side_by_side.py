@@ -176,6 +176,15 @@ def stopping() -> bool:
     return runner is not None and runner.stop.requested
 
 
+def give_way() -> None:
+    """Called by a runner before it waits for another runner (e.g. for the others' searches to leave the
+    cluster's queue): it gives up its set-up turn and no longer holds back the others' first fits, which
+    would otherwise wait for it forever. Nothing outside `run`'s threads."""
+    runner = _runners.get(threading.get_ident())
+    if runner is not None:
+        runner.set_up()
+
+
 def another_fit() -> None:
     """Called by a runner before it sets up a Tune fit after its first (e.g. the next stage of a study):
     it takes the set-up turn again, until that fit's loop begins, so that its set-up does not race the

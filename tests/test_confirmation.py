@@ -20,7 +20,7 @@ from ray import tune
 import analysis
 import optsweep
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
-from sweeps import adam_vs_sgd, cli, confirmation, identity, study, study_file
+from sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
 
 # 3 configurations x 2 search seeds per optimizer, 4 epochs (rungs at epochs 1 and 3), 3 confirmation seeds.
 ARGV = ["--smoke", "--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", "2", "--max-epochs", "4"]
@@ -310,3 +310,24 @@ def test_a_confirmation_waits_while_another_search_has_a_trial_waiting_for_a_slo
     searches.arrive("sgd")  # its search ended
     blocked.join(timeout=30)
     assert waited == [True, True]
+
+
+@pytest.mark.timeout(60)
+def test_a_runner_waiting_for_the_others_gives_way_to_their_set_up() -> None:
+    """A resumed study whose first optimizer's search had finished waits for the others' searches: it
+    must not hold the set-up turn they need to start them."""
+    import ray.tune.tune
+
+    searches = confirmation.SearchesDone(["done", "searching"])
+
+    def finished_search() -> None:
+        searches.arrive("done")
+        side_by_side.give_way()
+        assert searches.wait("done")
+
+    def searching() -> None:
+        ray.tune.tune._setup_signal_catching()  # its fit's loop begins: it had the set-up turn
+        searches.note_waiting("searching", False)
+        searches.arrive("searching")
+
+    side_by_side.run([finished_search, searching], names=["done", "searching"])

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 import optimizers
 from optimizers import schedules
+from optsweep.vocabulary import CONFIRM_SEED_BASE
 from sweeps import adam_vs_sgd, cli, spaces, study
 from trainables import data, models
 
@@ -701,7 +702,8 @@ def valid_command_line(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
         give("--schedules", draw(csv_text(chosen_schedules)), tuple(chosen_schedules))
     for flag in (*INT_FLAGS, "--max-concurrent"):
         if draw(st.booleans()):
-            value = draw(st.integers(1, 10**6))
+            # Search seeds stop below the confirmation seeds (CONFIRM_SEED_BASE): they must stay disjoint.
+            value = draw(st.integers(1, CONFIRM_SEED_BASE if flag == "--seeds" else 10**6))
             give(flag, draw(st.sampled_from([str(value), f"+{value}", f" {value} "])), value)
     if draw(st.booleans()):
         value = draw(st.integers(0, 2**32 - 1))

@@ -5,7 +5,7 @@ summary = analysis.summarize(trials)                # one row per optimizer: cho
 print(analysis.verdict(summary))                    # from Welch's tests, Holm-adjusted across pairs
 analysis.compare(summary)                           # every pair: difference, interval, p, Holm-adjusted p
 analysis.chosen_configurations(trials, top_k=1)     # what the confirmation stage retrains
-analysis.write_report("results/adam_vs_sgd")        # or: python -m analysis.report DIR
+analysis.write_report("results/adam_vs_sgd")        # or: python -m optsweep.analysis.report DIR
 
 A study has two stages (the trials table's `stage` column): the search chooses each optimizer's
 configuration, the confirmation retrains it on fresh seeds; the summary reports the confirmation seeds
@@ -16,12 +16,18 @@ its study.json; val_acc, higher is better, when none is recorded): `load` attach
 and the functions after it read it from there, or take an explicit ``target=Target(...)``.
 """
 
-from analysis.caveats import caveats
-from analysis.config_check import BadConfigError
-from analysis.loading import curves, load
-from analysis.reporting import write_report
-from analysis.stats import Interval, bootstrap_ci, expected_best_curve, expected_max_curve, t_interval
-from analysis.summary import (
+from optsweep.analysis.caveats import caveats
+from optsweep.analysis.config_check import BadConfigError
+from optsweep.analysis.loading import curves, load
+from optsweep.analysis.reporting import write_report
+from optsweep.analysis.stats import (
+    Interval,
+    bootstrap_ci,
+    expected_best_curve,
+    expected_max_curve,
+    t_interval,
+)
+from optsweep.analysis.summary import (
     chosen_configurations,
     configurations,
     summarize,
@@ -29,9 +35,10 @@ from analysis.summary import (
     test_mean_column,
     tuning_budget,
 )
-from analysis.target import target_of
-from analysis.tune_files import NotAnExperimentError
-from analysis.verdict import compare, verdict
+from optsweep.analysis.target import target_of
+from optsweep.analysis.tune_files import NotAnExperimentError
+from optsweep.analysis.verdict import compare, verdict
+
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
 __all__ = [

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from analysis.tune_files import RawTrial
+from optsweep.analysis.tune_files import RawTrial
+
 from optsweep.vocabulary import EPOCH, MEMBER_RESULTS, MEMBERS_KEY, member_configs
 
 TIME_TOTAL = "time_total_s"

@@ -43,15 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from analysis import config_check, fused_groups
-from analysis.target import attach, search_of, target_of
-from analysis.tune_files import (
+from optsweep.analysis import config_check, fused_groups
+from optsweep.analysis.target import attach, search_of, target_of
+from optsweep.analysis.tune_files import (
     NotAnExperimentError,
     RawTrial,
     find_tune_experiments,
     read_tune_experiment,
 )
+
 from optsweep.vocabulary import (
     COMPLETED,
     CONFIGURATION_KEY,

@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-
-from analysis import metric_text
-from analysis.binning import format_value
-from analysis.stats import CONFIDENCE, expected_column
-from analysis.summary import (
+from optsweep.analysis import metric_text
+from optsweep.analysis.binning import format_value
+from optsweep.analysis.stats import CONFIDENCE, expected_column
+from optsweep.analysis.summary import (
     REPORTED_FROM,
     hyperparameter_columns,
     stage_rows,
     test_interval_columns,
     test_mean_column,
 )
+
 from optsweep.vocabulary import CONFIRM, DEFAULT_TARGET, SEARCH, STAGE_COLUMN, STATUSES, Target
 
 BUDGET_KS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)

@@ -1,4 +1,4 @@
-"""The report command: `python -m analysis.report EXPERIMENT_DIR` (re)writes EXPERIMENT_DIR/report/.
+"""The report command: `python -m optsweep.analysis.report EXPERIMENT_DIR` (re)writes EXPERIMENT_DIR/report/.
 
 A missing directory, one without a Ray Tune experiment, or a trial whose config holds a word where a
 number belongs is a one-line error and exit code 2.
@@ -10,14 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.config_check import BadConfigError
-from analysis.reporting import write_report
-from analysis.tune_files import NotAnExperimentError
+from optsweep.analysis.config_check import BadConfigError
+from optsweep.analysis.reporting import write_report
+from optsweep.analysis.tune_files import NotAnExperimentError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m analysis.report",
+        prog="python -m optsweep.analysis.report",
         description="Write EXPERIMENT_DIR/report/ (tables, plots, report.md, report.html) of an experiment.",
     )
     parser.add_argument("experiment_dir", help="experiment directory (one Ray Tune experiment per optimizer)")

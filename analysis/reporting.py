@@ -10,15 +10,16 @@ import os
 import warnings
 from pathlib import Path
 
-from analysis import atomic, metric_text, plots, spent
-from analysis.caveats import caveats
-from analysis.html_report import render_html
-from analysis.loading import DIVERGED, FINISHED, read_experiment
-from analysis.markdown import ReportContent, render
-from analysis.summary import summarize, tuning_budget
-from analysis.target import resolve
-from analysis.tune_files import REPORT_DIR_NAME
-from analysis.verdict import verdict
+from optsweep.analysis import atomic, metric_text, plots, spent
+from optsweep.analysis.caveats import caveats
+from optsweep.analysis.html_report import render_html
+from optsweep.analysis.loading import DIVERGED, FINISHED, read_experiment
+from optsweep.analysis.markdown import ReportContent, render
+from optsweep.analysis.summary import summarize, tuning_budget
+from optsweep.analysis.target import resolve
+from optsweep.analysis.tune_files import REPORT_DIR_NAME
+from optsweep.analysis.verdict import verdict
+
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
 

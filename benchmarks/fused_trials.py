@@ -81,14 +81,14 @@ from typing import Any
 
 import pandas as pd
 import torch
+from optsweep.optimizers import schedules
+from optsweep.trainables import data, loop, optimizer_choice
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused import train_fused
+from optsweep.trainables.sessions import LocalSession
+from optsweep.trainables.tasks import Task, build_task, param_groups
 
-from optimizers import schedules
 from optsweep import vocabulary as v
-from trainables import data, loop, optimizer_choice
-from trainables.config import TrainConfig
-from trainables.fused import train_fused
-from trainables.sessions import LocalSession
-from trainables.tasks import Task, build_task, param_groups
 
 OPTIMIZER = "adam"
 LR_RANGE = (3e-4, 3e-3)

@@ -39,7 +39,7 @@ import torch._dynamo.utils
 import torchvision
 from torch import Tensor, nn
 
-import optimizers
+from optsweep import optimizers
 
 SEED = 0
 DEFAULT_REPEATS = 30

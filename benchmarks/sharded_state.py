@@ -36,8 +36,9 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optimizers
-from trainables import zero
+from optsweep.trainables import zero
+
+from optsweep import optimizers
 
 KINDS = ("unsharded", "sharded", "torch_zero")
 

@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or tempfile.mkdtemp(prefix="side-by-side-")
 
     import ray
-
-    from sweeps import adam_vs_sgd, study
+    from optsweep.sweeps import adam_vs_sgd, study
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     reports: list[tuple[float, float]] = []

@@ -52,16 +52,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from optsweep.trainables import checkpoints, loop
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.sessions import LocalSession
 
 from optsweep.vocabulary import DEFAULT_TARGET
-from trainables import checkpoints, loop
-from trainables.config import TrainConfig
-from trainables.sessions import LocalSession
 
 if TYPE_CHECKING:  # Ray is imported only where it is used: the plain processes never load it.
+    from optsweep.sweeps.cli import StudyArgs
     from ray import tune
-
-    from sweeps.cli import StudyArgs
 
 OPTIMIZER = "adam"
 LR_RANGE = (3e-4, 3e-3)
@@ -167,7 +166,7 @@ class Measurements:
 
 def study_args(storage: str, name: str, trials: int, epochs: int, model: str, workers: int) -> StudyArgs:
     """The study a real sweep would run: one optimizer, `trials` configurations x 1 seed, FIFO."""
-    from sweeps.cli import StudyArgs
+    from optsweep.sweeps.cli import StudyArgs
 
     return StudyArgs(
         name=name,
@@ -191,7 +190,7 @@ def study_args(storage: str, name: str, trials: int, epochs: int, model: str, wo
 def trial_configs(args: StudyArgs) -> list[dict[str, Any]]:
     """The first seed's trial configs of the study (`sweeps.study.random_search_trials`), as Tune hands them
     to the trainable."""
-    from sweeps import spaces, study
+    from optsweep.sweeps import spaces, study
 
     space = spaces.space_for(OPTIMIZER, lr_range=args.lr_range(OPTIMIZER), schedules=args.schedules)
     return [
@@ -412,10 +411,9 @@ def run_tune(args: StudyArgs, cores: int, root: str, tag: str) -> TuneRun:
 
 
 def _fit(args: StudyArgs, probe_dir: str) -> tune.ResultGrid:
+    from optsweep.sweeps import study
+    from optsweep.trainables.trial import run_trial, trial_resources
     from ray import tune
-
-    from sweeps import study
-    from trainables.trial import run_trial, trial_resources
 
     plan = study.prepare(args)
     settings = plan.args.settings()

@@ -11,24 +11,24 @@ from typing import Any
 
 _EXPORTS = {
     # The study
-    "Study": "sweeps.api",
-    "StudyResult": "sweeps.api",
+    "Study": "optsweep.sweeps.api",
+    "StudyResult": "optsweep.sweeps.api",
     # What is trained
-    "Task": "trainables.tasks",
-    "TaskData": "trainables.tasks",
-    "Metric": "trainables.tasks",
-    "ACCURACY": "trainables.tasks",
-    "MSE": "trainables.tasks",
-    "MAE": "trainables.tasks",
-    "PERPLEXITY": "trainables.tasks",
-    "token_cross_entropy": "trainables.tasks",
+    "Task": "optsweep.trainables.tasks",
+    "TaskData": "optsweep.trainables.tasks",
+    "Metric": "optsweep.trainables.tasks",
+    "ACCURACY": "optsweep.trainables.tasks",
+    "MSE": "optsweep.trainables.tasks",
+    "MAE": "optsweep.trainables.tasks",
+    "PERPLEXITY": "optsweep.trainables.tasks",
+    "token_cross_entropy": "optsweep.trainables.tasks",
     "Target": "optsweep.vocabulary",
     # Search spaces of a user's optimizer
-    "LogUniform": "sweeps.spaces",
-    "Uniform": "sweeps.spaces",
-    "OneMinusLogUniform": "sweeps.spaces",
-    "LogUniformOrZero": "sweeps.spaces",
-    "Choice": "sweeps.spaces",
+    "LogUniform": "optsweep.sweeps.spaces",
+    "Uniform": "optsweep.sweeps.spaces",
+    "OneMinusLogUniform": "optsweep.sweeps.spaces",
+    "LogUniformOrZero": "optsweep.sweeps.spaces",
+    "Choice": "optsweep.sweeps.spaces",
 }
 
 __all__ = sorted(_EXPORTS)

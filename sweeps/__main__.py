@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 
-from sweeps import startup
+from optsweep.sweeps import startup
 
 if __name__ == "__main__":
     startup.begin()  # first: the imports below take seconds, and a Ctrl-C during them is one line
 
-from sweeps import cli, study, study_file
+from optsweep.sweeps import cli, study, study_file
 
 PROG = "python -m sweeps STUDY.yaml"
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from trainables.tasks import Task
+from optsweep.trainables.tasks import Task
 
 from . import cli, contenders, spaces, study
 
@@ -149,7 +148,7 @@ class Study:
         plan = self.plan(storage_path, **where)
         report_dir = study.execute(plan)
         summary = pd.read_csv(report_dir / "summary.csv")
-        import analysis
+        from optsweep import analysis
 
         return StudyResult(
             experiment_dir=plan.args.experiment_dir,

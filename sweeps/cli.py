@@ -13,11 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import optimizers
-from optimizers import schedules
+from optsweep.optimizers import schedules
+from optsweep.trainables import builtin_tasks, data, decisions, models, optimizer_choice
+from optsweep.trainables.config import MODES
+
+from optsweep import optimizers
 from optsweep.vocabulary import CONFIRM_SEED_BASE
-from trainables import builtin_tasks, data, decisions, models, optimizer_choice
-from trainables.config import MODES
 
 from . import contenders, spaces, tracking
 

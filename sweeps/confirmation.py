@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.fs
+from optsweep.analysis import atomic
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.trial import run_trial, trial_resources
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-import analysis
-from analysis import atomic
+from optsweep import analysis
 from optsweep.vocabulary import (
     CONFIGURATION_KEY,
     CONFIRM,
@@ -50,8 +52,6 @@ from optsweep.vocabulary import (
     Target,
     member_configs,
 )
-from trainables.config import TrainConfig
-from trainables.trial import run_trial, trial_resources
 
 from . import (
     cli,

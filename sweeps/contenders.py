@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trainables import optimizer_choice
+from optsweep.trainables import optimizer_choice
 
 from . import spaces
 

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from optsweep.optimizers import members as fused_members
+from optsweep.trainables import data, optimizer_choice
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
+from optsweep.trainables.tasks import Task, param_groups
 
-from optimizers import members as fused_members
 from optsweep.vocabulary import CONFIGURATION_KEY
-from trainables import data, optimizer_choice
-from trainables.config import TrainConfig
-from trainables.fused_model import FusedModel, UnfusableModelError
-from trainables.tasks import Task, param_groups
 
 from . import cli
 from .contenders import Contender

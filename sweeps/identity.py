@@ -13,9 +13,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from optsweep.trainables import tasks
+from optsweep.trainables.tasks import Task
+
 from optsweep.vocabulary import STUDY_BUDGET_FIELDS, TARGET_RECORD_KEY
-from trainables import tasks
-from trainables.tasks import Task
 
 from . import cli, study_record
 from .contenders import Contender
@@ -84,7 +85,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list
 
 def _legacy(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A record from before tasks, in today's terms (dataset -> task, model -> a task argument)."""
-    from trainables import builtin_tasks
+    from optsweep.trainables import builtin_tasks
 
     upgraded = {k: recorded.get(k) for k in _LEGACY_FIELDS if k in recorded}
     dataset, model = recorded.get("dataset"), recorded.get("model")

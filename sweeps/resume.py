@@ -117,7 +117,7 @@ def prepare_restore(experiment: str | Path, optimizer: str) -> RestorePlan:
     raise DamagedExperimentError(
         f"cannot resume {optimizer} in {experiment}: {what}, and {trials} trial(s) have results there "
         f"whose configurations cannot be trusted; move {experiment} aside to run {optimizer} afresh "
-        "(python -m analysis.report still reads the moved trials)"
+        "(python -m optsweep.analysis.report still reads the moved trials)"
     )
 
 

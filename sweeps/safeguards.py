@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from optsweep.trainables import faults
 from ray import tune
 
-import analysis
-from trainables import faults
+from optsweep import analysis
 
 from . import (
     cli,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from optsweep.trainables import decisions
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from optsweep.vocabulary import DEFAULT_TARGET, Target
-from trainables import decisions
 
 from .halving import ConfigurationHalving
 

@@ -17,7 +17,7 @@ import sys
 import sysconfig
 from typing import Any
 
-from trainables.tasks import Task
+from optsweep.trainables.tasks import Task
 
 
 def user_code_paths(references: list[str], task: Task) -> list[str]:
@@ -70,7 +70,7 @@ def _source_root(top_level: str) -> str | None:
     return None if _installed(location) else location
 
 
-_OWN_PACKAGES = {"optimizers", "trainables", "sweeps", "analysis", "optsweep"}
+_OWN_PACKAGES = {"optsweep"}
 
 
 def _installed(path: str) -> bool:

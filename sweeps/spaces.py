@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-import optimizers
+from optsweep import optimizers
 
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
 """The LR schedules swept by default: every optimizer gets the same choice."""

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+from optsweep.analysis import atomic
 
-from analysis import atomic
 from optsweep.vocabulary import STUDY_FILE
 
 TUNER_FILE = "tuner.pkl"

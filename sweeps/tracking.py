@@ -185,7 +185,7 @@ class StudyTracking:
             return
         import pandas as pd
 
-        import analysis
+        from optsweep import analysis
 
         report = Path(report_dir)
         try:
@@ -214,9 +214,8 @@ class StudyTracking:
 
     def _tensorboard_study(self, study: StudySummary) -> None:
         from matplotlib.image import imread
+        from optsweep.analysis.markdown import markdown_table
         from tensorboardX import SummaryWriter
-
-        from analysis.markdown import markdown_table
 
         local = study.local_root / TENSORBOARD_STUDY_DIR
         with SummaryWriter(str(local)) as writer:

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.loading import hyperparameters
+from optsweep.analysis.loading import hyperparameters
+
 from optsweep.vocabulary import CONFIGURATION_KEY, SEARCH, STAGE_KEY, config_id
 
 

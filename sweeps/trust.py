@@ -27,8 +27,7 @@ import threading
 from pathlib import Path
 
 import pyarrow.fs
-
-from analysis import atomic
+from optsweep.analysis import atomic
 
 STATE_DIR_ENV = "OPTSWEEP_STATE_DIR"
 TUNER_FILE = "tuner.pkl"

@@ -33,7 +33,7 @@ def pristine_signal_handlers() -> None:
 def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where tests drop marker files that make trial workers crash (trainables.faults); Ray's workers
     inherit the variable because it is set before Ray starts."""
-    from trainables import faults
+    from optsweep.trainables import faults
 
     directory = tmp_path_factory.mktemp("faults")
     os.environ[faults.ENV] = str(directory)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.testing._internal.common_optimizers import optim_db
 
-import optimizers
+from optsweep import optimizers
 
 TORCH_REFERENCES = {
     "sgd": torch.optim.SGD,

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
-
-from analysis.binning import N_BINS, axis_groups, nice_log_edges
-from analysis.plots import learning_curves, lr_wd_heatmap, seed_mean
+from optsweep.analysis.binning import N_BINS, axis_groups, nice_log_edges
+from optsweep.analysis.plots import learning_curves, lr_wd_heatmap, seed_mean
 
 # Weight decays of the adam panel of a real 16-configuration random search: log-uniform draws,
 # 0 for "none", and two draws so close (0.000457, 0.000459) that 1-digit labels collided.

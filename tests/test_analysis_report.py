@@ -1,4 +1,4 @@
-"""`python -m analysis.report` and write_report: files, content, errors, no Ray needed."""
+"""`python -m optsweep.analysis.report` and write_report: files, content, errors, no Ray needed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, FakeTrial, rising, standard_experiment, write_experiment
 from matplotlib.image import imread
+from optsweep.analysis.report import main
 
-import analysis
-from analysis.report import main
+from optsweep import analysis
 
 REPORT_FILES = {
     "trials.csv",
@@ -140,8 +140,8 @@ def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path, kind: str) -> Non
 def test_cli_regenerates_a_stored_experiment_without_ray(tmp_path: Path) -> None:
     experiment = standard_experiment(tmp_path / "exp")
     probe = (
-        "import runpy, sys; sys.argv = ['analysis.report', sys.argv[1]]\n"
-        "try:\n    runpy.run_module('analysis.report', run_name='__main__')\n"
+        "import runpy, sys; sys.argv = ['optsweep.analysis.report', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('optsweep.analysis.report', run_name='__main__')\n"
         "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
         f"loaded = [m for m in {FORBIDDEN_IMPORTS!r} if m in sys.modules]\n"
         "assert not loaded, loaded\n"
@@ -155,5 +155,5 @@ def test_cli_regenerates_a_stored_experiment_without_ray(tmp_path: Path) -> None
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "analysis.report", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "optsweep.analysis.report", *args], capture_output=True, text=True, timeout=120
     )

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from analysis import spent
+from optsweep.analysis import spent
 
 
 def _trials(rows: list[tuple[str, str, int, float]], **settings: float) -> pd.DataFrame:

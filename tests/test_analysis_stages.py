@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, MSE, SGD, FakeTrial, rising, write_experiment
+from optsweep.analysis import plots
 from scipy import stats as scipy_stats
 
-import analysis
-from analysis import plots
+from optsweep import analysis
 from optsweep.vocabulary import CONFIRM, DIVERGED_VALUE, SEARCH
 
 ADAM_SEARCH = {0: [0.95, 0.96, 0.97], 1: [0.90, 0.91, 0.92], 2: [0.93, 0.94, 0.94]}  # configuration -> seeds
@@ -205,7 +205,10 @@ def test_a_config_with_a_word_where_a_number_belongs_is_refused(tmp_path: Path, 
     if isinstance(bad, list):
         assert "unresolved sample_from" in message
     result = subprocess.run(
-        [sys.executable, "-m", "analysis.report", str(root)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "optsweep.analysis.report", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2 and result.stderr == f"error: {message}\n"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import analysis
+from optsweep import analysis
 
 ray = pytest.importorskip("ray")
 MAX_EPOCHS = 4

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from optsweep.sweeps.progress import ProgressLine
+from optsweep.sweeps.trial_identity import ConfigurationIds
+from optsweep.trainables import loop, sessions, tasks
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused import train_fused
 from torch import nn
 
 from optsweep.vocabulary import DIVERGED_REASON, DIVERGED_VALUE, Target
-from sweeps.progress import ProgressLine
-from sweeps.trial_identity import ConfigurationIds
-from trainables import loop, sessions, tasks
-from trainables.config import TrainConfig
-from trainables.fused import train_fused
 
 DIGITS = tasks.build_task("digits")
 
@@ -128,7 +128,7 @@ def test_a_configurations_id_is_its_number_whatever_the_order_trials_appear_in()
 def test_the_report_names_the_nan_its_trial_and_epoch(tmp_path: Path) -> None:
     from analysis_fixtures import FakeTrial, rising, write_experiment
 
-    import analysis
+    from optsweep import analysis
 
     reason = "val_loss is nan at epoch 3"
     trials = [FakeTrial("adam", seed, {"lr": 1e-3}, rising(0.9), configuration=0) for seed in range(3)] + [

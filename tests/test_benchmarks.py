@@ -8,8 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from trainables import checkpoints
+from optsweep.trainables import checkpoints
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_overhead.py"
 
@@ -25,7 +24,7 @@ def bench() -> ModuleType:
 
 
 def test_plain_configs_are_the_study_trials(bench: ModuleType, tmp_path: Path) -> None:
-    from sweeps import spaces, study
+    from optsweep.sweeps import spaces, study
 
     args = bench.study_args(str(tmp_path), "t", 3, 2, "cnn", 1)
     space = spaces.space_for(

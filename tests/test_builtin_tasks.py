@@ -9,15 +9,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from optsweep.trainables import builtin_tasks, loop, sessions, text_corpus
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.language_model import DecoderLM
+from optsweep.trainables.regression import diabetes_splits
+from optsweep.trainables.tasks import TaskError, build_task, check, param_groups
 from sklearn.linear_model import LinearRegression
 
 from optsweep import vocabulary as v
 from optsweep.vocabulary import Target
-from trainables import builtin_tasks, loop, sessions, text_corpus
-from trainables.config import TrainConfig
-from trainables.language_model import DecoderLM
-from trainables.regression import diabetes_splits
-from trainables.tasks import TaskError, build_task, check, param_groups
 
 SMALL_LM = {
     "context_length": 32,

@@ -733,7 +733,7 @@ def test_docs_walk_from_ray_up_to_ray_down() -> None:
         "ray up -y cluster.yaml",
         "ray dashboard cluster.yaml",
         "ray job submit",
-        "python -m analysis.report",
+        "python -m optsweep.analysis.report",
         "ray down -y cluster.yaml",
         "ray get-auth-token --generate",
     ):
@@ -743,7 +743,7 @@ def test_docs_walk_from_ray_up_to_ray_down() -> None:
 
 def test_docs_sweep_command_parses() -> None:
     """The documented cluster command is accepted by the sweep's real argument parser."""
-    from sweeps import adam_vs_sgd, cli
+    from optsweep.sweeps import adam_vs_sgd, cli
 
     argv = [*SWEEP_COMMAND.split()[2:-2], "--storage-path", "s3://bucket/optsweep"]
     args = cli.parse(argv, "t", "t", adam_vs_sgd.DEFAULTS)

@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from optsweep.sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
 from ray import tune
 
-import analysis
 import optsweep
+from optsweep import analysis
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
-from sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
 
 # 3 configurations x 2 search seeds per optimizer, 4 epochs (rungs at epochs 1 and 3), 3 confirmation seeds.
 ARGV = ["--smoke", "--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", "2", "--max-epochs", "4"]
@@ -141,8 +141,7 @@ def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
 
 def test_a_runner_takes_the_set_up_turn_again_for_its_second_fit_and_sees_the_stop() -> None:
     import ray.tune.tune
-
-    from sweeps import side_by_side
+    from optsweep.sweeps import side_by_side
 
     seen: list[tuple[str, bool, bool]] = []
 

@@ -8,17 +8,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from optsweep.optimizers.members import FusedOptimizer, FusionError, placeholder_groups
+from optsweep.optimizers.transforms import tensor_norm
+from optsweep.trainables import models
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused import train_fused
+from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
+from optsweep.trainables.tasks import Task, TaskData
 from torch import nn
 from torch.utils.data import TensorDataset
 
-import optimizers
-from optimizers.members import FusedOptimizer, FusionError, placeholder_groups
-from optimizers.transforms import tensor_norm
-from trainables import models
-from trainables.config import TrainConfig
-from trainables.fused import train_fused
-from trainables.fused_model import FusedModel, UnfusableModelError
-from trainables.tasks import Task, TaskData
+from optsweep import optimizers
 
 CPU = torch.device("cpu")
 

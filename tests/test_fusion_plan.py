@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from optsweep.sweeps import cli, contenders, fusion
+from optsweep.trainables import tasks
+from optsweep.trainables.tasks import Task
 from torch import nn
 
 from optsweep.vocabulary import CONFIGURATION_KEY
-from sweeps import cli, contenders, fusion
-from trainables import tasks
-from trainables.tasks import Task
 
 DIGITS = tasks.build_task("digits", {})
 

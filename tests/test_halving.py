@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optsweep.sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from optsweep.vocabulary import Target
-from sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
 
 TARGET = Target("acc", "max")
 

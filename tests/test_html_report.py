@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from analysis_fixtures import standard_experiment
 from matplotlib.image import imread
+from optsweep.analysis.html_report import render_html, rerun_command
 
-import analysis
-from analysis.html_report import render_html, rerun_command
+from optsweep import analysis
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BROWSER = next((path for name in BROWSERS if (path := shutil.which(name))), None)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from trainables import faults
+from optsweep.trainables import faults
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "adam_vs_sgd.py"
@@ -74,8 +73,7 @@ def test_an_unfused_study_stopped_early_resumes_every_trial_with_its_configurati
     ray_session: None, tmp_path: Path, variant: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     import ray
-
-    from sweeps import adam_vs_sgd
+    from optsweep.sweeps import adam_vs_sgd
 
     argv = [*SMALL, *variant, "--storage-path", str(tmp_path)]
     experiment = tmp_path / "stopped"
@@ -109,7 +107,7 @@ def test_an_unfused_study_stopped_early_resumes_every_trial_with_its_configurati
 def test_sigterm_to_the_process_group_ends_at_once_with_the_hint_and_the_study_resumes(
     ray_session: None, tmp_path: Path
 ) -> None:
-    from sweeps import adam_vs_sgd
+    from optsweep.sweeps import adam_vs_sgd
 
     argv = [*SMALL, "--no-fuse", "--storage-path", str(tmp_path)]
     experiment = tmp_path / "stopped"
@@ -158,7 +156,7 @@ def test_a_ctrl_c_while_the_script_imports_is_one_line(tmp_path: Path) -> None:
 
 STUDY_LIKE = """
 import contextlib, sys, time
-from sweeps import interrupts, startup
+from optsweep.sweeps import interrupts, startup
 startup.begin()
 with interrupts.StopOnSignal(hint="Run the same command again to resume X."):
     with interrupts.tune_running() if sys.argv[1] == "in-tune" else contextlib.nullcontext():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from optimizer_cases import clone_problem, make_problem, run_steps
 
-import optimizers
+from optsweep import optimizers
 
 
 def lamb_reference(

@@ -40,9 +40,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from optsweep.trainables import faults
 
-import analysis
-from trainables import faults
+from optsweep import analysis
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "sweeps" / "adam_vs_sgd.py"
@@ -416,8 +416,8 @@ class TinyNet(nn.Module):
         return self.body(x)
 ''',
     "my_task.py": """
-from trainables import builtin_tasks
-from trainables.tasks import Task
+from optsweep.trainables import builtin_tasks
+from optsweep.trainables.tasks import Task
 
 from userpkg.nets import TinyNet
 

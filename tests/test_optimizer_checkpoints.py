@@ -10,7 +10,7 @@ import pytest
 import torch
 from optimizer_cases import TORCH_REFERENCES, clone_problem, make_problem, ours, run_steps
 
-import optimizers
+from optsweep import optimizers
 
 # The param-group keys each torch.optim class fills in for an older state dict (its __setstate__).
 ADAM_KEYS = [

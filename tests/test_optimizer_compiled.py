@@ -16,7 +16,7 @@ import torch._dynamo
 from optimizer_cases import TORCH_REFERENCES, clone_problem, make_problem, ours
 from torch._dynamo.testing import CompileCounterWithBackend
 
-import optimizers
+from optsweep import optimizers
 
 STEPS = 12
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # float32, the bar

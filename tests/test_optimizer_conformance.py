@@ -20,7 +20,7 @@ from optimizer_cases import TORCH_REFERENCES, clone_problem, make_problem, ours,
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.testing._internal.common_optimizers import OptimizerErrorEnum, get_error_inputs_for_all_optims
 
-import optimizers
+from optsweep import optimizers
 
 ALL = optimizers.names()
 # One configuration per optimizer that exercises its state (momentum, moments, accumulators).

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import torch
+from optsweep.trainables import checkpoints, faults, param_server
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.sessions import LocalSession
+from optsweep.trainables.tasks import build_task
+from optsweep.trainables.trial import actor_bundles, trial_resources
 
 from optsweep import vocabulary as v
-from trainables import checkpoints, faults, param_server
-from trainables.config import TrainConfig
-from trainables.sessions import LocalSession
-from trainables.tasks import build_task
-from trainables.trial import actor_bundles, trial_resources
 
 EPOCHS = 4
 
@@ -133,7 +133,7 @@ def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_di
     ],
 )
 def test_mode_flag_checked_in_one_line(argv: list[str], message: str) -> None:
-    from sweeps import cli
+    from optsweep.sweeps import cli
 
     with pytest.raises(cli.UsageError, match=message):
         cli.parse(argv, "prog", "description", cli.StudyArgs(name="modes"))

@@ -7,8 +7,9 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from optsweep.sweeps.progress import ProgressLine
+
 from optsweep.vocabulary import Target
-from sweeps.progress import ProgressLine
 
 
 @dataclass

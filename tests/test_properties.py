@@ -29,12 +29,12 @@ import ray
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from optsweep.optimizers import schedules
+from optsweep.sweeps import adam_vs_sgd, cli, spaces, study
+from optsweep.trainables import data, models
 
-import optimizers
-from optimizers import schedules
+from optsweep import optimizers
 from optsweep.vocabulary import CONFIRM_SEED_BASE
-from sweeps import adam_vs_sgd, cli, spaces, study
-from trainables import data, models
 
 NAN = float("nan")
 INF = float("inf")

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from sweeps import adam_vs_sgd
-from sweeps.halving import STATE_FILE
+from optsweep.sweeps import adam_vs_sgd
+from optsweep.sweeps.halving import STATE_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

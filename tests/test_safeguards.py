@@ -17,11 +17,19 @@ from typing import Any
 
 import pytest
 import ray
-
-from analysis import atomic
-from sweeps import adam_vs_sgd, feasibility, interrupts, ray_connect, resume, retention, storage_guard, trust
-from trainables import checkpoints, sessions
-from trainables.trial import IncompleteTrialConfigError, run_trial
+from optsweep.analysis import atomic
+from optsweep.sweeps import (
+    adam_vs_sgd,
+    feasibility,
+    interrupts,
+    ray_connect,
+    resume,
+    retention,
+    storage_guard,
+    trust,
+)
+from optsweep.trainables import checkpoints, sessions
+from optsweep.trainables.trial import IncompleteTrialConfigError, run_trial
 
 
 @pytest.fixture
@@ -368,7 +376,7 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_a_foreign_tune_experiment_gets_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from analysis import report
+    from optsweep.analysis import report
 
     trial = tmp_path / "exp" / "train_fn" / "train_fn_abcde_00000_0"
     trial.mkdir(parents=True)
@@ -381,7 +389,7 @@ def test_a_foreign_tune_experiment_gets_no_report(tmp_path: Path, capsys: pytest
 
 
 def test_the_notebook_example_path_is_the_default_results_folder() -> None:
-    from sweeps import cli
+    from optsweep.sweeps import cli
 
     notebook = Path(adam_vs_sgd.__file__).parents[1] / "analysis" / "notebooks" / "adam_vs_sgd.ipynb"
     example = f"OPTSWEEP_EXPERIMENT={cli.DEFAULT_STORAGE}/{adam_vs_sgd.DEFAULTS.name} "
@@ -416,7 +424,7 @@ def test_a_failed_first_run_does_not_block_the_corrected_command(
 
 
 def test_this_runs_resources_win_over_a_stored_trial_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainables import trial
+    from optsweep.trainables import trial
 
     seen: list[Any] = []
     monkeypatch.setattr(trial.loop, "train", lambda config, *args: seen.append(config))
@@ -462,9 +470,8 @@ def test_signal_handling_stays_out_of_a_study_run_from_another_thread() -> None:
 def test_a_resumed_tuner_takes_this_runs_max_concurrent(tmp_path: Path) -> None:
     """Tune restores the stored TuneConfig; Ray 2.60 has no public setter, so this guards the private
     attribute the study sets (a Ray upgrade that moves it fails here, not silently)."""
+    from optsweep.sweeps import cli, safeguards
     from ray import tune
-
-    from sweeps import cli, safeguards
 
     tuner = tune.Tuner(
         lambda config: None,

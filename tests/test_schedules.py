@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from optsweep.optimizers import schedules
 
-import optimizers
-from optimizers import schedules
+from optsweep import optimizers
 
 BASE_LR = 0.1
 TOTAL = 100

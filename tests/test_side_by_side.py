@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sweeps import interrupts, side_by_side
+from optsweep.sweeps import interrupts, side_by_side
 
 WAIT_S = 30.0
 
@@ -277,7 +276,7 @@ def test_tune_still_ends_its_loop_through_the_event_of_setup_signal_catching() -
 def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from sweeps import cli, feasibility, study
+    from optsweep.sweeps import cli, feasibility, study
 
     cluster = feasibility.Cluster(nodes=[{"CPU": 8.0, "GPU": 1.0}])
     monkeypatch.setattr(study.feasibility, "snapshot", lambda local: cluster)
@@ -408,7 +407,7 @@ def _spans(experiment: Path) -> dict[str, tuple[float, float]]:
 
 @pytest.fixture(scope="module")
 def two_side_by_side_runs(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from sweeps import adam_vs_sgd
+    from optsweep.sweeps import adam_vs_sgd
 
     runs = []
     for run in ("first", "second"):
@@ -457,9 +456,8 @@ def test_ctrl_c_stops_every_optimizer_resumably_and_the_rerun_resumes_them_all(
 
     import pandas as pd
     import ray
-
-    from sweeps import adam_vs_sgd
-    from trainables import faults
+    from optsweep.sweeps import adam_vs_sgd
+    from optsweep.trainables import faults
 
     argv = [*E2E_ARGV, "--storage-path", str(tmp_path)]
     experiment = tmp_path / "side"

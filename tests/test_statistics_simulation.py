@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
+from optsweep import analysis
 from optsweep.vocabulary import CONFIRM, SEARCH
 
 SIGMA = 0.01  # seed-to-seed standard deviation of a configuration's score

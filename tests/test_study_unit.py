@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 import ray
-
-from sweeps import adam_vs_sgd, cli, ray_connect, study
+from optsweep.sweeps import adam_vs_sgd, cli, ray_connect, study
 
 
 def _args(tmp_path: Path, *argv: str) -> cli.StudyArgs:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from sweeps import adam_vs_sgd, cli, identity, spaces, study
+from optsweep.sweeps import adam_vs_sgd, cli, identity, spaces, study
 
 SCRIPT = Path(adam_vs_sgd.__file__)
 
@@ -139,7 +138,7 @@ def test_configurations_are_reproducible_and_independent_per_optimizer() -> None
 def test_every_registered_optimizer_has_a_search_space_its_constructor_accepts() -> None:
     import torch
 
-    import optimizers
+    from optsweep import optimizers
 
     for name in optimizers.names():
         for config in spaces.sample_configurations(spaces.space_for(name), 20, seed=0):

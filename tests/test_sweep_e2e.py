@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from sweeps import adam_vs_sgd
+from optsweep.sweeps import adam_vs_sgd
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from sweeps import sync_vs_async
+from optsweep.sweeps import sync_vs_async
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import mean_absolute_error, mean_squared_error
-from torch import nn
-from torch.utils.data import TensorDataset
-
-from optsweep.vocabulary import Target
-from trainables import data, loop
-from trainables.tasks import (
+from optsweep.trainables import data, loop
+from optsweep.trainables.tasks import (
     ACCURACY,
     MAE,
     MSE,
@@ -31,6 +26,11 @@ from trainables.tasks import (
     param_groups,
     token_cross_entropy,
 )
+from sklearn.metrics import mean_absolute_error, mean_squared_error
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from optsweep.vocabulary import Target
 
 USER_TASKS = '''
 import torch
@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from optsweep.vocabulary import Target
-from trainables.tasks import MSE, Task, TaskData
+from optsweep.trainables.tasks import MSE, Task, TaskData
 
 
 def make(hidden=4, data_dir=None):

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optsweep.trainables import faults
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.trial import run_trial, trial_resources
 from ray import tune
-
-from trainables import faults
-from trainables.config import TrainConfig
-from trainables.trial import run_trial, trial_resources
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

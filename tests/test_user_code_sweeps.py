@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from optsweep.trainables import tasks
 from torch import nn
 
-import analysis
 import optsweep
-from trainables import tasks
+from optsweep import analysis
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -113,7 +113,7 @@ def test_the_lion_study_file_runs_from_outside_the_repo(tmp_path: Path) -> None:
     study_file = REPO / "examples" / "lion_vs_adam.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     done = subprocess.run(
-        [sys.executable, "-m", "sweeps", str(study_file), "--smoke", "--seeds", "1"],
+        [sys.executable, "-m", "optsweep.sweeps", str(study_file), "--smoke", "--seeds", "1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

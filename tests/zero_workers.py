@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from optsweep.trainables import zero
 from torch import nn
 
-import optimizers
-from trainables import zero
+from optsweep import optimizers
 
 HPARAMS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.05, "momentum": 0.9, "nesterov": True},
@@ -178,7 +178,7 @@ class ProcessGroupSession:
         return nn.parallel.DistributedDataParallel(net)
 
     def latest_checkpoint(self) -> Any:
-        from trainables.sessions import Restored
+        from optsweep.trainables.sessions import Restored
 
         return Restored()
 
@@ -186,7 +186,7 @@ class ProcessGroupSession:
         self.reports.append(dict(metrics))
         self.checkpoint_files.append(sorted(os.listdir(checkpoint_dir)) if checkpoint_dir else [])
         if checkpoint_dir and self.rank == 0:
-            from trainables import checkpoints
+            from optsweep.trainables import checkpoints
 
             state, _ = checkpoints.load(checkpoint_dir, 0)
             self.last_state = state
@@ -197,8 +197,8 @@ class ProcessGroupSession:
 
 def loop_run(rank: int, world: int, address: str, mode: str, out: str) -> None:
     """The real training loop on digits in `mode` over a gloo group; rank 0 saves reports and state."""
-    from trainables import loop
-    from trainables.config import TrainConfig
+    from optsweep.trainables import loop
+    from optsweep.trainables.config import TrainConfig
 
     init(rank, world, address)
     config = TrainConfig(

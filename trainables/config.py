@@ -14,8 +14,9 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import optimizers
-from optimizers import schedules
+from optsweep.optimizers import schedules
+
+from optsweep import optimizers
 
 # Keys of a trial config that are not optimizer hyperparameters.
 NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from optsweep.optimizers import members as fused_members
+from optsweep.optimizers import schedules
 from torch.utils.data import TensorDataset
 
-from optimizers import members as fused_members
-from optimizers import schedules
 from optsweep import vocabulary as v
 
 from . import data, optimizer_choice

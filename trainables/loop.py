@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from optsweep.optimizers import schedules
 from torch import nn
 
-from optimizers import schedules
 from optsweep import vocabulary as v
 
 from . import checkpoints, data, faults, optimizer_choice, zero

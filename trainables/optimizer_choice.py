@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-import optimizers
+from optsweep import optimizers
 
 from .tasks import TaskError, load_reference
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from optsweep.optimizers import schedules
 
-from optimizers import schedules
 from optsweep import vocabulary as v
 
 from . import checkpoints, data, decisions, faults, optimizer_choice

@@ -112,7 +112,7 @@ class Study:
             "search": search,
             "search_seed": search_seed,
         }
-        for choice, allowed in (("scheduler", ("asha", "fifo")), ("search", ("random", "optuna"))):
+        for choice, allowed in (("scheduler", ("asha", "fifo")), ("search", ("random", "grid", "optuna"))):
             if self._settings[choice] not in allowed:
                 raise ValueError(
                     f"{choice} {self._settings[choice]!r} is invalid; allowed: {', '.join(allowed)}"

@@ -215,7 +215,9 @@ def build_parser(prog: str, description: str, defaults: StudyArgs) -> argparse.A
         "--scheduler", choices=("asha", "fifo"), help=f"early stopping (default: {d.scheduler})"
     )
     study.add_argument(
-        "--search", choices=("random", "optuna"), help=f"search algorithm (default: {d.search})"
+        "--search",
+        choices=("random", "grid", "optuna"),
+        help=f"search algorithm; grid: every combination of the spaces' choices (default: {d.search})",
     )
     study.add_argument("--search-seed", type=int, help="seed of the configuration sampling (default: 0)")
     study.add_argument(

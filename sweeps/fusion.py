@@ -84,7 +84,7 @@ def decide(args: cli.StudyArgs, task: Task, contenders: Sequence[Contender]) -> 
 
 
 def _study_reason(args: cli.StudyArgs) -> str | None:
-    if args.search != "random":
+    if args.search == "optuna":
         return (
             f"--search {args.search} proposes each configuration from the results before it, so "
             "configurations cannot be packed into groups up front"

@@ -10,6 +10,7 @@ with a leading `__`, which the rest of optsweep ignores.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from dataclasses import dataclass, replace
@@ -219,6 +220,23 @@ class SearchSpace:
         """Optuna define-by-run: suggest every hyperparameter, return the derived values."""
         return {name: param.suggest(trial, name) for name, param in self.params.items()}
 
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the space's values, in a fixed order (`search="grid"`): each
+        hyperparameter must be a `Choice` or a fixed value."""
+        axes: list[tuple[Any, ...]] = []
+        for name, param in self.params.items():
+            if isinstance(param, Choice):
+                axes.append(param.options)
+            elif isinstance(param, Fixed):
+                axes.append((param.value,))
+            else:
+                declared = param.to_json()  # type: ignore[attr-defined]
+                raise ValueError(
+                    "a grid search needs every hyperparameter as a choice or a fixed value; "
+                    f"{self.optimizer}'s {name} is {declared}"
+                )
+        return [dict(zip(self.params, values, strict=True)) for values in itertools.product(*axes)]
+
 
 def default_params(optimizer: str) -> dict[str, Param]:
     """The hyperparameter space of a built-in optimizer (see SPACES)."""
@@ -240,6 +258,11 @@ def space_for(
         params["lr"] = replace(params["lr"], low=lr_range[0], high=lr_range[1])  # type: ignore[type-var]
     params["schedule"] = Choice(tuple(schedules))
     return SearchSpace(optimizer, params)
+
+
+def configurations(space: SearchSpace, *, search: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """The configurations a study trains: the whole grid (`search="grid"`), else `n` random draws."""
+    return space.grid() if search == "grid" else sample_configurations(space, n, seed)
 
 
 def sample_configurations(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:

@@ -214,8 +214,23 @@ def prepare(
                 f"--lr-min/--lr-max give {contender.label} the LR range [{low:g}, {high:g}]: "
                 "lr-min must be <= lr-max"
             )
+    if args.search == "grid":
+        args = dataclasses.replace(args, num_samples=_grid_size(args, contenders_))
     code = shipping.user_code_paths([args.task, *args.optimizers], task)
     return Plan(args, task, contenders_, code, task_is_named, fusion.decide(args, task, contenders_))
+
+
+def _grid_size(args: cli.StudyArgs, contenders_: list[Contender]) -> int:
+    """The configurations per optimizer of a grid search: every optimizer's grid, of one size (the same
+    budget for each)."""
+    sizes = {c.label: len(_space(args, c).grid()) for c in contenders_}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{label} {size}" for label, size in sizes.items())
+        raise cli.UsageError(
+            f"a grid search gives every optimizer the same budget, but the grids differ in size ({listed}); "
+            "give each optimizer a grid of the same size"
+        )
+    return next(iter(sizes.values()))
 
 
 @contextlib.contextmanager
@@ -328,7 +343,7 @@ def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) ->
     decision = plan.fusion.get(contender.label)
     if decision is None or not decision.fused:
         return []
-    configurations = spaces.sample_configurations(_space(args, contender), args.num_samples, args.search_seed)
+    configurations = _configurations(_space(args, contender), args)
     return fusion.plan_groups(
         contender.label,
         configurations,
@@ -463,12 +478,16 @@ def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: 
 def random_search_trials(space: spaces.SearchSpace, args: cli.StudyArgs) -> list[dict[str, Any]]:
     """Each trial's configuration, in full: configurations drawn up front and crossed with the seeds, so
     every seed of a configuration gets exactly the same hyperparameters."""
-    configurations = spaces.sample_configurations(space, args.num_samples, args.search_seed)
+    configurations = _configurations(space, args)
     return [
         {**hyperparameters, CONFIGURATION_KEY: number, "seed": seed}
         for number, hyperparameters in enumerate(configurations)
         for seed in range(args.seeds)
     ]
+
+
+def _configurations(space: spaces.SearchSpace, args: cli.StudyArgs) -> list[dict[str, Any]]:
+    return spaces.configurations(space, search=args.search, n=args.num_samples, seed=args.search_seed)
 
 
 def _write_report(args: cli.StudyArgs) -> Path:

@@ -1,8 +1,9 @@
 """Send a study where teams look: TensorBoard, MLflow, Weights & Biases (`--log-to`).
 
 Every backend is Ray Tune's own logger callback (TBXLoggerCallback, MLflowLoggerCallback,
-WandbLoggerCallback) on the driver, which sees every result of every trial whatever runs it (the
-single-worker fast path or a multi-worker TorchTrainer), plus two things of ours:
+WandbLoggerCallback, subclassed in `sweeps.tracking_callbacks`, which only a study that logs imports) on
+the driver, which sees every result of every trial whatever runs it (the single-worker fast path or a
+multi-worker TorchTrainer), plus two things of ours:
 
 - each trial's run carries its identity (optimizer, seed, configuration id as in the report,
   hyperparameters), so a UI can group the seeds of a configuration and compare optimizers;
@@ -26,28 +27,17 @@ import logging
 import os
 import socket
 import sys
-import threading
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ray
-from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
-from ray.tune.logger import TBXLoggerCallback
-
 from optsweep.vocabulary import STUDY_FILE, TARGET_RECORD_KEY, Target
-
-from .member_tracking import MemberRuns
-from .trial_identity import ConfigurationIds
 
 if TYPE_CHECKING:
     import pandas as pd
-    from ray.tune.experiment import Trial
+    from ray import tune
 
     from .cli import StudyArgs
 
@@ -164,17 +154,19 @@ class StudyTracking:
     # ------------------------------------------------------------------------------ per trial
     def callbacks(self) -> list[tune.Callback]:
         """One Tune callback per working backend, for one optimizer's Tuner."""
-        factories: dict[str, Callable[[StudyTracking], tune.Callback]] = {
-            TENSORBOARD: TensorBoardCallback,
-            MLFLOW: MLflowCallback,
-            WANDB: WandbCallback,
-        }
+        active = self.active()
+        if not active:
+            return []
+        # Ray's logger callbacks import their backend's package (MLflow and W&B take seconds to import):
+        # only a study that logs somewhere pays for them.
+        from .tracking_callbacks import CALLBACKS
+
         built = []
-        for backend in self.active():
+        for backend in active:
             try:
-                built.append(factories[backend](self))
+                built.append(CALLBACKS[backend](self))
             except Exception as error:
-                self.fail(backend, _describe(error))
+                self.fail(backend, describe_error(error))
         return built
 
     # ----------------------------------------------------------------------------- the study
@@ -203,14 +195,14 @@ class StudyTracking:
             )
         except Exception as error:  # no study-level run without its summary; the trials' runs stay
             for backend in active:
-                self.fail(backend, f"the study summary could not be read ({_describe(error)})")
+                self.fail(backend, f"the study summary could not be read ({describe_error(error)})")
             return
         writers = {TENSORBOARD: self._tensorboard_study, MLFLOW: self._mlflow_study, WANDB: self._wandb_study}
         for backend in active:
             try:
                 writers[backend](study)
             except Exception as error:
-                self.fail(backend, _describe(error))
+                self.fail(backend, describe_error(error))
 
     def _tensorboard_study(self, study: StudySummary) -> None:
         from matplotlib.image import imread
@@ -328,236 +320,6 @@ class StudySummary:
         return {f"study/{key}": json.dumps(value) for key, value in self.settings.items()}
 
 
-# ------------------------------------------------------------------------------ the callbacks
-class _FailSoft:
-    """Mixed into a Ray logger callback: every hook is guarded, so that an error in the backend costs
-    one warning line (through the study's tracking) and switches the backend off, never a trial. Also
-    gives the callback the report's identity of every trial, and hands it a fused group's members as
-    trials of their own (`sweeps.member_tracking`)."""
-
-    backend: str
-
-    def _init_fail_soft(self, tracking: StudyTracking) -> None:
-        self.tracking = tracking
-        self.identities = ConfigurationIds()
-        self.member_runs = MemberRuns()  # a fused group's trial is logged as its members
-
-    def _guard(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.backend in self.tracking.failed:
-            return None
-        try:
-            trials = kwargs.get("trials")
-            if trials is not None:
-                self.identities.update(self.member_runs.expand(trials))
-            return hook(*args, **kwargs)
-        except Exception as error:
-            self.tracking.fail(self.backend, _describe(error))
-            return None
-
-    def _per_trial(
-        self, hook: Callable[..., Any], iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        """A hook about one trial; a fused group's own start, save and restore are not its members'."""
-        if not self.member_runs.is_group(trial):
-            self._guard(hook, iteration=iteration, trials=trials, trial=trial, **info)
-
-    def setup(self, *args: Any, **kwargs: Any) -> None:
-        self._guard(super().setup, *args, **kwargs)  # type: ignore[misc]
-
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        self._guard(super().on_step_begin, iteration=iteration, trials=trials, **info)  # type: ignore[misc]
-
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        self._guard(super().on_step_end, iteration=iteration, trials=trials, **info)  # type: ignore[misc]
-
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._per_trial(super().on_trial_start, iteration, trials, trial, **info)  # type: ignore[misc]
-
-    def on_trial_restore(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._per_trial(super().on_trial_restore, iteration, trials, trial, **info)  # type: ignore[misc]
-
-    def on_trial_save(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._per_trial(super().on_trial_save, iteration, trials, trial, **info)  # type: ignore[misc]
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
-    ) -> None:
-        if not self.member_runs.is_group(trial):
-            self._guard(
-                super().on_trial_result,  # type: ignore[misc]
-                iteration=iteration,
-                trials=trials,
-                trial=trial,
-                result=result,
-                **info,
-            )
-            return
-        started, results, ended = self.member_runs.on_result(trial, result)
-        for member in started:
-            self._guard(super().on_trial_start, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
-        for member, member_result in results:
-            self._guard(
-                super().on_trial_result,  # type: ignore[misc]
-                iteration=iteration,
-                trials=trials,
-                trial=member,
-                result=member_result,
-                **info,
-            )
-        for member in ended:
-            self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        for member in self._ending(trial):
-            self._guard(super().on_trial_complete, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
-
-    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._per_trial(super().on_trial_recover, iteration, trials, trial, **info)  # type: ignore[misc]
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        for member in self._ending(trial):
-            self._guard(super().on_trial_error, iteration=iteration, trials=trials, trial=member, **info)  # type: ignore[misc]
-
-    def _ending(self, trial: Trial) -> list[Any]:
-        """The trial, or a fused group's members whose runs are still open."""
-        return self.member_runs.on_end(trial) if self.member_runs.is_group(trial) else [trial]
-
-    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._per_trial(super().on_checkpoint, iteration, trials, trial, **info)  # type: ignore[misc]
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self._guard(super().on_experiment_end, trials=trials, **info)  # type: ignore[misc]
-
-
-def _scalar_params(identity: Any) -> dict[str, Any]:
-    """The identity and the hyperparameters, as values TensorBoard's hparams plugin accepts."""
-    params: dict[str, Any] = dict(identity.tags())
-    for key, value in identity.hyperparameters.items():
-        params[key] = value if isinstance(value, bool | int | float | str) else str(value)
-    return params
-
-
-class TensorBoardCallback(_FailSoft, TBXLoggerCallback):
-    """Tune's TensorBoard logger (event files in each trial's directory: every reported metric per
-    epoch under ray/tune/), with the trial's identity in the hparams view (filter by config_id)."""
-
-    backend = TENSORBOARD
-
-    def __init__(self, tracking: StudyTracking) -> None:
-        super().__init__()
-        self._init_fail_soft(tracking)
-
-    # Ray's hook (called on trial end): ours records the identity, not Tune's raw search variables.
-    def _try_log_hparams(self, trial: Trial, result: dict[str, Any]) -> None:
-        from tensorboardX.summary import hparams
-
-        summaries = hparams(hparam_dict=_scalar_params(self.identities.of(trial)), metric_dict=result)
-        for summary in summaries:
-            self._trial_writer[trial].file_writer.add_summary(summary)
-
-
-_MLFLOW_SETUP = threading.Lock()
-
-
-class MLflowCallback(_FailSoft, MLflowLoggerCallback):
-    """Tune's MLflow logger: one run per trial (params: its config; metrics: every reported number
-    per epoch), tagged optsweep.optimizer / .config_id / .seed and named <config_id>-seed<seed>."""
-
-    backend = MLFLOW
-
-    def __init__(self, tracking: StudyTracking) -> None:
-        super().__init__(
-            tracking_uri=tracking.mlflow_uri,
-            experiment_name=tracking.name,
-            tags={KIND_TAG: TRIAL_KIND, f"{TAG_PREFIX}study": tracking.name},
-        )
-        self._init_fail_soft(tracking)
-
-    def setup(self, *args: Any, **kwargs: Any) -> None:
-        def create_then_setup() -> None:
-            from mlflow import MlflowClient
-
-            # The optimizers' Tuners start side by side: one creates the experiment, the others find it
-            # (and Ray's setup sets MLflow's process-wide tracking URI and experiment).
-            with _MLFLOW_SETUP:
-                client = MlflowClient(self.tracking.mlflow_uri)
-                ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
-                MLflowLoggerCallback.setup(self, *args, **kwargs)
-
-        self._guard(create_then_setup)
-
-    def log_trial_start(self, trial: Trial) -> None:
-        identity = self.identities.of(trial)
-        shared = self.tags
-        self.tags = {**shared, **{TAG_PREFIX + k: v for k, v in identity.tags().items()}}
-        try:
-            super().log_trial_start(trial)
-        finally:
-            self.tags = shared
-        from mlflow import MlflowClient
-
-        MlflowClient(self.tracking.mlflow_uri).set_tag(
-            self._trial_runs[trial], "mlflow.runName", identity.run_name
-        )
-
-    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-        # The config is already the run's params; as metrics it would only repeat them every epoch.
-        super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
-
-
-class _FlushingWandbActor(_WandbLoggingActor):
-    """Ray's W&B logging actor, waiting at the end until W&B's own service has written the run out:
-    Ray kills the actor as soon as `run` returns, and wandb 0.2x+ writes from a separate process, so
-    without this the last records of a run, or all of them, were lost here (1 run in 4)."""
-
-    def run(self) -> None:
-        super().run()
-        self._wandb.teardown()
-
-
-class WandbCallback(_FailSoft, WandbLoggerCallback):
-    """Tune's W&B logger (one run per trial, logged from a small Ray actor): the run is grouped by
-    its configuration id, its job type is the optimizer, its name <config_id>-seed<seed>."""
-
-    backend = WANDB
-    _logger_actor_cls = _FlushingWandbActor  # Ray's hook for its logging actor
-
-    def __init__(self, tracking: StudyTracking) -> None:
-        super().__init__(
-            project=tracking.wandb_project,
-            dir=tracking.wandb_dir,
-            mode=tracking.wandb_mode,
-            settings={"silent": True},
-        )
-        self._init_fail_soft(tracking)
-
-    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
-        # Ray's hook drops what its logging actors raised: here a W&B run that failed is the warning line.
-        futures = list(self._trial_logging_futures.values())
-        done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
-        for future in done:
-            try:
-                ray.get(future)
-            except Exception as error:
-                self.tracking.fail(self.backend, _describe(getattr(error, "cause", None) or error))
-        super()._cleanup_logging_actors(timeout=0, kill_on_timeout=kill_on_timeout)
-
-    def log_trial_start(self, trial: Trial) -> None:
-        identity = self.identities.of(trial)
-        shared = self.kwargs
-        self.kwargs = {
-            **shared,
-            "group": identity.config_id,
-            "job_type": identity.optimizer,
-            "name": identity.run_name,
-            "tags": [identity.optimizer, identity.config_id, identity.stage],
-        }
-        try:
-            super().log_trial_start(trial)
-        finally:
-            self.kwargs = shared
-
-
 # ------------------------------------------------------------------------------------ helpers
 # By identity (StudyArgs may hold dicts, so it is not hashable); an entry lives as long as its args.
 _studies: dict[int, StudyTracking] = {}
@@ -634,7 +396,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """The error on one line (a multi-line message is joined, then cut at 300 characters)."""
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__

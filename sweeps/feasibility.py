@@ -19,6 +19,8 @@ from typing import Any
 
 from ray import tune
 
+from . import _ray_compat
+
 WAIT_NOTE_ENV = "OPTSWEEP_WAIT_NOTE_S"
 DEFAULT_WAIT_NOTE_S = 180.0
 RESOURCES = ("CPU", "GPU")
@@ -47,16 +49,7 @@ def snapshot(local: bool) -> Cluster:
     import ray
 
     nodes = [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
-    node_types: list[tuple[dict[str, float], int]] = []
-    try:
-        from ray._private.state import state  # the autoscaler's node types; no public API in Ray 2.60
-
-        config = state.get_cluster_config()
-    except Exception:  # an older GCS or no autoscaler: judge by the nodes there are
-        config = None
-    if config is not None:
-        node_types = [(dict(group.resources), int(group.max_count)) for group in config.node_group_configs]
-    return Cluster(nodes=nodes, node_types=node_types, local=local)
+    return Cluster(nodes=nodes, node_types=_ray_compat.autoscaler_node_types(), local=local)
 
 
 def worker_demand(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> list[dict[str, float]]:

@@ -35,6 +35,8 @@ from ray.tune.search import Repeater, Searcher
 
 from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
 
+from . import _ray_compat
+
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
@@ -431,11 +433,7 @@ def _stop(tune_controller: TuneController, trial: Trial) -> None:
         # earlier run's directory of the same trial id.
         trial.init_local_path()
     tune_controller.stop_trial(trial)
-    # Schedulers get a wrapper that warns on non-public attributes; the controller itself is inside it.
-    controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
-    if mark is not None:
-        mark(trial)
+    _ray_compat.mark_stopped_trial_for_snapshot(tune_controller, trial)
 
 
 def _read(location: str) -> str | None:

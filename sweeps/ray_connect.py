@@ -13,13 +13,14 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import socket
 import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from . import _ray_compat
 
 ADDRESS_ENV = "RAY_ADDRESS"
 CONNECT_TIMEOUT_S = 5.0
@@ -91,18 +92,7 @@ def ensure_private_token() -> None:
             )
         return
     with os.fdopen(fd, "w") as f:
-        f.write(_new_token())
-
-
-def _new_token() -> str:
-    try:  # Ray's own format
-        from ray._private.authentication.authentication_token_generator import (
-            generate_new_authentication_token,
-        )
-
-        return generate_new_authentication_token()
-    except ImportError:
-        return secrets.token_hex(32)
+        f.write(_ray_compat.new_auth_token())
 
 
 def connect(address: str | None, source: str, **init_kwargs: Any) -> str:
@@ -139,15 +129,13 @@ def _loopback_only() -> Iterator[None]:
     This is what `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` does, which Ray reads once, at import: the
     driver's copy of it is set for the start only, the processes started meanwhile get the variable.
     """
-    from ray._private import ray_constants
-
-    saved_env, saved_flag = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    saved_env = os.environ.get(LOOPBACK_ENV)
     os.environ[LOOPBACK_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    saved_flag = _ray_compat.swap_cluster_binding_flag(False)
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        _ray_compat.swap_cluster_binding_flag(saved_flag)
         if saved_env is None:
             os.environ.pop(LOOPBACK_ENV, None)
         else:

@@ -29,6 +29,8 @@ from typing import Any
 
 import pyarrow.fs
 
+from . import _ray_compat
+
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED", "ERROR"}
 STATE_GLOB = "experiment_state-*.json"
 DAMAGED_SUFFIX = ".damaged"
@@ -171,15 +173,12 @@ def apply_run_settings(
 ) -> list[str]:
     """Give the unfinished trials in the state Tune restores the current `settings` (of RUN_SETTINGS)
     and trial `resources` (a `tune.with_resources` dict); returns the ids of the trials changed."""
-    from ray import cloudpickle
-    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
-
     state_file = state_file_tune_restores(experiment)
     if state_file is None:
         return []
     state = json.loads(state_file.read_text())
     # Stored the way Trial.__getstate__ stores it: cloudpickled, hex-encoded.
-    request = cloudpickle.dumps(resource_dict_to_pg_factory(dict(resources))).hex()
+    request = _ray_compat.stored_resource_request(resources)
     wanted = {key: settings[key] for key in RUN_SETTINGS if key in settings}
     changed = []
     for index, (trial_json, runtime_json) in enumerate(state["trial_data"]):
@@ -189,7 +188,7 @@ def apply_run_settings(
             continue
         if all(stored.get(key) == value for key, value in wanted.items()):
             continue
-        for config_key in ("config", "_Trial__unresolved_config"):
+        for config_key in _ray_compat.stored_trial_config_keys():
             if isinstance(trial.get(config_key, {}).get("settings"), dict):
                 trial[config_key]["settings"].update(wanted)
         trial["placement_group_factory"] = request

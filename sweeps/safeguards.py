@@ -16,6 +16,7 @@ from ray import tune
 from optsweep import analysis
 
 from . import (
+    _ray_compat,
     cli,
     feasibility,
     halving,
@@ -102,10 +103,10 @@ def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, fl
 def restored(tuner: Any, args: cli.StudyArgs) -> None:
     """After `Tuner.restore`: this run's --max-concurrent (Tune restores the stored TuneConfig; Ray 2.60
     has no public way to change it, so the restored Tuner's config is updated in place)."""
-    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    config = _ray_compat.restored_tune_config(tuner)
     if config is None:
         if args.max_concurrent is not None:
-            print("  note: --max-concurrent cannot be changed on resume with this Ray version", flush=True)
+            print("  note: --max-concurrent cannot be changed on resume through Ray Client", flush=True)
         return
     if isinstance(config.scheduler, halving.ConfigurationHalving):
         config.scheduler.max_running = args.max_concurrent

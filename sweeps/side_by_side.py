@@ -6,25 +6,26 @@ for the same time and the cluster does not idle through each experiment's tail.
 
 The shared graceful stop. Ray Tune (2.60) ends a `tune.run` loop gracefully (its last experiment
 snapshot written, unfinished trials left PENDING/PAUSED/RUNNING in it, so `Tuner.restore` resumes
-them) only when the `threading.Event` that `ray.tune.tune._setup_signal_catching` returns is set; its
-SIGINT/SIGUSR1 handler sets it, and Tune installs that handler in the main thread only. A fit in
-another thread creates its Event too, but nothing can reach it. There is no public way to stop a fit
-resumably: `Stopper.stop_all()` marks every unfinished trial TERMINATED (a resume would not continue
-them), and an exception from a callback skips the last snapshot. So, while `run` runs several
-callables, `ray.tune.tune._setup_signal_catching` is wrapped (and put back afterwards): a fit started
-in one of `run`'s threads hands its Event to the run's `SharedStop`, which sets every such Event, at
-once and for any fit that starts later. tests/test_side_by_side.py fails if Ray changes that function
-or the loop that reads its Event.
+them) only when the `threading.Event` it creates as its loop begins is set; its SIGINT/SIGUSR1 handler
+sets it, and Tune installs that handler in the main thread only. A fit in another thread creates its
+Event too, but nothing can reach it. There is no public way to stop a fit resumably:
+`Stopper.stop_all()` marks every unfinished trial TERMINATED (a resume would not continue them), and an
+exception from a callback skips the last snapshot. So, while `run` runs several callables, the
+function that creates that Event is wrapped (`_ray_compat.swap_fit_interrupt_event_factory`, put back
+afterwards): a fit started in one of `run`'s threads hands its Event to the run's `SharedStop`, which
+sets every such Event, at once and for any fit that starts later. tests/test_ray_contract.py fails if
+Ray changes that function or the loop that reads its Event.
 
 Ray Tune's module-level state is not made for fits in several threads, so `run` also, while it runs:
-- gives each runner its own namespace in Tune's trainable registry (`ray.tune.registry._make_key` is
-  wrapped): Tune registers a fit's trainable under its name (every optimizer's is `run_trial`) in one
-  registry for the whole Ray job and looks it up again each time it starts a trial actor, so the
-  optimizers' fits would start each other's trainables (with another optimizer class bound to it);
+- gives each runner its own namespace in Tune's trainable registry (its key function is wrapped,
+  `_ray_compat.swap_trainable_registry_key`): Tune registers a fit's trainable under its name (every
+  optimizer's is `run_trial`) in one registry for the whole Ray job and looks it up again each time it
+  starts a trial actor, so the optimizers' fits would start each other's trainables (with another
+  optimizer class bound to it);
 - lets one runner at a time set up, from its start until its fit's loop begins (when Tune asks for the
   Event above): `tune.with_parameters`, `Tuner(...)`/`Tuner.restore` and the start of `fit` write to
-  plain dicts of Tune's registries (`_Registry._to_flush`, `_ParameterRegistry.to_flush`) that a
-  concurrent flush would iterate or clear under another thread's feet. The loops then run together.
+  plain dicts of Tune's registries (what waits to be flushed to the Ray job) that a concurrent flush
+  would iterate or clear under another thread's feet. The loops then run together.
 
 What stops the runners gracefully:
 - SIGUSR1 (Tune's own graceful-stop signal, which `sweeps.interrupts` raises on the first Ctrl-C or
@@ -51,13 +52,11 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, TextIO, TypeVar
 
+from . import _ray_compat
+
 T = TypeVar("T")
 
 POLL_S = 0.2
-_TUNE_MODULE = "ray.tune.tune"
-_TUNE_HOOK = "_setup_signal_catching"
-_REGISTRY_MODULE = "ray.tune.registry"
-_REGISTRY_KEY = "_make_key"
 _PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 
 
@@ -242,19 +241,11 @@ _runners: dict[int, _Runner] = {}  # thread ident -> its runner, while `run` run
 _hook_lock = threading.Lock()
 _hook_users = 0
 _originals: dict[str, Any] = {}
-_HOOKS = ((_TUNE_MODULE, _TUNE_HOOK), (_REGISTRY_MODULE, _REGISTRY_KEY))
 
 
-def tune_hook_available() -> bool:
-    """Whether this Ray has the functions `run` wraps (see the module docstring)."""
-    import importlib
-
-    return all(callable(getattr(importlib.import_module(m), name, None)) for m, name in _HOOKS)
-
-
-def _catching() -> threading.Event:
-    """`ray.tune.tune._setup_signal_catching`, wrapped: a runner's fit hands its Event to the stop."""
-    event: threading.Event = _originals[_TUNE_HOOK]()
+def _interrupt_event() -> threading.Event:
+    """Tune's interrupt Event factory, wrapped: a runner's fit hands its Event to the stop."""
+    event: threading.Event = _originals["event"]()
     runner = _runners.get(threading.get_ident())
     if runner is not None:
         runner.stop.register(event)
@@ -262,31 +253,21 @@ def _catching() -> threading.Event:
     return event
 
 
-def _make_key(prefix: str, category: str, key: str) -> bytes:
-    """`ray.tune.registry._make_key`, wrapped: a runner's registrations are its own."""
+def _registry_key(prefix: str, category: str, key: str) -> bytes:
+    """Tune's registry key function, wrapped: a runner's registrations are its own."""
     runner = _runners.get(threading.get_ident())
     if runner is not None:
         key = f"{runner.namespace}/{key}"
-    return _originals[_REGISTRY_KEY](prefix, category, key)  # type: ignore[no-any-return]
+    return _originals["key"](prefix, category, key)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
 def _tune_hooks() -> Iterator[None]:
     global _hook_users
-    import importlib
-
-    wrappers = {_TUNE_HOOK: _catching, _REGISTRY_KEY: _make_key}
     with _hook_lock:
         if _hook_users == 0:
-            if not tune_hook_available():
-                raise RuntimeError(
-                    "this Ray version lacks " + " or ".join(f"{m}.{n}" for m, n in _HOOKS) + ": optimizers "
-                    "cannot run side by side safely and still stop resumably (sweeps/side_by_side.py)"
-                )
-            for module_name, name in _HOOKS:
-                module = importlib.import_module(module_name)
-                _originals[name] = getattr(module, name)
-                setattr(module, name, wrappers[name])
+            _originals["event"] = _ray_compat.swap_fit_interrupt_event_factory(_interrupt_event)
+            _originals["key"] = _ray_compat.swap_trainable_registry_key(_registry_key)
         _hook_users += 1
     try:
         yield
@@ -294,8 +275,8 @@ def _tune_hooks() -> Iterator[None]:
         with _hook_lock:
             _hook_users -= 1
             if _hook_users == 0:
-                for module_name, name in _HOOKS:
-                    setattr(importlib.import_module(module_name), name, _originals.pop(name))
+                _ray_compat.swap_fit_interrupt_event_factory(_originals.pop("event"))
+                _ray_compat.swap_trainable_registry_key(_originals.pop("key"))
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ optimizer resumably."""
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -253,24 +252,6 @@ def test_tune_running_is_the_main_threads_business() -> None:
                 pass
             assert handler._in_tune
         assert seen == [True, True] and not handler._in_tune
-
-
-def test_tune_still_ends_its_loop_through_the_event_of_setup_signal_catching() -> None:
-    """The Ray internals `side_by_side` relies on (Ray 2.60): if this fails, Ray changed them, and
-    a fit in a thread could no longer be stopped resumably; see the module docstring."""
-    import ray.tune.experiment.trial
-    import ray.tune.registry
-    import ray.tune.tune
-
-    source = inspect.getsource(ray.tune.tune.run)
-    assert "experiment_interrupted_event = _setup_signal_catching()" in source
-    assert "while not runner.is_finished() and not experiment_interrupted_event.is_set():" in source
-    assert "runner.checkpoint(force=True, wait=True)" in source
-    registry = inspect.getsource(ray.tune.registry._Registry)
-    assert registry.count("_make_key(self.prefix, category, key)") == 4  # register, unregister, contains, get
-    trial = inspect.getsource(ray.tune.experiment.trial.Trial.get_trainable_cls)
-    assert "get_trainable_cls(self.trainable_name)" in trial
-    assert side_by_side.tune_hook_available()
 
 
 def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,12 +19,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-from torch.utils.data.distributed import DistributedSampler
+from optsweep.errors import OptsweepError
+
+if TYPE_CHECKING:  # numpy and torch are imported where data is loaded or batched: the names cost neither
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 try:
     import fcntl
@@ -38,7 +40,7 @@ DATA_DIR_ENV = "OPTSWEEP_DATA_DIR"
 REACHABILITY_TIMEOUT_S = 5.0
 
 
-class DatasetUnavailableError(ValueError):
+class DatasetUnavailableError(OptsweepError):
     """A dataset is not on disk and could not be downloaded."""
 
 
@@ -96,6 +98,7 @@ def load_splits(name: str, data_dir: str | None = None, download: bool = True, s
 
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
     from sklearn.datasets import load_digits  # scikit-learn takes a second to import: only when used
 
     bunch = load_digits()
@@ -108,6 +111,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def _digits_indices(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted train/val/test row indices into load_digits(): 60/20/20, stratified by class."""
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
     _, labels = _digits_raw()
@@ -124,6 +128,10 @@ def _digits_splits(split_seed: int) -> Splits:
     images, labels = _digits_raw()
     train, val, test = _digits_indices(split_seed)
     mean, std = images[train].mean(), images[train].std()
+
+    import numpy as np
+    import torch
+    from torch.utils.data import TensorDataset
 
     def tensors(idx: np.ndarray) -> TensorDataset:
         x = ((images[idx] - mean) / std).astype(np.float32)
@@ -202,8 +210,9 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
 }
 
 
-class _Transformed(Dataset):
-    """Applies `transform` to the input of `base[i]`; lets train and val share one copy of the data."""
+class _Transformed:
+    """Applies `transform` to the input of `base[i]`; lets train and val share one copy of the data (a
+    map-style dataset: what torch's Subset and DataLoader need is `__getitem__` and `__len__`)."""
 
     def __init__(self, base: Dataset, transform: Any) -> None:
         self.base = base
@@ -218,7 +227,9 @@ class _Transformed(Dataset):
 
 
 def _torchvision_splits(spec: _TorchvisionSpec, root: str, download: bool, split_seed: int) -> Splits:
+    import numpy as np
     from sklearn.model_selection import train_test_split
+    from torch.utils.data import Subset
     from torchvision import transforms as T
 
     plain = T.Compose([T.ToTensor(), T.Normalize(spec.mean, spec.std)])
@@ -357,6 +368,10 @@ class ShardedLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        from torch.utils.data.distributed import DistributedSampler
+
         self.dataset = dataset
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -397,6 +412,8 @@ class ShardedLoader:
         if self._loader is not None:
             # Worker seeds (random augmentations) then depend only on (seed, rank, epoch): a run resumed
             # at epoch k augments as an uninterrupted one would.
+            import numpy as np
+
             words = [w & 0xFFFFFFFF for w in (self.seed, self.rank, epoch)]
             self._generator.manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
 
@@ -411,6 +428,8 @@ class ShardedLoader:
                 yield tuple(batch)
             return
         assert self._tensors is not None
+        import torch
+
         indices = torch.tensor(list(self.sampler), dtype=torch.long)
         for i in range(len(self)):
             batch = indices[i * self.batch_size : (i + 1) * self.batch_size]
@@ -422,6 +441,8 @@ def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
     exactly one shard, so metrics summed over ranks are exact."""
     if world_size == 1:
         return dataset
+    from torch.utils.data import Subset, TensorDataset
+
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[rank::world_size] for t in dataset.tensors))
     return Subset(dataset, list(range(rank, len(dataset), world_size)))  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
-"""The built-in language-model task: a small decoder-only transformer (GPT-style, pre-norm blocks with
-causal self-attention, learned positional embeddings, output layer tied to the token embedding)
-trained on next-byte prediction over the Python documentation (`trainables.text_corpus`).
+"""The model of the built-in language-model task (`pydoc_lm` in `trainables.builtin_tasks`): a small
+decoder-only transformer (GPT-style, pre-norm blocks with causal self-attention, learned positional
+embeddings, output layer tied to the token embedding) trained on next-byte prediction over the Python
+documentation (`trainables.text_corpus`). Imported when the task's model is built.
 """
 
 from __future__ import annotations
@@ -10,14 +11,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from optsweep.vocabulary import Target
-
-from . import text_corpus
-from .tasks import ACCURACY, PERPLEXITY, Task, TaskData, token_cross_entropy
-
-TARGET = Target("perplexity", "min")
-TOKEN_ACCURACY = "acc"
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,60 +92,3 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
-
-
-def pydoc_lm(
-    context_length: int = 64,
-    width: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    dropout: float = 0.0,
-    corpus_fraction: float = 1.0,
-    batch_size: int = 32,
-    max_epochs: int = 3,
-) -> Task:
-    """Byte-level language model on the Python documentation; target: validation perplexity (min).
-
-    `context_length` tokens per sequence, `width` the embedding width, `layers` transformer blocks of
-    `heads` attention heads; `corpus_fraction` keeps the first part of every documentation topic
-    (smaller and faster runs, the same mix of topics).
-    """
-    vocab_size = text_corpus.VOCAB_SIZE
-    for name, value in (
-        ("context_length", context_length),
-        ("width", width),
-        ("layers", layers),
-        ("heads", heads),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} {value!r} must be an integer >= 1")
-    if width % heads:
-        raise ValueError(f"width {width} must be a multiple of heads {heads}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout {dropout!r} must be in [0, 1)")
-    if not 0 < corpus_fraction <= 1:
-        raise ValueError(f"corpus_fraction {corpus_fraction!r} must be in (0, 1]")
-
-    def splits() -> TaskData:
-        tokens = text_corpus.split_topics(text_corpus.pydoc_topics(), corpus_fraction)
-        train, val, test = (
-            text_corpus.sequences(part, context_length) for part in (tokens.train, tokens.val, tokens.test)
-        )
-        return TaskData(train, val, test)
-
-    def model() -> nn.Module:
-        return DecoderLM(vocab_size, context_length, width, layers, heads, dropout)
-
-    return Task(
-        name="pydoc_lm",
-        model=model,
-        data=splits,
-        loss=token_cross_entropy,
-        metrics={TARGET.metric: PERPLEXITY, TOKEN_ACCURACY: ACCURACY},
-        target=TARGET,
-        batch_size=batch_size,
-        max_epochs=max_epochs,
-        weight_decay="matrices_only",
-        # A loss 100x that of guessing uniformly over the bytes means the run has blown up.
-        divergence_loss=100 * math.log(vocab_size),
-    )

@@ -6,8 +6,10 @@ Every model's initial weights depend only on the global torch seed set before `b
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a model is built: the names cost no torch import
+    from torch import nn
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet18")
 
@@ -38,6 +40,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Sequential:
+    from torch import nn
+
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(math.prod(input_shape), hidden),
@@ -49,6 +53,8 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    from torch import nn
+
     return [
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),  # BN's shift makes a bias redundant
         nn.BatchNorm2d(out_channels),
@@ -58,6 +64,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 def cnn(in_channels: int, num_classes: int) -> nn.Sequential:
     """Three 3x3 conv blocks, one 2x2 max-pool and global average pooling: any image size >= 2x2."""
+    from torch import nn
+
     return nn.Sequential(
         *_conv_bn_relu(in_channels, 32),
         *_conv_bn_relu(32, 64),
@@ -72,6 +80,7 @@ def cnn(in_channels: int, num_classes: int) -> nn.Sequential:
 def cifar_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem: a 3x3 stride-1 conv1 and no max-pool, since the
     ImageNet stem would shrink a 32x32 image to 8x8 before the first residual block."""
+    from torch import nn
     from torchvision.models import resnet18  # torchvision takes seconds to import: only when used
 
     model = resnet18(num_classes=num_classes)

@@ -8,16 +8,17 @@ model that predicts the training mean scores a validation MSE of about 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import TensorDataset
+from typing import TYPE_CHECKING
 
 from optsweep.vocabulary import Target
 
-from .tasks import MAE, MSE, Task, TaskData
+from .task_types import MAE, MSE, Task, TaskData
+
+# numpy and torch are imported where the task is built: the built-in tasks' names cost neither.
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+    from torch.utils.data import TensorDataset
 
 TARGET = Target("mse", "min")
 ABSOLUTE_ERROR = "mae"
@@ -35,12 +36,16 @@ class Arrays:
     target: np.ndarray
 
     def dataset(self) -> TensorDataset:
+        import torch
+        from torch.utils.data import TensorDataset
+
         return TensorDataset(torch.from_numpy(self.features), torch.from_numpy(self.target))
 
 
 def diabetes_splits(split_seed: int = 0) -> tuple[Arrays, Arrays, Arrays]:
     """(train, val, test) of the diabetes data, drawn at random with `split_seed` and standardised with
     the training split's statistics."""
+    import numpy as np
     from sklearn.datasets import load_diabetes  # scikit-learn takes a second to import: only when used
     from sklearn.model_selection import train_test_split
 
@@ -62,6 +67,8 @@ def diabetes_splits(split_seed: int = 0) -> tuple[Arrays, Arrays, Arrays]:
 
 def mlp_regressor(inputs: int, hidden: int) -> nn.Sequential:
     """inputs -> hidden -> hidden -> one value per example, shape (B,)."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Linear(inputs, hidden),
         nn.ReLU(),
@@ -77,6 +84,7 @@ def diabetes(hidden: int = 32, split_seed: int = 0, batch_size: int = 32, max_ep
     target."""
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"hidden {hidden!r} must be an integer >= 1")
+    import torch.nn.functional as F
 
     def splits() -> TaskData:
         train, val, test = diabetes_splits(split_seed)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-from torch.utils.data import TensorDataset
+if TYPE_CHECKING:  # torch is imported where tokens are made: the task's recipe reads VOCAB_SIZE without it
+    from torch import Tensor
+    from torch.utils.data import TensorDataset
 
 VOCAB_SIZE = 256
 """Byte-level tokens: every UTF-8 byte is one token."""
@@ -63,6 +64,8 @@ def split_topics(topics: dict[str, str], fraction: float = 1.0) -> TokenSplits:
 
 
 def _tokens(data: bytes) -> Tensor:
+    import torch
+
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
 
 
@@ -77,6 +80,8 @@ def sequences(tokens: Tensor, context_length: int) -> TensorDataset:
         raise ValueError(
             f"{len(tokens)} tokens are too few for one sequence of context length {context_length}"
         )
+    from torch.utils.data import TensorDataset
+
     windows = tokens[: count * context_length + 1].unfold(0, context_length + 1, context_length)
     return TensorDataset(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
@@ -84,6 +89,8 @@ def sequences(tokens: Tensor, context_length: int) -> TensorDataset:
 def unigram_perplexity(tokens: Tensor, vocab_size: int = VOCAB_SIZE) -> float:
     """exp(entropy) of the tokens' own frequencies: the perplexity of the best model that ignores
     context (any token-frequency model fitted elsewhere does no better on these tokens)."""
+    import torch
+
     counts = torch.bincount(tokens.reshape(-1), minlength=vocab_size).double()
     p = counts[counts > 0] / counts.sum()
     return math.exp(float(-(p * p.log()).sum()))

@@ -16,7 +16,9 @@ limit of `--study-timeout` seconds. With R rounds the order alternates (fused fi
 unfused first in even ones) and each side keeps its best wall time; every run is printed.
 
 - wall: the whole command, from its start (Ray start-up included) to its exit after the report is
-  written; the load average at the end of each run is printed beside it.
+  written; the load average at the end of each run is printed beside it. Where it went (imports and
+  planning, Ray start, set-up, training, report, exit) is read from the study's own output, each line
+  timestamped as it arrives (`wall_time_phases`).
 - CPU: user + system time of the study process and of every process under it (Ray's GCS, raylet,
   workers, dashboard), each counted on its own: each run goes through a small wrapper (this script,
   `--measure-command`) that samples its descendants' CPU times every 0.2 s (psutil) and keeps each
@@ -73,6 +75,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -216,6 +219,7 @@ class StudyRun:
     stragglers: int
     load: float
     verdict: str | None
+    lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds after the start, the line)
 
     @property
     def ok(self) -> bool:
@@ -352,6 +356,49 @@ def compare_reports(
     )
 
 
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ ")  # Ray's own logging
+PHASES = ("imports and planning", "Ray start", "set-up", "training", "report", "exit")
+
+
+def wall_time_phases(lines: Sequence[tuple[float, str]], wall_s: float) -> dict[str, float | None]:
+    """Where a study's wall time went, from its output lines and when each arrived (seconds after the
+    command started), as far as the study's public output tells (None: its marker line is missing):
+
+    - imports and planning: until Ray's first log line (`ray.init` has begun; the study prints nothing
+      before it starts Ray, and plans before that);
+    - Ray start: until the study's "Ray: ..." line (Ray is up);
+    - set-up: until the first "Starting <optimizer>" line (cluster checks, the Tuners);
+    - training: until the last progress line ("[<optimizer> ...]"), every stage of every optimizer;
+    - report: until the "Done in ..." line (the report is written, the verdict printed);
+    - exit: until the process exited (Ray's shutdown, the interpreter's teardown)."""
+
+    def first(predicate: Callable[[str], bool], after: float = -1.0) -> float | None:
+        return next((t for t, line in lines if t >= after and predicate(line)), None)
+
+    ray_up = first(lambda line: line.startswith("Ray: "))
+    ray_log = first(lambda line: RAY_LOG_LINE.match(line) is not None)
+    if ray_log is not None and ray_up is not None and ray_log > ray_up:
+        ray_log = None
+    starting = first(lambda line: line.startswith("Starting "))
+    progress = [t for t, line in lines if line.startswith("[")]
+    trained = progress[-1] if progress else None
+    done = first(lambda line: VERDICT_LINE.match(line) is not None, trained if trained is not None else -1.0)
+    marks = [0.0, ray_log, ray_up, starting, trained, done, wall_s]
+    phases: dict[str, float | None] = {}
+    for name, begin, end in zip(PHASES, marks[:-1], marks[1:], strict=True):
+        phases[name] = None if begin is None or end is None else max(end - begin, 0.0)
+    return phases
+
+
+def describe_phases(phases: dict[str, float | None]) -> str:
+    known = [f"{name} {seconds:.1f} s" for name, seconds in phases.items() if seconds is not None]
+    missing = [name for name, seconds in phases.items() if seconds is None]
+    text = "; ".join(known)
+    if missing:
+        text += f" (not told apart by the output: {', '.join(missing)})"
+    return text
+
+
 def study_command(label: str, storage: Path, study_args: Sequence[str], fuse: int | None) -> list[str]:
     fusion = ["--no-fuse"] if label == UNFUSED else [] if fuse is None else ["--fuse", str(fuse)]
     return [
@@ -434,8 +481,20 @@ def _measure_command(argv: Sequence[str]) -> None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     timed_out = False
+    lines: list[tuple[float, str]] = []
     with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Unbuffered, through a pipe: each line is timestamped as it arrives (where the wall time goes).
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        reader = threading.Thread(target=_timestamp_lines, args=(process, out, start, lines), daemon=True)
+        reader.start()
         while process.poll() is None:
             if time.perf_counter() - start > timeout_s:
                 timed_out = True
@@ -447,6 +506,7 @@ def _measure_command(argv: Sequence[str]) -> None:
             time.sleep(SAMPLE_S)
     wall_s = time.perf_counter() - start
     load = os.getloadavg()[0]
+    reader.join(timeout=grace_s)  # the pipe closes when the last process holding it exits
     stragglers = _reap_descendants(grace_s, sample)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -461,9 +521,21 @@ def _measure_command(argv: Sequence[str]) -> None:
                 "subreaper": subreaper,
                 "stragglers": stragglers,
                 "load": load,
+                "lines": list(lines),
             }
         )
     )
+
+
+def _timestamp_lines(
+    process: subprocess.Popen[str], out: Any, start: float, lines: list[tuple[float, str]]
+) -> None:
+    """Copy the command's output to `out`, noting when each line arrived."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append((time.perf_counter() - start, line.rstrip("\n")))
+        out.write(line)
+        out.flush()
 
 
 def run_study(
@@ -483,6 +555,7 @@ def run_study(
     wrapper += [str(timeout_s), str(grace_s), "--", *study_command(label, storage, study_args, fuse)]
     subprocess.run(wrapper, check=True, timeout=timeout_s + grace_s + 120, cwd=REPO)
     measured = json.loads(result.read_text())
+    measured["lines"] = [(float(t), str(text)) for t, text in measured.get("lines", [])]
     verdicts = [m["verdict"] for m in map(VERDICT_LINE.match, log.read_text().splitlines()) if m]
     return StudyRun(
         label=label,
@@ -505,7 +578,7 @@ def _describe(run: StudyRun) -> str:
     return text
 
 
-def _comparison_lines(comparison: Comparison) -> list[str]:
+def comparison_lines(comparison: Comparison) -> list[str]:
     c = comparison
     if c.same_verdict:
         verdict = "same verdict"
@@ -568,6 +641,9 @@ def study_benchmark(
                         "  (no subreaper here: CPU time covers only the processes their parents waited for)"
                     )
             print(f"round {round_}: " + " | ".join(_describe(done[label]) for label in order), flush=True)
+            for label in order:
+                phases = wall_time_phases(done[label].lines, done[label].wall_s)
+                print(f"  {label}, where the wall time went: {describe_phases(phases)}", flush=True)
             comparison = compare_reports(
                 done[FUSED].experiment,
                 done[UNFUSED].experiment,
@@ -575,7 +651,7 @@ def study_benchmark(
             )
             comparisons.append(comparison)
             print(f"round {round_}, fused vs unfused:")
-            print("\n".join(_comparison_lines(comparison)), flush=True)
+            print("\n".join(comparison_lines(comparison)), flush=True)
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -605,7 +681,7 @@ class Results:
     study: StudyBenchmark | None = None  # part (a)
 
 
-def _split_study_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+def split_study_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the benchmark's own flags, the flags after --study-args)."""
     argv = list(argv)
     if "--study-args" not in argv:
@@ -647,7 +723,7 @@ def throughput_benchmark(
 
 
 def main(argv: Sequence[str] | None = None) -> Results:
-    own, study_args = _split_study_args(sys.argv[1:] if argv is None else argv)
+    own, study_args = split_study_args(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--part", default="all", choices=("a", "b", "all"), help="a: the study; b: throughput"

@@ -1,38 +1,41 @@
 """How busy a study keeps the cluster: its optimizers side by side (one study) vs one after another.
 
-    python benchmarks/side_by_side.py [--cpus 2] [--storage DIR] [-- study flags...]
+    python benchmarks/side_by_side.py [--cpus 2] [--storage DIR] [--quick] [--num-samples N] [--seeds S]
+        [--max-epochs E]
 
-Starts one local Ray with `--cpus` CPUs and runs the same 3-optimizer study twice: side by side (one
-`adam_vs_sgd` study, as the study runs now) and in the old order (one study per optimizer, one after
-another: each optimizer's Tune experiment runs to its end before the next starts). While each runs,
-the CPU time of Ray's worker processes (the trials) is sampled from /proc every `--interval` seconds.
-Printed per mode: the wall time; the time during which fewer than `--cpus` trials were running (Tune's
-own trial statuses, summed over the optimizers: the idle tail and gaps); the mean utilisation of the
-`--cpus` cores by trials and the time during which fewer than `--cpus` - 0.5 cores were busy with
-trials (CPU time of the trial processes: other load on the machine lowers these). The old
-order writes a report per study; those report writes, but the last, are left out of its figures (the
-old study wrote one report). Linux only (/proc). Other load on the machine lowers both modes' figures.
+Starts one local Ray with `--cpus` CPUs and runs the same 3-optimizer study twice through the public API
+(`optsweep.Study(...).run`): side by side (one study of the three optimizers, as the study runs now) and
+in the old order (one study per optimizer, one after another: each optimizer's trials run to their end
+before the next starts). While each runs, the CPU time of Ray's worker processes (the trials) is sampled
+from /proc every `--interval` seconds. Printed per mode: the wall time; the time during which fewer than
+`--cpus` trials were running (read from the study's own progress lines, "[<optimizer> ...] ... N
+running", timestamped as they are printed, summed over the optimizers: the idle tail and gaps); the mean
+utilisation of the `--cpus` cores by trials and the time during which fewer than `--cpus` - 0.5 cores
+were busy with trials (CPU time of the trial processes: other load on the machine lowers these). The old
+order writes a report per study; those report writes (from a study's last progress line to its end),
+but the last, are left out of its figures (the old study wrote one report). Linux only (/proc). Other
+load on the machine lowers both modes' figures. `--quick`: 2 configurations x 1 seed, 2 epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
-import sys
+import re
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # The protocol tests' study: 6 configurations x 2 seeds, 8 epochs, rungs at epochs 1 and 3.
-STUDY = ["--smoke", "--num-samples", "6", "--seeds", "2", "--max-epochs", "8", "--lr-max", "0.05"]
+STUDY = {"num_samples": 6, "seeds": 2, "max_epochs": 8}
+QUICK = {"num_samples": 2, "seeds": 1, "max_epochs": 2}
+LR_MAX = 0.05
+PROGRESS_LINE = re.compile(r"^\[(?P<label>[^\]\s]+)[^\]]*\].*?\b(?P<running>\d+) running\b")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -94,49 +97,51 @@ class Sampler:
             last_t, last_cpu = now, cpu
 
 
-class RunningTrials:
-    """Tune's own view: how many trials of each optimizer are RUNNING, after every step of its loop."""
+class TimedLines(io.TextIOBase):
+    """A stdout that keeps each line the study prints with the time it arrived (monotonic)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[float, str, int]] = []  # (time, optimizer, running)
-        self.lock = threading.Lock()
+        self.lines: list[tuple[float, str]] = []
+        self._held = ""
 
-    def record(self, optimizer: str, running: int) -> None:
-        with self.lock:
-            self.events.append((time.monotonic(), optimizer, running))
+    def writable(self) -> bool:
+        return True
 
-    def seconds_under(self, slots: int, start: float, end: float) -> float:
-        """Time between `start` and `end` during which fewer than `slots` trials ran, in all."""
-        latest: dict[str, int] = {}
-        under, last = 0.0, start
-        for moment, optimizer, running in sorted(self.events):
-            if start <= moment <= end:
-                if sum(latest.values()) < slots:
-                    under += moment - last
-                last = moment
-            latest[optimizer] = running
-        if sum(latest.values()) < slots:
-            under += end - last
-        return under
+    def write(self, text: str) -> int:
+        *whole, self._held = (self._held + text).split("\n")
+        now = time.monotonic()
+        self.lines += [(now, line) for line in whole]
+        return len(text)
 
 
-RUNNING = RunningTrials()
+def running_events(lines: list[tuple[float, str]]) -> list[tuple[float, str, int]]:
+    """(time, optimizer, trials running) from the study's progress lines, in order."""
+    events = []
+    for moment, line in lines:
+        match = PROGRESS_LINE.match(line)
+        if match:
+            events.append((moment, match["label"], int(match["running"])))
+    return events
 
 
-class Record(tune.Callback):
-    """Tune pickles its callbacks with the experiment: this one finds the recorder by name."""
+def seconds_under(events: list[tuple[float, str, int]], slots: int, start: float, end: float) -> float:
+    """Time between `start` and `end` during which fewer than `slots` trials ran, in all (an optimizer
+    counts 0 until its first progress line)."""
+    latest: dict[str, int] = {}
+    under, last = 0.0, start
+    for moment, optimizer, running in sorted(events):
+        if start <= moment <= end:
+            if sum(latest.values()) < slots:
+                under += moment - last
+            last = moment
+        latest[optimizer] = running
+    if sum(latest.values()) < slots:
+        under += end - last
+    return under
 
-    def __init__(self, optimizer: str) -> None:
-        self.optimizer = optimizer
-        self.module = __name__
 
-    # cloudpickle copies a script's classes by value, with the globals they use: not the recorder's lock.
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        running = sum(trial.status == "RUNNING" for trial in trials)
-        sys.modules[self.module].RUNNING.record(self.optimizer, running)
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        sys.modules[self.module].RUNNING.record(self.optimizer, 0)
+def last_progress(lines: list[tuple[float, str]]) -> float | None:
+    return max((moment for moment, line in lines if PROGRESS_LINE.match(line)), default=None)
 
 
 def figures(
@@ -149,63 +154,79 @@ def figures(
     return {"wall_s": wall, "utilisation": busy / (cpus * wall) if wall else 0.0, "under_full_s": under}
 
 
-def main(argv: list[str] | None = None) -> int:
+def study(optimizers: tuple[str, ...], name: str, shape: dict[str, int]) -> Any:
+    import optsweep
+
+    return optsweep.Study(
+        "digits", optimizers=list(optimizers), confirm_seeds=0, lr_max=LR_MAX, name=name, **shape
+    )
+
+
+def run(
+    optimizers: tuple[str, ...], name: str, shape: dict[str, int], storage: str, out: TimedLines
+) -> float:
+    """One study, its output into `out`; returns when its last progress line was printed."""
+    began, first_line = time.monotonic(), len(out.lines)
+    with contextlib.redirect_stdout(out):
+        study(optimizers, name, shape).run(storage)
+    return last_progress(out.lines[first_line:]) or began
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--storage", default=None)
-    parser.add_argument("study", nargs="*", help="study flags (default: the protocol tests' study)")
+    parser.add_argument("--quick", action="store_true", help="2 configurations x 1 seed, 2 epochs")
+    for key, value in STUDY.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value}")
     args = parser.parse_args(argv)
-    study_flags = args.study or STUDY
+    shape = {key: getattr(args, key) or (QUICK if args.quick else STUDY)[key] for key in STUDY}
     storage = args.storage or tempfile.mkdtemp(prefix="side-by-side-")
+    print(
+        f"{len(OPTIMIZERS)} optimizers, {shape}, lr_max {LR_MAX}, {args.cpus} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     import ray
-    from optsweep.sweeps import adam_vs_sgd, study
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    reports: list[tuple[float, float]] = []
-    write_report = study._write_report
-
-    def timed_report(*a: Any, **k: Any) -> Any:
-        began = time.monotonic()
-        try:
-            return write_report(*a, **k)
-        finally:
-            reports.append((began, time.monotonic()))
-
-    study._write_report = timed_report  # type: ignore[assignment]
-    running = RUNNING
-    callbacks = study._callbacks
-    study._callbacks = lambda a, optimizer, *rest, **k: [  # type: ignore[assignment]
-        *callbacks(a, optimizer, *rest, **k),
-        Record(optimizer),
-    ]
-    base = [*study_flags, "--storage-path", storage]
-    results = {}
-    with Sampler(args.interval) as side:
-        assert adam_vs_sgd.main([*base, "--optimizers", ",".join(OPTIMIZERS), "--name", "side-by-side"]) == 0
-    results["side by side"] = figures(side.samples, args.cpus, [])
-    results["side by side"]["under_slots_s"] = running.seconds_under(
-        args.cpus, side.samples[0][0], side.samples[-1][1]
-    )
-    reports.clear()
-    running.events.clear()
-    with Sampler(args.interval) as sequential:
-        for optimizer in OPTIMIZERS:
-            assert adam_vs_sgd.main([*base, "--optimizers", optimizer, "--name", f"alone-{optimizer}"]) == 0
-    results["one after another"] = figures(sequential.samples, args.cpus, reports[:-1])
-    under = running.seconds_under(args.cpus, sequential.samples[0][0], sequential.samples[-1][1])
-    results["one after another"]["under_slots_s"] = under - sum(b - a for a, b in reports[:-1])
-    print(f"\n{len(OPTIMIZERS)} optimizers, study flags {' '.join(study_flags)}, {args.cpus} CPUs:")
+    ray_was_running = ray.is_initialized()
+    if not ray_was_running:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        out = TimedLines()
+        with Sampler(args.interval) as side:
+            run(OPTIMIZERS, "side-by-side", shape, storage, out)
+        results["side by side"] = figures(side.samples, args.cpus, [])
+        results["side by side"]["under_slots_s"] = seconds_under(
+            running_events(out.lines), args.cpus, side.samples[0][0], side.samples[-1][1]
+        )
+        reports: list[tuple[float, float]] = []
+        out = TimedLines()
+        with Sampler(args.interval) as sequential:
+            for optimizer in OPTIMIZERS:
+                trained = run((optimizer,), f"alone-{optimizer}", shape, storage, out)
+                reports.append((trained, time.monotonic()))
+        results["one after another"] = figures(sequential.samples, args.cpus, reports[:-1])
+        under = seconds_under(
+            running_events(out.lines), args.cpus, sequential.samples[0][0], sequential.samples[-1][1]
+        )
+        results["one after another"]["under_slots_s"] = under - sum(b - a for a, b in reports[:-1])
+    finally:
+        if not ray_was_running:
+            ray.shutdown()
     for mode, found in results.items():
         print(
             f"  {mode:18s} {found['wall_s']:6.1f} s; fewer than {args.cpus} trials running for "
             f"{found['under_slots_s']:.1f} s; trials used {found['utilisation']:.0%} of the cores "
             f"(fewer than {args.cpus - 0.5:g} cores busy for {found['under_full_s']:.1f} s)"
         )
-    ray.shutdown()
-    return 0
+    ratio = results["one after another"]["wall_s"] / results["side by side"]["wall_s"]
+    print(f"side by side: {ratio:.2f}x as fast as one after another (load average {os.getloadavg()[0]:.1f})")
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

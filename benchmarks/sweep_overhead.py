@@ -1,12 +1,13 @@
-"""Sweep overhead: the same small trials as plain processes and through optsweep's Ray Tune machinery.
+"""Sweep overhead: the same small trials as plain processes and as an optsweep study (the public API).
 
     python benchmarks/sweep_overhead.py [--trials N] [--epochs E] [--model M] [--repeats R]
         [--torchtrainer-trials K] [--skip-torchtrainer] [--quick]
 
 The trials: N configurations of Adam on the digits default (the CNN by default: ~0.2 s per epoch on
-one core, so 15 epochs are ~3 s of compute), drawn by the real sweep's random search
-(`sweeps.spaces`; the LR narrowed to 3e-4..3e-3 so that none diverges and every trial trains all its
-epochs), one seed each. Every mode runs the same trial configs.
+one core, so 15 epochs are ~3 s of compute), drawn by the study's own random search (the LR narrowed
+to 3e-4..3e-3 so that none diverges and every trial trains all its epochs), one seed each. Both sides
+run the same trial configs: the plain side takes them from the study's plan (`optsweep.Study.plan`),
+and the study's trials table is checked against them (learning rates, and the final accuracy).
 
 Every time is wall-clock from "start" to "all results in"; process start-up and imports count on both
 sides (the trial processes of either side import torch and optsweep afresh).
@@ -14,20 +15,21 @@ sides (the trial processes of either side import torch and optsweep afresh).
 - plain: `trainables.loop.train` with a `LocalSession` that copies every epoch's checkpoint to disk (as a
   Tune trial persists it), in as many freshly spawned processes as the machine has cores (a
   ProcessPoolExecutor, 1 torch thread each), trials handed out one at a time.
-- tune: the real sweep's Tuner (`sweeps.study._new_tuner`: reuse_actors, CheckpointConfig(num_to_keep=2),
-  FailureConfig, verbose=0, log_to_file, its progress callback) over the same configs, with the FIFO
-  scheduler (every trial runs all its epochs), 1 CPU per trial and as many trials at once as cores: the
-  single-worker fast path. Each repeat starts its own local Ray; "incl. ray.init" adds that start.
-- 2-worker TorchTrainer: the first K configs with 2 workers of 0.5 CPU each, one trial at a time (a
-  trial then fills the cores), against the plain run of the same K configs.
+- study: `optsweep.Study(task="digits", optimizers=["adam"], scheduler="fifo", confirm_seeds=0,
+  ...).run(storage_path, fuse=0, max_concurrent=cores)` in this process (imported before the clock
+  starts): planning, the study's own local Ray start, every trial as its own Tune trial (the
+  single-worker fast path: 1 CPU each, actor reuse, a checkpoint every epoch) and the report. Each
+  repeat starts its own local Ray (when none runs already) and shuts it down; "without Ray's start"
+  subtracts the time until the study's "Ray: ..." line.
+- 2-worker TorchTrainer: the first K configs with `workers_per_trial=2` of 0.5 CPU each, one trial at a
+  time (a trial then fills the cores), against the plain run of the same K configs.
 
-A shared machine is noisy, so plain and Tune runs alternate: plain, tune, plain, tune, plain (R=2), and
-each Tune run is compared with the mean of the plain runs on either side of it; the load average as
-each run ended is printed too. The CPU time of every process (driver, trial processes, Ray's own) is
-sampled to show where the time goes, and gives a CPU-time ratio that other work on the machine
-skews far less than wall-clock time (needs psutil). The torch thread count of each trial process is
-recorded by a thin wrapper around `run_trial`. The last line is the headline: the fast path's
-wall-clock ratio, ray.init included.
+A shared machine is noisy, so plain and study runs alternate: plain, study, plain, study, plain (R=2),
+and each study run is compared with the mean of the plain runs on either side of it; the load average
+as each run ended is printed too. The CPU time of every process (driver, trial processes, Ray's own)
+is sampled to show where the time goes, and gives a CPU-time ratio that other work on the machine
+skews far less than wall-clock time (needs psutil). The last line is the headline: the fast path's
+wall-clock ratio, Ray's start included.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import dataclasses
 import io
 import logging
+import math
 import multiprocessing
 import os
 import resource
@@ -46,7 +48,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,22 +61,18 @@ from optsweep.trainables.sessions import LocalSession
 from optsweep.vocabulary import DEFAULT_TARGET
 
 if TYPE_CHECKING:  # Ray is imported only where it is used: the plain processes never load it.
-    from optsweep.sweeps.cli import StudyArgs
-    from ray import tune
+    import pandas as pd
+
+    import optsweep
 
 OPTIMIZER = "adam"
 LR_RANGE = (3e-4, 3e-3)
 SCHEDULES = ("constant", "cosine")
 DEFAULTS = {"trials": 8, "epochs": 15, "repeats": 2, "torchtrainer_trials": 4}
-QUICK = {"trials": 4, "epochs": 2, "repeats": 1, "torchtrainer_trials": 2}
+QUICK = {"trials": 2, "epochs": 1, "repeats": 1, "torchtrainer_trials": 1}
 TRAIN_WORKER_CPUS = 0.5  # 2 workers + the trial's driver (0.01 CPU) fit on 2 cores
 GOAL = 1.30
 SAMPLE_PERIOD_S = 0.5
-ENV = {
-    # As sweeps.study sets them: no rich console output, no warning per forced experiment snapshot.
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-}
 
 
 @dataclass(frozen=True)
@@ -107,33 +105,24 @@ class PlainRun:
 
 
 @dataclass(frozen=True)
-class Probe:
-    """What a trial process recorded as its trial began."""
-
-    pid: int
-    threads: int
-    omp: str
-    at: float  # time.time()
-
-
-@dataclass(frozen=True)
 class TuneRun:
-    ray_init_s: float
-    started_at: float  # time.time() when the Tuner was built (Ray up)
-    wall_s: float  # Tuner construction + fit
-    trial_time_s: list[float]  # Tune's time_total_s of each trial
-    val_acc: dict[int, float]  # by configuration index
-    probes: list[Probe]
-    cpu_s: dict[str, float] = field(default_factory=dict)  # by process role, ray.init to end of fit
-    load: float = 0.0  # the 1-minute load average as the fit ended
+    """One study run through the public API."""
+
+    ray_start_s: float  # from the call until the study's "Ray: ..." line (planning and Ray's start)
+    wall_s: float  # the whole `Study.run` call, Ray's start and the report included
+    trial_time_s: list[float]  # each trial's own time (the trials table's time_s)
+    val_acc: dict[int, float]  # the final val_acc by configuration number
+    lr: dict[int, float]  # the learning rate by configuration number
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by process role, during the run
+    load: float = 0.0  # the 1-minute load average as the run ended
 
     @property
     def total_s(self) -> float:
-        return self.ray_init_s + self.wall_s
+        return self.wall_s
 
     @property
-    def first_trial_after_s(self) -> float:
-        return min(p.at for p in self.probes) - self.started_at
+    def without_ray_start_s(self) -> float:
+        return self.wall_s - self.ray_start_s
 
 
 @dataclass(frozen=True)
@@ -164,38 +153,51 @@ class Measurements:
 # ---------------------------------------------------------------- trial configurations
 
 
-def study_args(storage: str, name: str, trials: int, epochs: int, model: str, workers: int) -> StudyArgs:
-    """The study a real sweep would run: one optimizer, `trials` configurations x 1 seed, FIFO."""
-    from optsweep.sweeps.cli import StudyArgs
+def study(name: str, trials: int, epochs: int, model: str) -> optsweep.Study:
+    """The study a real sweep would run: one optimizer, `trials` configurations x 1 seed, FIFO, no
+    confirmation stage."""
+    import optsweep
 
-    return StudyArgs(
-        name=name,
-        optimizers=(OPTIMIZER,),
+    return optsweep.Study(
+        "digits",
+        task_args={"model": model},
+        optimizers=[OPTIMIZER],
         num_samples=trials,
         seeds=1,
+        confirm_seeds=0,
         max_epochs=epochs,
-        task="digits",
-        task_args={"model": model},
         schedules=SCHEDULES,
         lr_min=LR_RANGE[0],
         lr_max=LR_RANGE[1],
         scheduler="fifo",
-        workers_per_trial=workers,
-        cpus_per_worker=1.0 if workers == 1 else TRAIN_WORKER_CPUS,
-        max_concurrent=available_cores() if workers == 1 else 1,
-        storage_path=storage,
+        name=name,
     )
 
 
-def trial_configs(args: StudyArgs) -> list[dict[str, Any]]:
-    """The first seed's trial configs of the study (`sweeps.study.random_search_trials`), as Tune hands them
-    to the trainable."""
-    from optsweep.sweeps import spaces, study
+def run_options(workers: int, cores: int) -> dict[str, Any]:
+    """`Study.run`'s options: unfused; single-worker trials 1 CPU each, as many at once as cores; 2-worker
+    trials one at a time."""
+    if workers == 1:
+        return {"fuse": 0, "max_concurrent": cores, "cpus_per_worker": 1.0}
+    return {
+        "fuse": 0,
+        "max_concurrent": 1,
+        "workers_per_trial": workers,
+        "cpus_per_worker": TRAIN_WORKER_CPUS,
+    }
 
+
+def trial_configs(planned: optsweep.Study, storage: str, cores: int) -> list[dict[str, Any]]:
+    """The trial configs the study's random search draws (seed 0), as Tune hands them to the trainable:
+    from the study's own plan (`Study.plan`, no Ray)."""
+    from optsweep.sweeps import spaces
+    from optsweep.sweeps.study import random_search_trials
+
+    args = planned.plan(storage, **run_options(1, cores)).args
     space = spaces.space_for(OPTIMIZER, lr_range=args.lr_range(OPTIMIZER), schedules=args.schedules)
     return [
         {"optimizer": OPTIMIZER, **trial, "settings": args.settings()}
-        for trial in study.random_search_trials(space, args)
+        for trial in random_search_trials(space, args)
         if trial["seed"] == 0
     ]
 
@@ -277,7 +279,7 @@ def run_plain(configs: Sequence[dict[str, Any]], processes: int) -> PlainRun:
 # ---------------------------------------------------------------- CPU accounting
 
 
-def _role(cmdline: Sequence[str]) -> str:
+def process_role(cmdline: Sequence[str]) -> str:
     """What a process of the local Ray does, from its title (a worker's title follows its task)."""
     title = cmdline[0] if cmdline else "?"
     if title.startswith("ray::"):
@@ -328,7 +330,7 @@ class CpuSampler:
         for proc in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                self._seen[proc.pid] = (_role(proc.cmdline()), times.user + times.system)
+                self._seen[proc.pid] = (process_role(proc.cmdline()), times.user + times.system)
 
     def by_role(self) -> dict[str, float]:
         """CPU seconds by role; the driver (Tune's controller, loggers, snapshots) is this process."""
@@ -338,102 +340,70 @@ class CpuSampler:
         return totals
 
 
-# ---------------------------------------------------------------- Ray Tune
+# ---------------------------------------------------------------- the study
 
 
-def start_ray(cores: int, temp_dir: str) -> float:
-    """A fresh local Ray (never an existing cluster); returns the seconds it took."""
+class TimedLines(io.TextIOBase):
+    """A stdout that keeps each line the study prints with the time it arrived (perf_counter)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._held = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *whole, self._held = (self._held + text).split("\n")
+        now = time.perf_counter()
+        self.lines += [(now, line) for line in whole]
+        return len(text)
+
+    def first(self, prefix: str) -> float | None:
+        return next((at for at, line in self.lines if line.startswith(prefix)), None)
+
+
+def run_study(planned: optsweep.Study, storage: str, workers: int, cores: int) -> TuneRun:
+    """`planned.run(...)` in this process, its CPU sampled; a local Ray it started is shut down after."""
     import ray
 
-    for key, value in ENV.items():
-        os.environ.setdefault(key, value)
-    started = time.perf_counter()
-    ray.init(
-        address="local",
-        num_cpus=cores,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        _temp_dir=temp_dir,
-    )
-    return time.perf_counter() - started
-
-
-def _record_threads(probe_dir: str) -> None:
-    record = f"{os.getpid()} {torch.get_num_threads()} {os.environ.get('OMP_NUM_THREADS')} {time.time()}"
-    Path(probe_dir, f"{os.getpid()}-{time.monotonic_ns()}").write_text(record)
-
-
-def _read_probes(probe_dir: str) -> list[Probe]:
-    probes = []
-    for path in Path(probe_dir).iterdir():
-        pid, threads, omp, at = path.read_text().split()
-        probes.append(Probe(int(pid), int(threads), omp, float(at)))
-    return probes
-
-
-def probed(trainable: Callable[[dict[str, Any]], None], probe_dir: str) -> Callable[[dict[str, Any]], None]:
-    """`trainable`, recording the trial process's torch threads first (microseconds)."""
-
-    def probed_trial(config: dict[str, Any]) -> None:
-        _record_threads(probe_dir)
-        trainable(config)
-
-    return probed_trial
-
-
-def run_tune(args: StudyArgs, cores: int, root: str, tag: str) -> TuneRun:
-    """Start a local Ray, run the study's own Tuner over `args`' configurations, shut Ray down."""
-    import ray
-
-    probe_dir = Path(root, f"probe_{tag}")
-    probe_dir.mkdir()
+    ray_was_running = ray.is_initialized()
+    out = TimedLines()
     with CpuSampler() as sampler:
-        ray_init_s = start_ray(cores, f"{root}/ray_{tag}")
+        started = time.perf_counter()
         try:
-            started_at, started = time.time(), time.perf_counter()
-            grid = _fit(args, str(probe_dir))
+            with contextlib.redirect_stdout(out):
+                result = planned.run(storage, **run_options(workers, cores))
             wall_s, load = time.perf_counter() - started, load_average()
             sampler.stop()
         finally:
-            ray.shutdown()
-    results = _check_results(grid, args)
+            if not ray_was_running:
+                ray.shutdown()
+    ray_up = out.first("Ray: ")
     return TuneRun(
-        ray_init_s,
-        started_at,
-        wall_s,
-        [float(r.metrics["time_total_s"]) for r in results],
-        {int(r.config["__configuration"]): float(r.metrics[DEFAULT_TARGET.key]) for r in results},
-        _read_probes(str(probe_dir)),
-        sampler.by_role(),
-        load,
+        ray_start_s=(ray_up - started) if ray_up is not None else 0.0,
+        wall_s=wall_s,
+        trial_time_s=[float(t) for t in result.trials["time_s"]],
+        val_acc=_check_results(result.trials, planned_epochs(result.trials)),
+        lr={int(row.configuration): float(row.lr) for row in result.trials.itertuples()},
+        cpu_s=sampler.by_role(),
+        load=load,
     )
 
 
-def _fit(args: StudyArgs, probe_dir: str) -> tune.ResultGrid:
-    from optsweep.sweeps import study
-    from optsweep.trainables.trial import run_trial, trial_resources
-    from ray import tune
-
-    plan = study.prepare(args)
-    settings = plan.args.settings()
-    resources = trial_resources(TrainConfig(optimizer=OPTIMIZER, **settings))
-    trainable = tune.with_resources(probed(run_trial, probe_dir), resources)
-    tuner = study._new_tuner(plan, plan.contenders[0], trainable, settings)
-    with contextlib.redirect_stdout(io.StringIO()):  # the sweep's progress line
-        return tuner.fit()
+def planned_epochs(trials: pd.DataFrame) -> int:
+    return int(trials["max_epochs"].max())
 
 
-def _check_results(grid: tune.ResultGrid, args: StudyArgs) -> list[tune.Result]:
-    results = list(grid)
-    errors = [str(r.error) for r in results if r.error is not None]
-    short = [r.metrics.get("epoch") for r in results if r.metrics.get("epoch") != args.max_epochs]
-    if errors or short or len(results) != args.num_samples:
-        raise RuntimeError(f"the Tune run did not train every trial to the end: {errors or short}")
-    return results
+def _check_results(trials: pd.DataFrame, epochs: int) -> dict[int, float]:
+    """The final val_acc by configuration; raises unless every trial trained all its epochs."""
+    short = trials[(trials["epochs"] != epochs) | (trials["status"] != "completed")]
+    if len(short):
+        raise RuntimeError(f"the study did not train every trial to the end: {short.to_dict('records')}")
+    return {int(row.configuration): float(row.final_val_acc) for row in trials.itertuples()}
 
 
-def train_worker_threads(cores: int, root: str) -> str:
+def train_worker_threads(cores: int) -> str:
     """torch threads and OMP_NUM_THREADS in a Ray actor with a Train worker's CPUs (own local Ray)."""
     import ray
 
@@ -442,12 +412,15 @@ def train_worker_threads(cores: int, root: str) -> str:
         def threads(self) -> str:
             return f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})"
 
-    start_ray(cores, f"{root}/ray_probe")
+    ray_was_running = ray.is_initialized()
+    if not ray_was_running:
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         actor = ThreadProbe.remote()  # type: ignore[attr-defined]
         return ray.get(actor.threads.remote(), timeout=120)
     finally:
-        ray.shutdown()
+        if not ray_was_running:
+            ray.shutdown()
 
 
 # ---------------------------------------------------------------- report
@@ -455,15 +428,6 @@ def train_worker_threads(cores: int, root: str) -> str:
 
 def ratio_line(label: str, ratio: float, trials: int) -> str:
     return f"sweep overhead{label}: tune/plain = {ratio:.2f}x ({trials} trials)"
-
-
-def thread_summary(probes: Sequence[Probe]) -> str:
-    threads = ",".join(str(t) for t in sorted({p.threads for p in probes}))
-    omp = ",".join(sorted({p.omp for p in probes}))
-    return (
-        f"torch threads {threads} (OMP_NUM_THREADS={omp}) in {len({p.pid for p in probes})} "
-        f"process(es) for {len(probes)} trials"
-    )
 
 
 def describe_plain(runs: Sequence[PlainRun], processes: int) -> list[str]:
@@ -496,22 +460,31 @@ def describe_tune_run(index: int, run: TuneRun, baseline_s: float, compute_s: fl
     trials = len(run.trial_time_s)
     inside = sum(run.trial_time_s)
     return [
-        f"  run {index}: ray.init {run.ray_init_s:.2f} s + Tuner {run.wall_s:.2f} s = {run.total_s:.2f} s "
-        f"vs plain {baseline_s:.2f} s -> {run.total_s / baseline_s:.2f}x "
-        f"({run.wall_s / baseline_s:.2f}x without ray.init)",
-        f"    first trial began {run.first_trial_after_s:.1f} s after the Tuner was built; "
-        f"trials' time_total_s: median {statistics.median(run.trial_time_s):.2f} s, total {inside:.1f} s "
+        f"  run {index}: Ray up after {run.ray_start_s:.2f} s, whole study {run.wall_s:.2f} s "
+        f"vs plain {baseline_s:.2f} s -> {run.wall_s / baseline_s:.2f}x "
+        f"({run.without_ray_start_s / baseline_s:.2f}x without Ray's start)",
+        f"    trials' own time: median {statistics.median(run.trial_time_s):.2f} s, total {inside:.1f} s "
         f"({inside - compute_s:+.1f} s vs plain compute)",
-        f"    per-trial overhead {(run.total_s - baseline_s) * cores / trials:+.2f} core-s "
-        f"({(run.wall_s - baseline_s) * cores / trials:+.2f} without ray.init)",
-        f"    CPU time, ray.init to end of fit: {cpu_breakdown(run.cpu_s)}",
-        f"    trial processes: {thread_summary(run.probes)}",
+        f"    per-trial overhead {(run.wall_s - baseline_s) * cores / trials:+.2f} core-s "
+        f"({(run.without_ray_start_s - baseline_s) * cores / trials:+.2f} without Ray's start)",
+        f"    CPU time during the study: {cpu_breakdown(run.cpu_s)}",
     ]
 
 
-def same_results(plain: PlainRun, runs: Sequence[TuneRun]) -> str:
+def same_results(configs: Sequence[dict[str, Any]], plain: PlainRun, runs: Sequence[TuneRun]) -> str:
+    """Raises unless the study trained the plain configs; says how far their final accuracies are apart."""
+    for run in runs:
+        if sorted(run.val_acc) != list(range(len(configs))):
+            raise RuntimeError(
+                f"the study trained configurations {sorted(run.val_acc)}, not 0..{len(configs) - 1}"
+            )
+        for i, config in enumerate(configs):
+            if not math.isclose(run.lr[i], config["lr"], rel_tol=1e-9):
+                raise RuntimeError(
+                    f"configuration {i}: the study's lr {run.lr[i]} is not the plain {config['lr']}"
+                )
     gaps = [abs(t.val_acc - run.val_acc[i]) for run in runs for i, t in enumerate(plain.trials)]
-    return f"  same trials: max |val_acc(plain) - val_acc(tune)| = {max(gaps):.4f}"
+    return f"  same trials (learning rates checked): max |val_acc(plain) - val_acc(study)| = {max(gaps):.4f}"
 
 
 def describe_multi(run: TuneRun, plain: PlainRun, worker_threads: str) -> list[str]:
@@ -520,15 +493,14 @@ def describe_multi(run: TuneRun, plain: PlainRun, worker_threads: str) -> list[s
         f"2-worker TorchTrainer: {trials} trials (the first {trials} configs), one at a time, 2 workers x "
         f"{TRAIN_WORKER_CPUS} CPU (DDP, each worker trains on half the data); plain run of the same "
         f"{trials} configs: {plain.wall_s:.2f} s",
-        f"  ray.init {run.ray_init_s:.2f} s + Tuner {run.wall_s:.2f} s = {run.total_s:.2f} s -> "
-        f"{run.total_s / plain.wall_s:.2f}x ({run.wall_s / plain.wall_s:.2f}x without ray.init)",
-        f"  per-trial time inside the trainable (TorchTrainer.fit): median "
-        f"{statistics.median(run.trial_time_s):.2f} s (plain compute median "
-        f"{statistics.median(plain.compute_s):.2f} s); per-trial overhead "
-        f"{(run.total_s - plain.wall_s) / trials:+.2f} s wall",
-        f"  CPU time, ray.init to end of fit: {cpu_breakdown(run.cpu_s)} (plain: {plain.cpu_s:.1f} s)",
-        f"  trial drivers: {thread_summary(run.probes)}; a Ray actor with a Train worker's "
-        f"{TRAIN_WORKER_CPUS} CPU: torch threads {worker_threads}",
+        f"  Ray up after {run.ray_start_s:.2f} s, whole study {run.wall_s:.2f} s -> "
+        f"{run.wall_s / plain.wall_s:.2f}x "
+        f"({run.without_ray_start_s / plain.wall_s:.2f}x without Ray's start)",
+        f"  per-trial time (TorchTrainer.fit included): median {statistics.median(run.trial_time_s):.2f} s "
+        f"(plain compute median {statistics.median(plain.compute_s):.2f} s); per-trial overhead "
+        f"{(run.wall_s - plain.wall_s) / trials:+.2f} s wall",
+        f"  CPU time during the study: {cpu_breakdown(run.cpu_s)} (plain: {plain.cpu_s:.1f} s)",
+        f"  a Ray actor with a Train worker's {TRAIN_WORKER_CPUS} CPU: torch threads {worker_threads}",
     ]
 
 
@@ -557,7 +529,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, help=f"trials per mode (default {DEFAULTS['trials']})")
     parser.add_argument("--epochs", type=int, help=f"epochs per trial (default {DEFAULTS['epochs']})")
-    parser.add_argument("--model", default="cnn", choices=("cnn", "mlp"), help="digits model (default cnn)")
+    parser.add_argument("--model", choices=("cnn", "mlp"), help="digits model (default cnn; --quick: mlp)")
     parser.add_argument(
         "--repeats", type=int, help=f"Tune runs, each between two plain runs (default {DEFAULTS['repeats']})"
     )
@@ -567,43 +539,50 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"trials of the 2-worker mode (default {DEFAULTS['torchtrainer_trials']}; ~15 s start-up each)",
     )
     parser.add_argument("--skip-torchtrainer", action="store_true", help="skip the 2-worker mode")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: few trials and epochs, 1 repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 2 one-epoch MLP trials, 1 repeat, no TorchTrainer"
+    )
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.quick:
+        args.model = "mlp" if args.model is None else args.model
+        args.skip_torchtrainer = True
+    args.model = args.model or "cnn"
     if min(args.trials, args.epochs, args.repeats, args.torchtrainer_trials) < 1:
         parser.error("--trials, --epochs, --repeats and --torchtrainer-trials must be >= 1")
     return args
 
 
-def measure(opts: argparse.Namespace, cores: int, root: str) -> Measurements:
-    """Every timed run; the Tune runs alternate with plain ones so that drifting load hits both."""
+def measure(opts: argparse.Namespace, cores: int, root: str) -> tuple[Measurements, list[dict[str, Any]]]:
+    """Every timed run; the study runs alternate with plain ones so that drifting load hits both."""
     storage = f"{root}/storage"
-    fast = study_args(storage, "fast_path", opts.trials, opts.epochs, opts.model, workers=1)
-    configs = trial_configs(fast)
+    configs = trial_configs(study("plan", opts.trials, opts.epochs, opts.model), storage, cores)
     plain, tune_runs = [run_plain(configs, cores)], []
     for index in range(opts.repeats):
-        args = dataclasses.replace(fast, name=f"fast_path_{index}")
-        tune_runs.append(run_tune(args, cores, root, f"fast{index}"))
+        fast = study(f"fast_path_{index}", opts.trials, opts.epochs, opts.model)
+        tune_runs.append(run_study(fast, storage, 1, cores))
         plain.append(run_plain(configs, cores))
     if opts.skip_torchtrainer:
-        return Measurements(plain, tune_runs)
+        return Measurements(plain, tune_runs), configs
     k = opts.torchtrainer_trials
-    multi = run_tune(study_args(storage, "torchtrainer", k, opts.epochs, opts.model, 2), cores, root, "ddp")
-    subset = trial_configs(study_args(storage, "subset", k, opts.epochs, opts.model, 1))
-    return Measurements(plain, tune_runs, multi, run_plain(subset, cores), train_worker_threads(cores, root))
+    multi = run_study(study("torchtrainer", k, opts.epochs, opts.model), storage, 2, cores)
+    subset = configs[:k]
+    return Measurements(
+        plain, tune_runs, multi, run_plain(subset, cores), train_worker_threads(cores)
+    ), configs
 
 
-def report(m: Measurements, opts: argparse.Namespace, cores: int) -> None:
+def report(m: Measurements, configs: Sequence[dict[str, Any]], opts: argparse.Namespace, cores: int) -> None:
     compute = statistics.mean(sum(run.compute_s) for run in m.plain)
     print("\n".join(describe_plain(m.plain, cores)))
-    print(f"tune fast path: {cores} trials at once, 1 CPU each, reuse_actors, num_to_keep=2, FIFO")
+    print(f"study, fast path: {cores} trials at once, 1 CPU each, unfused, FIFO, no confirmation stage")
     for index, run in enumerate(m.tune):
         print("\n".join(describe_tune_run(index + 1, run, m.baseline_s(index), compute, cores)))
-    print(same_results(m.plain[0], m.tune))
-    without_init = sum(r.wall_s for r in m.tune) / sum(m.baseline_s(i) for i in range(len(m.tune)))
-    print(f"  over {len(m.tune)} run(s): {m.ratio:.2f}x incl. ray.init, {without_init:.2f}x without")
+    print(same_results(configs, m.plain[0], m.tune))
+    without = sum(r.without_ray_start_s for r in m.tune) / sum(m.baseline_s(i) for i in range(len(m.tune)))
+    print(f"  over {len(m.tune)} run(s): {m.ratio:.2f}x incl. Ray's start, {without:.2f}x without")
     if all(run.cpu_s.get("Tune trial processes") for run in m.tune):
         print(f"  CPU time (far less skewed by other load than wall time): tune/plain = {m.cpu_ratio:.2f}x")
     if m.multi is not None and m.multi_plain is not None:
@@ -615,7 +594,7 @@ def report(m: Measurements, opts: argparse.Namespace, cores: int) -> None:
     verdict = "meets" if m.ratio <= GOAL else "misses"
     if len(load_lines) > 1:  # the machine was busy
         verdict += " (not conclusive at this load)"
-    print(f"goal <= {GOAL:.2f}x for the fast path (ray.init included, as below): {verdict}")
+    print(f"goal <= {GOAL:.2f}x for the fast path (Ray's start included, as below): {verdict}")
     print(ratio_line("", m.ratio, opts.trials))
 
 
@@ -625,12 +604,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{opts.trials} trials: {OPTIMIZER} on digits/{opts.model}, {opts.epochs} epochs, batch 64, "
         f"lr {LR_RANGE[0]:g}..{LR_RANGE[1]:g}, schedules {'/'.join(SCHEDULES)}; {cores} cores; "
-        f"{opts.repeats} Tune run(s), each between two plain runs",
+        f"{opts.repeats} study run(s), each between two plain runs; load average {load_average():.1f}",
         flush=True,
     )
     root = tempfile.mkdtemp(prefix="optsweep-overhead-")
     try:
-        report(measure(opts, cores, root), opts, cores)
+        report(*measure(opts, cores, root), opts, cores)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -61,11 +61,11 @@ def test_the_study_commands_differ_only_in_fusion_and_name(bench: ModuleType, tm
 
 
 def test_flags_after_study_args_go_to_the_study(bench: ModuleType) -> None:
-    assert bench._split_study_args(["--part", "a", "--study-args", "--smoke", "--repeats", "2"]) == (
+    assert bench.split_study_args(["--part", "a", "--study-args", "--smoke", "--repeats", "2"]) == (
         ["--part", "a"],
         ["--smoke", "--repeats", "2"],
     )
-    assert bench._split_study_args(["--quick"]) == (["--quick"], [])
+    assert bench.split_study_args(["--quick"]) == (["--quick"], [])
     with pytest.raises(SystemExit):
         bench.main(["--part", "a", "--study-args", "--name", "x"])  # the benchmark names the runs
 
@@ -130,7 +130,7 @@ def test_reports_are_compared_on_hyperparameters_not_on_configuration_ids(
     assert (same.joined, same.unmatched, same.differing) == (4, 0, 0)
     assert same.largest_metric_diff == pytest.approx(1e-7)
     assert same.identical and same.same_conclusion
-    assert bench._comparison_lines(same)[-1] == "  same conclusion; identical to float rounding"
+    assert bench.comparison_lines(same)[-1] == "  same conclusion; identical to float rounding"
 
     fused[1] = _trial("b_0-001", "adam-c02", 0.01, 1, "stopped_early", 3, 0.6)  # stopped later
     fused[3] = _trial("b_1-001", "adam-c01", 0.002, 2, "completed", 4, 0.92)  # another seed
@@ -143,7 +143,7 @@ def test_reports_are_compared_on_hyperparameters_not_on_configuration_ids(
     assert differ.best_differing == ("adam",)
     assert differ.largest_mean_diff == pytest.approx(0.36)
     assert not differ.same_verdict and not differ.same_conclusion and not differ.identical
-    lines = bench._comparison_lines(differ)
+    lines = bench.comparison_lines(differ)
     assert "VERDICTS DIFFER" in lines[0] and "BEST CONFIGURATION DIFFERS for adam" in lines[1]
     assert "1 with differing status/epochs (status 0, epochs 1)" in lines[2]
     assert lines[3] == "  CONCLUSIONS DIFFER; not identical"
@@ -171,7 +171,7 @@ def test_float_drift_keeps_the_conclusion_but_not_identity(bench: ModuleType, tm
     )
     assert (drift.differing, drift.status_differing, drift.epochs_differing) == (2, 2, 0)
     assert drift.same_conclusion and not drift.identical
-    assert bench._comparison_lines(drift)[0].startswith("  verdicts differ only in their numbers: ")
+    assert bench.comparison_lines(drift)[0].startswith("  verdicts differ only in their numbers: ")
     assert (
         bench.verdict_shape(verdicts[0])
         == bench.verdict_shape(verdicts[1])
@@ -237,4 +237,38 @@ def test_rounds_alternate_and_each_side_keeps_its_best(
     assert "verdict, fused: adam (0.97) wins" in lines and "verdict, unfused: adam (0.98) wins" in lines
     assert (
         lines.count("  verdicts differ only in their numbers: 'adam (0.97) wins' vs 'adam (0.98) wins'") == 2
+    )
+
+
+def test_the_wall_time_is_split_at_the_studys_own_output_lines(bench: ModuleType) -> None:
+    lines = [
+        (6.0, "2026-12-07 12:54:16,695\tWARNING authentication_token_setup.py:85 -- Token authentication"),
+        (9.5, "Ray: started a local Ray on this machine (loopback only): 1 node(s), 2 CPUs, 0 GPUs"),
+        (10.0, "Starting sgd: 2 configurations x 1 seeds = 2 trials"),
+        (10.1, "[sgd 1/1] 0/2 done (0 completed), 0 running, 2 pending"),
+        (30.0, "[sgd 1/1] 2/2 done (2 completed), 0 running, 0 pending"),
+        (30.5, ""),
+        (32.0, "Done in 0.5 min. sgd (0.9, 1 seed) is the only optimizer"),
+        (32.1, "Report: /tmp/x/report/report.md"),
+    ]
+    phases = bench.wall_time_phases(lines, 33.0)
+    assert list(phases) == list(bench.PHASES)
+    expected = [6.0, 3.5, 0.5, 20.0, 2.0, 1.0]
+    assert [phases[name] for name in bench.PHASES] == pytest.approx(expected)
+    assert sum(phases.values()) == pytest.approx(33.0)
+    assert "training 20.0 s" in bench.describe_phases(phases)
+
+
+def test_phases_without_their_marker_lines_are_said_to_be_unknown(bench: ModuleType) -> None:
+    lines = [
+        (9.5, "Ray: joined the cluster at 10.0.0.5:6379"),
+        (10.0, "Starting adam: ..."),
+        (20.0, "[adam] 1/1"),
+    ]
+    phases = bench.wall_time_phases(lines, 25.0)
+    assert phases["imports and planning"] is None and phases["Ray start"] is None  # no Ray log line
+    assert phases["training"] == pytest.approx(10.0) and phases["report"] is None and phases["exit"] is None
+    assert (
+        "not told apart by the output: imports and planning, Ray start, report, exit"
+        in bench.describe_phases(phases)
     )

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
+from . import _ray_compat
 from .member_tracking import MemberRuns
 from .tracking import (
     KIND_TAG,
@@ -153,13 +154,17 @@ class TensorBoardCallback(_FailSoft, TBXLoggerCallback):
         super().__init__()
         self._init_fail_soft(tracking)
 
-    # Ray's hook (called on trial end): ours records the identity, not Tune's raw search variables.
-    def _try_log_hparams(self, trial: Trial, result: dict[str, Any]) -> None:
-        from tensorboardX.summary import hparams
 
-        summaries = hparams(hparam_dict=_scalar_params(self.identities.of(trial)), metric_dict=result)
-        for summary in summaries:
-            self._trial_writer[trial].file_writer.add_summary(summary)
+def _log_identity_hparams(callback: TensorBoardCallback, trial: Trial, result: dict[str, Any]) -> None:
+    """Where Ray writes a trial's hparams at its end: the identity, not Tune's raw search variables."""
+    from tensorboardX.summary import hparams
+
+    summaries = hparams(hparam_dict=_scalar_params(callback.identities.of(trial)), metric_dict=result)
+    for summary in summaries:
+        _ray_compat.tensorboard_trial_writer(callback, trial).file_writer.add_summary(summary)
+
+
+_ray_compat.replace_tensorboard_hparams(TensorBoardCallback, _log_identity_hparams)
 
 
 _MLFLOW_SETUP = threading.Lock()
@@ -203,7 +208,7 @@ class MLflowCallback(_FailSoft, MLflowLoggerCallback):
         from mlflow import MlflowClient
 
         MlflowClient(self.tracking.mlflow_uri).set_tag(
-            self._trial_runs[trial], "mlflow.runName", identity.run_name
+            _ray_compat.mlflow_trial_run_id(self, trial), "mlflow.runName", identity.run_name
         )
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
@@ -211,14 +216,16 @@ class MLflowCallback(_FailSoft, MLflowLoggerCallback):
         super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
 
 
-class _FlushingWandbActor(_WandbLoggingActor):
+class _FlushingWandbActor(_ray_compat.wandb_logging_actor_class()):  # type: ignore[misc]
     """Ray's W&B logging actor, waiting at the end until W&B's own service has written the run out:
     Ray kills the actor as soon as `run` returns, and wandb 0.2x+ writes from a separate process, so
     without this the last records of a run, or all of them, were lost here (1 run in 4)."""
 
     def run(self) -> None:
         super().run()
-        self._wandb.teardown()
+        import wandb
+
+        wandb.teardown()
 
 
 class WandbCallback(_FailSoft, WandbLoggerCallback):
@@ -226,7 +233,6 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
     its configuration id, its job type is the optimizer, its name <config_id>-seed<seed>."""
 
     backend = WANDB
-    _logger_actor_cls = _FlushingWandbActor  # Ray's hook for its logging actor
 
     def __init__(self, tracking: StudyTracking) -> None:
         super().__init__(
@@ -236,17 +242,6 @@ class WandbCallback(_FailSoft, WandbLoggerCallback):
             settings={"silent": True},
         )
         self._init_fail_soft(tracking)
-
-    def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False) -> None:
-        # Ray's hook drops what its logging actors raised: here a W&B run that failed is the warning line.
-        futures = list(self._trial_logging_futures.values())
-        done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
-        for future in done:
-            try:
-                ray.get(future)
-            except Exception as error:
-                self.tracking.fail(self.backend, describe_error(getattr(error, "cause", None) or error))
-        super()._cleanup_logging_actors(timeout=0, kill_on_timeout=kill_on_timeout)
 
     def log_trial_start(self, trial: Trial) -> None:
         identity = self.identities.of(trial)
@@ -269,3 +264,18 @@ CALLBACKS: dict[str, Callable[[StudyTracking], tune.Callback]] = {
     MLFLOW: MLflowCallback,
     WANDB: WandbCallback,
 }
+
+
+def _report_failed_runs(callback: WandbCallback, futures: list[Any], timeout: float) -> None:
+    """Where Ray ends the logging actors (and drops what they raised): a W&B run that failed is the
+    warning line."""
+    done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
+    for future in done:
+        try:
+            ray.get(future)
+        except Exception as error:
+            callback.tracking.fail(callback.backend, describe_error(getattr(error, "cause", None) or error))
+
+
+_ray_compat.use_wandb_logging_actor(WandbCallback, _FlushingWandbActor)
+_ray_compat.before_wandb_cleanup(WandbCallback, _report_failed_runs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from optsweep.errors import OptsweepError
 from optsweep.vocabulary import CONFIGURATION_KEY, STAGE_KEY, STAGES
 
 NUMERIC_KEYS = ("lr", "weight_decay")
@@ -19,7 +20,7 @@ TUNE_PLACEHOLDER = "__fn_ph"
 _NOT_HPARAMS = {"optimizer", "settings", STAGE_KEY, *INTEGER_KEYS}
 
 
-class BadConfigError(ValueError):
+class BadConfigError(OptsweepError):
     """A trial's config holds a value optsweep never writes there (the message is one line)."""
 
 

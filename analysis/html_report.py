@@ -17,11 +17,9 @@ from typing import Any
 
 import markdown
 
-from optsweep.vocabulary import STUDY_BUDGET_FIELDS, STUDY_FILE
+from optsweep.vocabulary import STUDY_FILE, STUDY_YAML
 
-RERUN_SCRIPT = ("python", "sweeps/adam_vs_sgd.py")
-"""Any study script built on sweeps.study takes these flags; with all of them given, its defaults do not
-matter."""
+RERUN_COMMAND = ("optsweep", "run")
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 _STYLE = """
@@ -48,7 +46,7 @@ def render_html(markdown_text: str, report_dir: Path, *, title: str, experiment_
     body = _markdown_to_html(markdown_text)
     body = _embed_images(body, report_dir)
     record = read_study_record(experiment_dir)
-    sections = [body, _settings_section(record), _rerun_section(record, experiment_dir)]
+    sections = [body, _settings_section(record), _rerun_section(experiment_dir)]
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -70,36 +68,11 @@ def read_study_record(experiment_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def rerun_command(record: dict[str, Any], experiment_dir: Path) -> list[str] | None:
-    """The command line that reruns (or resumes) the study, rebuilt from its record; None without one."""
-    optimizers = record.get("optimizers")
-    if not optimizers:
-        return None
-    root = Path(experiment_dir).resolve()
-    argv = [*RERUN_SCRIPT, "--name", root.name, "--storage-path", str(root.parent)]
-    if "task" in record:
-        argv += ["--task", str(record["task"])]
-        for key, value in (record.get("task_args") or {}).items():
-            argv += ["--task-arg", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    else:  # a record from before tasks
-        argv += [f"--{key}={record[key]}" for key in ("dataset", "model") if record.get(key) is not None]
-    if isinstance(optimizers, dict):
-        references = [
-            str(v.get("optimizer", k)) if isinstance(v, dict) else str(k) for k, v in optimizers.items()
-        ]
-    else:
-        references = [str(o) for o in optimizers]
-    argv += ["--optimizers", ",".join(references)]
-    for key in STUDY_BUDGET_FIELDS:
-        value = record.get(key)
-        if value is None or value is False:
-            continue
-        if value is True:  # a switch
-            argv.append(f"--{key.replace('_', '-')}")
-            continue
-        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        argv += [f"--{key.replace('_', '-')}", text]
-    return argv
+def rerun_command(experiment_dir: Path) -> list[str] | None:
+    """The command that reruns (or resumes) the study from any directory: `optsweep run` on the study file
+    the sweep wrote beside its record (it names its own user-code directories); None without one."""
+    study_yaml = Path(experiment_dir).resolve() / STUDY_YAML
+    return [*RERUN_COMMAND, str(study_yaml)] if study_yaml.is_file() else None
 
 
 def _markdown_to_html(text: str) -> str:
@@ -141,16 +114,18 @@ def _value_html(value: Any) -> str:
     return html.escape("—" if value is None else str(value))
 
 
-def _rerun_section(record: dict[str, Any], experiment_dir: Path) -> str:
+def _rerun_section(experiment_dir: Path) -> str:
     heading = '<h2 id="reproduce">Reproduce</h2>'
-    argv = rerun_command(record, experiment_dir)
+    argv = rerun_command(experiment_dir)
     if argv is None:
-        return heading + f"\n<p>No command: the experiment has no readable {STUDY_FILE}.</p>"
+        return heading + (
+            f"\n<p>No command: the experiment has no {STUDY_YAML}. A study whose task is a Task object, or "
+            "whose optimizer is a class defined in the script that ran it, has none (give them as import "
+            "paths to get one); so has an experiment written before study files existed.</p>"
+        )
     return (
-        f"{heading}\n<p>From the repository root; run in the same place it resumes this experiment, with "
-        "another <code>--name</code> it repeats the study (runtime flags such as <code>--address</code> "
-        "or <code>--log-to</code> are yours to add). It names no search spaces: each optimizer gets its "
-        "built-in one, which is what the study used unless the <code>optimizers</code> record above shows a "
-        "space of your own.</p>\n"
+        f"{heading}\n<p>From any directory; in the same storage path it resumes this experiment (change "
+        f"<code>name</code> in {STUDY_YAML} to repeat the study). Runtime flags such as "
+        "<code>--address</code> or <code>--log-to</code> are yours to add.</p>\n"
         f'<pre id="rerun-command"><code>{html.escape(shlex.join(argv))}</code></pre>'
     )

@@ -15,9 +15,9 @@ from optsweep.analysis.reporting import write_report
 from optsweep.analysis.tune_files import NotAnExperimentError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m optsweep.analysis.report") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m optsweep.analysis.report",
+        prog=prog,
         description="Write EXPERIMENT_DIR/report/ (tables, plots, report.md, report.html) of an experiment.",
     )
     parser.add_argument("experiment_dir", help="experiment directory (one Ray Tune experiment per optimizer)")

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optsweep.errors import OptsweepError
+
 REPORT_DIR_NAME = "report"
 MAX_DEPTH = 4  # how deep below the experiment directory to look for Tune experiments
 STATE_GLOB = "experiment_state-*.json"
 _TRIAL_ID_IN_DIRNAME = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
-class NotAnExperimentError(ValueError):
+class NotAnExperimentError(OptsweepError):
     """The directory exists but holds no Ray Tune experiment."""
 
 

@@ -160,6 +160,8 @@ TARGET_RECORD_KEY = "target"
 """Key of the target in an experiment's study record (study.json)."""
 
 STUDY_FILE = "study.json"
+STUDY_YAML = "study.yaml"
+"""The resolved study as a study file, beside the record: `optsweep run <it>` reruns the study."""
 STUDY_BUDGET_FIELDS = (
     "num_samples",
     "seeds",

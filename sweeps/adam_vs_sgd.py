@@ -18,19 +18,16 @@ from optsweep.sweeps import startup
 if __name__ == "__main__":
     startup.begin()  # first: the imports below take seconds, and a Ctrl-C during them is one line
 
-from optsweep.sweeps import cli, study
+from optsweep.sweeps import cli
+from optsweep.sweeps.spec import StudySpec
 
-DEFAULTS = cli.StudyArgs(
-    name="adam_vs_sgd",
-    optimizers=("sgd", "adam", "adamw"),
-    num_samples=24,
-    seeds=3,  # search seeds; then 10 fresh confirmation seeds (cli.StudyArgs.confirm_seeds)
-    task="digits",  # its budget: 20 epochs
-)
+DEFAULTS = StudySpec(name="adam_vs_sgd")
+"""The spec's defaults are the headline study: sgd, adam and adamw on digits (its budget: 20 epochs),
+24 configurations x 3 search seeds each, then 10 fresh confirmation seeds."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study.main(
+    return cli.main(
         argv,
         prog="python sweeps/adam_vs_sgd.py",
         description=(__doc__ or "").split("\n\n")[0],

@@ -1,26 +1,26 @@
-"""The Python face of a study: `optsweep.Study(task, optimizers=...).run(storage_path=...)`.
+"""The Python face of a study: `optsweep.Study(task, optimizers=...).run()`; the command line and the
+study file build the same `StudySpec` and come through here.
 
-The same study as the command line and the study file (one runner, `sweeps.study`), with Python
-objects where a script has them: a `Task` object, optimizer classes, search spaces as `spaces` Params
-or plain declarations. Errors are exceptions (`ValueError` with the same one-line messages) instead of
-exit codes.
+Python objects go where a script has them: a `Task` object, optimizer classes, search spaces as `spaces`
+Params or plain declarations. Every setting of the spec (`sweeps.spec`) is a keyword argument, checked
+before anything starts; a bad one is an `OptsweepError` (a `ValueError`) with one line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-from optsweep.trainables.tasks import Task
 
-from . import cli, contenders, spaces, study
+from optsweep.errors import OptsweepError
+
+from . import spec as spec_module
+from .spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class StudyResult:
     trials: pd.DataFrame  # one row per trial (report/trials.csv)
     summary: pd.DataFrame  # one row per optimizer (report/summary.csv)
     verdict: str
+    elapsed_s: float = 0.0
 
 
 class Study:
@@ -46,131 +47,124 @@ class Study:
     `task`: a `Task`, a built-in task name or an import path (with `task_args`). `optimizers`: registered
     names, import paths or `torch.optim.Optimizer` subclasses; a class is labelled by its lowercased
     name. `search_spaces`: label -> {hyperparameter: distribution} for optimizers that do not bring one
-    (or to replace a built-in's). The other arguments are the command line's flags.
+    (or to replace a built-in's). `settings`: any other setting of the study spec (`StudySpec`: budget,
+    search, resources, storage, tracking), with the spec's defaults, the same as the command line's.
     """
 
     def __init__(
         self,
-        task: Task | str = "digits",
+        task: Any = "digits",
         *,
-        task_args: Mapping[str, Any] | None = None,
-        optimizers: Iterable[str | type[torch.optim.Optimizer]] = ("sgd", "adam", "adamw"),
+        optimizers: Iterable[Any] | None = None,
         search_spaces: Mapping[str, Mapping[str, Any]] | None = None,
-        num_samples: int = 24,
-        seeds: int = 3,
-        confirm_seeds: int = 10,
-        max_epochs: int | None = None,
-        batch_size: int | None = None,
-        schedules: Iterable[str] = spaces.SCHEDULES,
-        lr_min: float | None = None,
-        lr_max: float | None = None,
-        scheduler: str = "asha",
-        search: str = "random",
-        search_seed: int = 0,
-        name: str = "study",
+        **settings: Any,
     ) -> None:
+        from optsweep.trainables.tasks import Task
+
+        values: dict[str, Any] = dict(settings)
+        self._task: Any = None
         if isinstance(task, Task):
-            if task_args:
-                raise ValueError("task_args are for a task given by name or import path, not a Task object")
-            self._task: Task | None = task
-            task_spec = task.name
+            if settings.get("task_args"):
+                raise OptsweepError(
+                    "task_args are for a task given by name or import path, not a Task object"
+                )
+            self._task = task
+            values["task"] = task.name
         elif isinstance(task, str):
-            self._task = None
-            task_spec = task
+            values["task"] = task
         else:
-            raise ValueError(
-                f"task must be an optsweep Task, a built-in task name or an import path; got {task!r}"
+            raise OptsweepError(
+                f"task={task!r} is invalid: it must be an optsweep Task, a built-in task name or an "
+                "import path"
             )
         self._classes: dict[str, type] = {}
+        if optimizers is not None:
+            values["optimizers"] = self._references(optimizers)
+        if search_spaces is not None:
+            values["search_spaces"] = search_spaces
+        values.setdefault("name", "study")
+        self.spec = _built(values, named_task=self._task is None)
+
+    @classmethod
+    def from_spec(
+        cls, spec: StudySpec, task: Any = None, optimizer_classes: Mapping[str, type] | None = None
+    ) -> Study:
+        """The study `spec` describes; `task`: a Task object it names, `optimizer_classes`: by label."""
+        study = cls.__new__(cls)
+        study.spec, study._task, study._classes = spec, task, dict(optimizer_classes or {})
+        return study
+
+    def _references(self, optimizers: Iterable[Any]) -> Any:
+        import torch
+
+        from .contenders import reference_of
+
+        if isinstance(optimizers, (str, bytes)) or not isinstance(optimizers, Iterable):
+            return optimizers  # the spec refuses it, naming the value
         references = []
         for optimizer in optimizers:
             if inspect.isclass(optimizer):
                 if not issubclass(optimizer, torch.optim.Optimizer):
-                    raise ValueError(f"optimizer {optimizer!r} is not a torch.optim.Optimizer subclass")
-                reference = contenders.reference_of(optimizer)
-                self._classes[contenders.label_of(reference)] = optimizer
+                    raise OptsweepError(
+                        f"optimizers: {optimizer!r} is invalid: it is not a torch.optim.Optimizer subclass"
+                    )
+                reference = reference_of(optimizer)
+                self._classes[spec_module.label_of(reference)] = optimizer
                 references.append(reference)
             elif isinstance(optimizer, str):
                 references.append(optimizer if ":" in optimizer else optimizer.strip().lower())
             else:
-                raise ValueError(f"optimizer {optimizer!r} is neither a name, an import path nor a class")
-        self._settings: dict[str, Any] = {
-            "name": name,
-            "optimizers": tuple(references),
-            "num_samples": num_samples,
-            "seeds": seeds,
-            "confirm_seeds": confirm_seeds,
-            "task": task_spec,
-            "task_args": dict(task_args or {}),
-            "max_epochs": max_epochs,
-            "batch_size": batch_size,
-            "search_spaces": {label: dict(space) for label, space in (search_spaces or {}).items()},
-            "schedules": tuple(schedules),
-            "lr_min": lr_min,
-            "lr_max": lr_max,
-            "scheduler": scheduler,
-            "search": search,
-            "search_seed": search_seed,
-        }
-        for choice, allowed in (("scheduler", ("asha", "fifo")), ("search", ("random", "grid", "optuna"))):
-            if self._settings[choice] not in allowed:
-                raise ValueError(
-                    f"{choice} {self._settings[choice]!r} is invalid; allowed: {', '.join(allowed)}"
+                raise OptsweepError(
+                    f"optimizers: {optimizer!r} is invalid: it must be a name, an import path or an "
+                    "optimizer class"
                 )
+        return references
 
-    def plan(self, storage_path: str = cli.DEFAULT_STORAGE, **where: Any) -> study.Plan:
-        """The study resolved and checked (no Ray): what `run` would run. `where` takes `run`'s options."""
-        unknown = sorted(set(where) - set(_RUN_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(_RUN_OPTIONS)}")
-        values = {**self._settings, **where, "storage_path": storage_path}
-        if "log_to" in values:
-            values["log_to"] = tuple(values["log_to"])
-        args = cli.StudyArgs(**values)
-        cli.validate(args, named_task=self._task is None)
-        args = dataclasses.replace(
-            args,
-            storage_path=args.storage_path
-            if args.is_remote_storage
-            else os.path.abspath(os.path.expanduser(args.storage_path)),
-            data_dir=os.path.abspath(os.path.expanduser(args.data_dir)) if args.data_dir else None,
-        )
-        return study.prepare(args, self._task, self._classes)
+    def plan(self, storage_path: str | None = None, **where: Any) -> Any:
+        """The study resolved and checked (no Ray): what `run` would run, as `sweeps.study.Plan`. `where`
+        overrides settings of the spec for this run (resources, address, tracking, fuse, ...)."""
+        from . import study
 
-    def run(self, storage_path: str = cli.DEFAULT_STORAGE, **where: Any) -> StudyResult:
-        """Run (or resume) the study into `<storage_path>/<name>/` and return its results.
+        changes = dict(where)
+        if storage_path is not None:
+            changes["storage_path"] = storage_path
+        spec = _built({**spec_module.spec_values(self.spec), **changes}, named_task=self._task is None)
+        return study.prepare(spec, self._task, self._classes)
 
-        Options (`where`): address, workers_per_trial, mode, staleness_aware_lr, cpus_per_worker,
-        gpus_per_worker, max_concurrent, keep_checkpoints, trust_storage,
-        data_dir, log_to, tracking_uri, as on the command line, and fuse (None: fused groups of K members
-        by the memory rule where the study allows it; 0: unfused; K: groups of up to K).
-        """
-        plan = self.plan(storage_path, **where)
-        report_dir = study.execute(plan)
-        summary = pd.read_csv(report_dir / "summary.csv")
+    def run(self, storage_path: str | None = None, **where: Any) -> StudyResult:
+        """Run (or resume) the study into `<storage_path>/<name>/`, print its verdict, table and where the
+        report is, and return its results. `where` as in `plan`."""
         from optsweep import analysis
 
-        return StudyResult(
+        from . import study
+
+        plan = self.plan(storage_path, **where)
+        started = time.monotonic()
+        report_dir = study.execute(plan)
+        summary = pd.read_csv(report_dir / "summary.csv")
+        result = StudyResult(
             experiment_dir=plan.args.experiment_dir,
             report_dir=report_dir,
             trials=pd.read_csv(report_dir / "trials.csv"),
             summary=summary,
             verdict=analysis.verdict(summary, target=plan.task.target),
+            elapsed_s=time.monotonic() - started,
         )
+        _print_summary(result, plan.task.target)
+        return result
 
 
-_RUN_OPTIONS = (
-    "address",
-    "workers_per_trial",
-    "cpus_per_worker",
-    "gpus_per_worker",
-    "max_concurrent",
-    "data_dir",
-    "log_to",
-    "tracking_uri",
-    "mode",
-    "staleness_aware_lr",
-    "keep_checkpoints",
-    "trust_storage",
-    "fuse",
-)
+def _built(values: Mapping[str, Any], *, named_task: bool) -> StudySpec:
+    """The spec of `values`; a Task object's name is only a label, so it is not checked as a task name."""
+    return spec_module.build(values, named_task=named_task)
+
+
+def _print_summary(result: StudyResult, target: Any) -> None:
+    from optsweep import analysis
+
+    print(f"\nDone in {result.elapsed_s / 60:.1f} min. {result.verdict}")
+    test_column = analysis.test_mean_column(target)
+    wanted = ("optimizer", "mean", "std", "ci_low", "ci_high", test_column, "n_diverged")
+    columns = [c for c in wanted if c in result.summary.columns]
+    print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"Report: {result.report_dir / 'report.md'}", flush=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 from optsweep.trainables import optimizer_choice
 
+from optsweep.errors import OptsweepError
+
 from . import spaces
 
 SPACE_ATTRIBUTE = "search_space"
@@ -58,7 +60,7 @@ def resolve(
     contenders = []
     for label, reference in references.items():
         if not re.fullmatch(LABEL_PATTERN, label):
-            raise ValueError(
+            raise OptsweepError(
                 f"optimizer label {label!r} is invalid: use lowercase letters, digits, '_', '.' and '-'"
             )
         cls = objects[label] if label in objects else optimizer_choice.resolve(reference)
@@ -69,7 +71,7 @@ def resolve(
         elif not optimizer_choice.is_reference(reference):
             params = spaces.default_params(reference)
         else:
-            raise ValueError(
+            raise OptsweepError(
                 f"optimizer {reference!r} has no search space: declare one, e.g. "
                 f"{SPACE_ATTRIBUTE} = {{'lr': {{'log_uniform': [1e-5, 1e-2]}}}} as a class attribute, "
                 f"or in the study file (search_spaces: {label}: ...; in Python Study(search_spaces=...))"
@@ -77,7 +79,7 @@ def resolve(
         valid = set(optimizer_choice.hyperparameter_names(cls))
         unknown = sorted(set(params) - valid)
         if unknown:
-            raise ValueError(
+            raise OptsweepError(
                 f"the search space of {label} names {', '.join(unknown)}, which {cls.__name__} does not "
                 f"take; it takes: {', '.join(sorted(valid))}"
             )
@@ -88,7 +90,7 @@ def resolve(
 
 def _plain(space: Any, label: str) -> dict[str, Any]:
     if not isinstance(space, Mapping):
-        raise ValueError(
+        raise OptsweepError(
             f"the search space of {label} must map hyperparameter names to distributions, got {space!r}"
         )
     return dict(space)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from optsweep import optimizers
+from optsweep.errors import OptsweepError
 
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
 """The LR schedules swept by default: every optimizer gets the same choice."""
@@ -148,18 +149,18 @@ def parse_param(name: str, declared: Any) -> Param:
     if not isinstance(declared, dict):
         if isinstance(declared, (bool, int, float, str)):
             return Fixed(declared)
-        raise ValueError(f"search space for {name!r}: {declared!r} is not a value or a distribution")
+        raise OptsweepError(f"search space for {name!r}: {declared!r} is not a value or a distribution")
     if len(declared) != 1:
-        raise ValueError(
+        raise OptsweepError(
             f"search space for {name!r}: {declared!r} must name exactly one of {', '.join(DISTRIBUTIONS)}"
         )
     kind, values = next(iter(declared.items()))
     if kind == "choice":
         if not isinstance(values, (list, tuple)) or not values:
-            raise ValueError(f"search space for {name!r}: choice needs a non-empty list, got {values!r}")
+            raise OptsweepError(f"search space for {name!r}: choice needs a non-empty list, got {values!r}")
         return Choice(tuple(values))
     if kind not in _RANGES:
-        raise ValueError(
+        raise OptsweepError(
             f"search space for {name!r}: unknown distribution {kind!r}; valid: {', '.join(DISTRIBUTIONS)}"
         )
     sizes = (2, 3) if kind == "log_uniform_or_zero" else (2,)
@@ -168,24 +169,26 @@ def parse_param(name: str, declared: Any) -> Param:
         or len(values) not in sizes
         or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
     ):
-        raise ValueError(f"search space for {name!r}: {kind} needs [low, high] numbers, got {values!r}")
+        raise OptsweepError(f"search space for {name!r}: {kind} needs [low, high] numbers, got {values!r}")
     low, high = float(values[0]), float(values[1])
     positive = kind in ("log_uniform", "log_uniform_or_zero")
     unit = kind == "one_minus_log_uniform"
     if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (positive and low <= 0):
-        raise ValueError(
+        raise OptsweepError(
             f"search space for {name!r}: {kind} [{low:g}, {high:g}] is invalid: need finite low <= high"
             + (", low > 0" if positive else "")
         )
     if unit and not 0 <= low <= high < 1:
-        raise ValueError(f"search space for {name!r}: {kind} [{low:g}, {high:g}] must lie in [0, 1)")
+        raise OptsweepError(f"search space for {name!r}: {kind} [{low:g}, {high:g}] must lie in [0, 1)")
     return _RANGES[kind](low, high, *values[2:])  # type: ignore[no-any-return]
 
 
 def parse_space(declared: dict[str, Any]) -> dict[str, Param]:
     """A whole declared space (hyperparameter -> declaration, see `parse_param`)."""
     if not isinstance(declared, dict) or not declared:
-        raise ValueError(f"a search space must map hyperparameter names to distributions, got {declared!r}")
+        raise OptsweepError(
+            f"a search space must map hyperparameter names to distributions, got {declared!r}"
+        )
     return {str(name): parse_param(str(name), value) for name, value in declared.items()}
 
 
@@ -231,7 +234,7 @@ class SearchSpace:
                 axes.append((param.value,))
             else:
                 declared = param.to_json()  # type: ignore[attr-defined]
-                raise ValueError(
+                raise OptsweepError(
                     "a grid search needs every hyperparameter as a choice or a fixed value; "
                     f"{self.optimizer}'s {name} is {declared}"
                 )

@@ -17,6 +17,8 @@ from typing import Any
 
 from ray import tune
 
+from optsweep.errors import OptsweepError
+
 MIN_FREE_ENV = "OPTSWEEP_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 256
 
@@ -25,7 +27,7 @@ class StorageError(RuntimeError):
     """The storage path is (nearly) full or not writable; the message is one line for the user."""
 
 
-class InvalidSettingError(ValueError):
+class InvalidSettingError(OptsweepError):
     """A bad OPTSWEEP_MIN_FREE_MB: the user's input, not the storage's state."""
 
 

@@ -19,7 +19,6 @@ import fcntl
 import functools
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,10 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from optsweep import analysis
+from optsweep.errors import OptsweepError
 from optsweep.vocabulary import CONFIGURATION_KEY, MEMBERS_KEY, Target
 
 from . import (
-    cli,
     confirmation,
     contenders,
     feasibility,
@@ -46,6 +45,8 @@ from . import (
     halving,
     identity,
     interrupts,
+    preflight,
+    reproduce,
     safeguards,
     shipping,
     side_by_side,
@@ -56,43 +57,13 @@ from . import (
 from .contenders import Contender
 from .progress import ProgressLine
 from .scheduling import build_scheduler, halving_caps_running
-from .storage_guard import StorageError, StorageGuard
+from .spec import StudySpec, check_lr_range
+from .storage_guard import StorageGuard
 
 STUDY_FILE = identity.STUDY_FILE
 # A full, read-only or forbidden storage path, as Tune's own writes report it.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 LOCK_FILE = ".optsweep.lock"
-
-
-def main(argv: list[str] | None, *, prog: str, description: str, defaults: cli.StudyArgs) -> int:
-    """Parse, validate, run the study, write its report; returns the process exit code."""
-    try:
-        args = cli.parse(argv, prog, description, defaults)
-        plan = prepare(args)
-        connection = safeguards.before_ray(plan.args)
-    except ValueError as error:  # UsageError, TaskError, DatasetUnavailableError
-        return cli.fail(str(error))
-    args = plan.args
-    started = time.monotonic()
-    try:
-        report_dir = execute(plan, connection)
-    except safeguards.ONE_LINE_ERRORS as error:
-        return cli.fail(str(error))
-    except (StorageError, OSError) as error:
-        if isinstance(error, OSError) and error.errno not in STORAGE_ERRNOS:
-            raise
-        message = str(error) if isinstance(error, StorageError) else f"storage error: {error}"
-        print(
-            f"error: {message}; the experiment is left resumable: fix the storage, then run the same command "
-            "again",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt as interrupt:
-        print(f"\nInterrupted. {_resume_hint(args)}", file=sys.stderr)
-        return getattr(interrupt, "exit_code", 130)
-    _print_summary(report_dir, time.monotonic() - started, plan.task.target)
-    return 0
 
 
 def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Path:
@@ -105,10 +76,13 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
     # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
     # epochs of a few milliseconds that is constantly, and it is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    with _exclusive(args), interrupts.StopOnSignal(hint=_resume_hint(args)):
+    with _exclusive(args), interrupts.StopOnSignal(hint=resume_hint(args)):
         if not args.is_remote_storage:
             storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
         identity.record_or_check(args.experiment_dir, plan.identity())
+        no_study_file = reproduce.write(args, plan.task, plan.contenders, task_is_named=plan.task_is_named)
+        if no_study_file:
+            print(f"No {reproduce.STUDY_YAML} (the study file that reruns this study): {no_study_file}.")
         _connect_ray(args, plan.user_code, address, source)
         _check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
@@ -140,11 +114,11 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
     return report_dir
 
 
-def _resume_hint(args: cli.StudyArgs) -> str:
+def resume_hint(args: StudySpec) -> str:
     return f"Run the same command again to resume {args.experiment_dir}."
 
 
-def _queue_share(args: cli.StudyArgs) -> int | None:
+def _queue_share(args: StudySpec) -> int | None:
     """The optimizers' equal share of the cluster, as Ray Tune allows it: each optimizer's experiment keeps
     at most ceil(slots / optimizers) trials waiting for resources (slots: the trials the cluster's CPUs
     and GPUs hold at once), so the optimizers' first trials queue together and freed slots go to them in
@@ -158,7 +132,7 @@ def _queue_share(args: cli.StudyArgs) -> int | None:
     return _optimizer_share(args)
 
 
-def _trial_slots(args: cli.StudyArgs) -> int:
+def _trial_slots(args: StudySpec) -> int:
     """How many trials the cluster's CPUs and GPUs hold at once."""
     resources = ray.cluster_resources()
     slots = resources.get("CPU", 1.0) // (args.cpus_per_worker * args.workers_per_trial or 1.0)
@@ -167,7 +141,7 @@ def _trial_slots(args: cli.StudyArgs) -> int:
     return max(1, int(slots))
 
 
-def _optimizer_share(args: cli.StudyArgs) -> int:
+def _optimizer_share(args: StudySpec) -> int:
     """Each optimizer's equal share of the trial slots, ceil(slots / optimizers)."""
     return max(1, -(-_trial_slots(args) // len(args.labels)))
 
@@ -177,7 +151,7 @@ class Plan:
     """A study resolved and checked before Ray starts: its settings with the task's defaults filled in,
     the task, the optimizers with their search spaces, and the user code its workers need."""
 
-    args: cli.StudyArgs
+    args: StudySpec
     task: Task
     contenders: list[Contender]
     user_code: list[str]  # local directories or .py files to ship to the workers
@@ -189,7 +163,7 @@ class Plan:
 
 
 def prepare(
-    args: cli.StudyArgs, task: Task | None = None, optimizer_classes: dict[str, type] | None = None
+    args: StudySpec, task: Task | None = None, optimizer_classes: dict[str, type] | None = None
 ) -> Plan:
     """Resolve and check everything that can be checked without Ray; one-line ValueErrors.
 
@@ -197,6 +171,10 @@ def prepare(
     built. Its data and model are built once here (a missing dataset fails now, not in every trial).
     `optimizer_classes` are optimizer classes given in Python, by label.
     """
+    preflight.check(args)
+    for directory in reversed(args.python_path):  # user code that is not installed
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
     task_is_named = task is None
     if task is None:
         task = tasks.build_task(args.task, args.task_args, data_dir=args.data_dir)
@@ -208,25 +186,20 @@ def prepare(
     )
     contenders_ = contenders.resolve(args.references(), args.search_spaces, optimizer_classes)
     for contender in contenders_:
-        low, high = args.lr_range(contender.label, contender.params) or (0.0, 1.0)
-        if low > high:
-            raise cli.UsageError(
-                f"--lr-min/--lr-max give {contender.label} the LR range [{low:g}, {high:g}]: "
-                "lr-min must be <= lr-max"
-            )
+        check_lr_range(args, contender.label, contender.params)
     if args.search == "grid":
         args = dataclasses.replace(args, num_samples=_grid_size(args, contenders_))
     code = shipping.user_code_paths([args.task, *args.optimizers], task)
     return Plan(args, task, contenders_, code, task_is_named, fusion.decide(args, task, contenders_))
 
 
-def _grid_size(args: cli.StudyArgs, contenders_: list[Contender]) -> int:
+def _grid_size(args: StudySpec, contenders_: list[Contender]) -> int:
     """The configurations per optimizer of a grid search: every optimizer's grid, of one size (the same
     budget for each)."""
     sizes = {c.label: len(_space(args, c).grid()) for c in contenders_}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{label} {size}" for label, size in sizes.items())
-        raise cli.UsageError(
+        raise OptsweepError(
             f"a grid search gives every optimizer the same budget, but the grids differ in size ({listed}); "
             "give each optimizer a grid of the same size"
         )
@@ -234,7 +207,7 @@ def _grid_size(args: cli.StudyArgs, contenders_: list[Contender]) -> int:
 
 
 @contextlib.contextmanager
-def _exclusive(args: cli.StudyArgs) -> Iterator[None]:
+def _exclusive(args: StudySpec) -> Iterator[None]:
     """Refuse a second sweep on the same experiment directory while one runs (local storage)."""
     if args.is_remote_storage:
         yield
@@ -247,7 +220,7 @@ def _exclusive(args: cli.StudyArgs) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise cli.UsageError(
+            raise OptsweepError(
                 f"another sweep ({holder}) is running on {directory}; "
                 "wait for it to finish or choose another --name"
             ) from None
@@ -261,7 +234,7 @@ def _exclusive(args: cli.StudyArgs) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _connect_ray(args: cli.StudyArgs, user_code: list[str], address: str | None, source: str) -> None:
+def _connect_ray(args: StudySpec, user_code: list[str], address: str | None, source: str) -> None:
     """Join `address` (checked by safeguards.before_ray) or start a local Ray, and say which."""
     if ray.is_initialized():  # e.g. a test session's Ray, or a notebook that started one
         shipping.pickle_by_value(user_code)
@@ -271,11 +244,11 @@ def _connect_ray(args: cli.StudyArgs, user_code: list[str], address: str | None,
         interrupts.watch_local_ray(ray.get_runtime_context().gcs_address)
 
 
-def _check_cluster(args: cli.StudyArgs) -> None:
+def _check_cluster(args: StudySpec) -> None:
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     hosts = {node["NodeManagerAddress"] for node in nodes}
     if len(hosts) > 1 and not args.is_remote_storage:
-        raise cli.UsageError(
+        raise OptsweepError(
             f"the Ray cluster spans {len(hosts)} hosts and Ray no longer syncs results to the head node, so "
             f"--storage-path {args.storage_path} must be shared storage (e.g. s3://bucket/optsweep)"
         )
@@ -326,13 +299,13 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
         return tuner.fit()
 
 
-def _tune_concurrency(args: cli.StudyArgs) -> int | None:
+def _tune_concurrency(args: StudySpec) -> int | None:
     """Tune's max_concurrent_trials: --max-concurrent, except under per-configuration halving, which caps
     the running trials itself (Tune's cap counts trials paused at a rung and would hang the sweep)."""
     return None if halving_caps_running(args) else args.max_concurrent
 
 
-def _halving_state(args: cli.StudyArgs, optimizer: str) -> str:
+def _halving_state(args: StudySpec, optimizer: str) -> str:
     return f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}"
 
 
@@ -355,7 +328,7 @@ def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) ->
     )
 
 
-def _space(args: cli.StudyArgs, contender: Contender) -> spaces.SearchSpace:
+def _space(args: StudySpec, contender: Contender) -> spaces.SearchSpace:
     return spaces.space_for(
         contender.label,
         lr_range=args.lr_range(contender.label, contender.params),
@@ -451,7 +424,7 @@ def _new_tuner(
     )
 
 
-def _callbacks(args: cli.StudyArgs, optimizer: str, target: Target) -> list[tune.Callback]:
+def _callbacks(args: StudySpec, optimizer: str, target: Target) -> list[tune.Callback]:
     callbacks: list[tune.Callback] = [
         ProgressLine(
             f"{optimizer} search" if args.confirm_seeds else optimizer,
@@ -475,7 +448,7 @@ def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: 
     return {**space.suggest(trial), **constants, halving.CONFIGURATION_KEY: trial.number}
 
 
-def random_search_trials(space: spaces.SearchSpace, args: cli.StudyArgs) -> list[dict[str, Any]]:
+def random_search_trials(space: spaces.SearchSpace, args: StudySpec) -> list[dict[str, Any]]:
     """Each trial's configuration, in full: configurations drawn up front and crossed with the seeds, so
     every seed of a configuration gets exactly the same hyperparameters."""
     configurations = _configurations(space, args)
@@ -486,11 +459,11 @@ def random_search_trials(space: spaces.SearchSpace, args: cli.StudyArgs) -> list
     ]
 
 
-def _configurations(space: spaces.SearchSpace, args: cli.StudyArgs) -> list[dict[str, Any]]:
+def _configurations(space: spaces.SearchSpace, args: StudySpec) -> list[dict[str, Any]]:
     return spaces.configurations(space, search=args.search, n=args.num_samples, seed=args.search_seed)
 
 
-def _write_report(args: cli.StudyArgs) -> Path:
+def _write_report(args: StudySpec) -> Path:
     if not args.is_remote_storage:
         return analysis.write_report(args.experiment_dir)
     import tempfile
@@ -502,15 +475,3 @@ def _write_report(args: cli.StudyArgs) -> Path:
     report_dir = analysis.write_report(local)
     pyarrow.fs.copy_files(str(report_dir), f"{args.experiment_dir}/report")
     return report_dir
-
-
-def _print_summary(report_dir: Path, elapsed_s: float, target: Target) -> None:
-    import pandas as pd
-
-    summary = pd.read_csv(report_dir / "summary.csv")
-    print(f"\nDone in {elapsed_s / 60:.1f} min. {analysis.verdict(summary, target=target)}")
-    test_column = analysis.test_mean_column(target)
-    wanted = ("optimizer", "mean", "std", "ci_low", "ci_high", test_column, "n_diverged")
-    columns = [c for c in wanted if c in summary.columns]
-    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"Report: {report_dir / 'report.md'}")

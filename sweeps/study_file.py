@@ -16,120 +16,80 @@ by import path; command-line flags override it):
     max_epochs: 10
     scheduler: asha
 
-Keys are the command line's flags with underscores (`python -m sweeps --help` lists them); an unknown
-key is an error. Relative file paths in `task` and `optimizers` are relative to the study file.
+Keys are the study spec's settings (`optsweep run --help` lists them as flags, with dashes); an unknown
+key or a bad value is one line naming the key and the file. Relative file paths in `task` and
+`optimizers` are relative to the study file; settings not in the file take the spec's defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import cli
+from optsweep.errors import OptsweepError
 
-LIST_KEYS = ("optimizers", "schedules", "log_to")
+from . import spec as spec_module
+from .spec import StudySpec
+
+LIST_KEYS = ("optimizers", "schedules", "log_to", "python_path")
 """Keys whose value is a list (also accepted as a comma-separated string)."""
 
 
-def load(path: str | os.PathLike[str]) -> cli.StudyArgs:
-    """The study in `path` as the defaults the command line then overrides; one-line UsageErrors."""
+def load(path: str | os.PathLike[str]) -> StudySpec:
+    """The study in `path`, checked (the command line's flags may then override it); one-line errors."""
     file = Path(path).expanduser()
+    spec = spec_module.build(read(file), door="file", where=str(file))
+    from . import spaces
+
+    for label, space in spec.search_spaces.items():
+        try:
+            spaces.parse_space(dict(space))
+        except OptsweepError as error:
+            raise OptsweepError(f"search_spaces: {label}: {error} (in {file})") from None
+    return spec
+
+
+def read(file: Path) -> dict[str, Any]:
+    """The settings `file` holds (its name defaulting to the file's stem), with its relative paths made
+    absolute; not yet checked."""
     try:
         text = file.read_text()
     except OSError as error:
-        raise cli.UsageError(f"cannot read the study file {file}: {error.strerror or error}") from None
+        raise OptsweepError(f"cannot read the study file {file}: {error.strerror or error}") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
+        mark = getattr(error, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(error, "problem", error)
-        raise cli.UsageError(f"the study file {file} is not valid YAML{line}: {problem}") from None
+        raise OptsweepError(f"the study file {file} is not valid YAML{line}: {problem}") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise cli.UsageError(
+        raise OptsweepError(
             f"the study file {file} must be a mapping of settings, not a {type(values).__name__}"
         )
-    fields = {f.name for f in dataclasses.fields(cli.StudyArgs)} - {"smoke"}
-    unknown = sorted(str(key) for key in values if key not in fields)
-    if unknown:
-        raise cli.UsageError(
-            f"unknown setting(s) {', '.join(unknown)} in {file}; valid: {', '.join(sorted(fields))}"
-        )
+    values = {str(key): value for key, value in values.items()}
     values.setdefault("name", file.stem)
     for key in LIST_KEYS:
         if isinstance(values.get(key), str):
             values[key] = [item.strip() for item in values[key].split(",") if item.strip()]
-        if key in values:
-            if not isinstance(values[key], list):
-                raise cli.UsageError(f"{key} in {file} must be a list, got {values[key]!r}")
-            values[key] = tuple(str(item) for item in values[key])
-    for key in ("task_args", "search_spaces"):
-        if key in values and not isinstance(values[key], dict):
-            raise cli.UsageError(f"{key} in {file} must be a mapping, got {values[key]!r}")
-    _check_types(values, file)
     base = file.resolve().parent
     if isinstance(values.get("task"), str):
         values["task"] = _relative_to(base, values["task"])
-    if "optimizers" in values:
-        values["optimizers"] = tuple(_relative_to(base, item) for item in values["optimizers"])
-    try:
-        return cli.StudyArgs(**values)
-    except TypeError as error:
-        raise cli.UsageError(f"the study file {file} is invalid: {error}") from None
-
-
-_INTEGERS = (
-    "num_samples",
-    "seeds",
-    "confirm_seeds",
-    "max_epochs",
-    "batch_size",
-    "search_seed",
-    "workers_per_trial",
-    "max_concurrent",
-    "keep_checkpoints",
-)
-_NUMBERS = ("lr_min", "lr_max", "cpus_per_worker", "gpus_per_worker")
-_STRINGS = (
-    "name",
-    "task",
-    "scheduler",
-    "search",
-    "mode",
-    "address",
-    "storage_path",
-    "data_dir",
-    "tracking_uri",
-)
-_BOOLEANS = ("staleness_aware_lr", "trust_storage")
-
-
-def _check_types(values: dict[str, Any], file: Path) -> None:
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key in _INTEGERS:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            kind = "an integer"
-        elif key in _NUMBERS:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            kind = "a number"
-        elif key in _STRINGS:
-            ok = isinstance(value, str)
-            kind = "a string"
-        elif key in _BOOLEANS:
-            ok = isinstance(value, bool)
-            kind = "true or false"
-        else:
-            continue
-        if not ok:
-            raise cli.UsageError(f"{key} in {file} must be {kind}, got {value!r}")
+    if isinstance(values.get("python_path"), list):
+        values["python_path"] = [
+            str(base / os.path.expanduser(item)) if isinstance(item, str) else item
+            for item in values["python_path"]
+        ]
+    if isinstance(values.get("optimizers"), list):
+        values["optimizers"] = [
+            _relative_to(base, item) if isinstance(item, str) else item for item in values["optimizers"]
+        ]
+    return values
 
 
 def _relative_to(base: Path, reference: str) -> str:

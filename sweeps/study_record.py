@@ -15,12 +15,13 @@ from typing import Any
 import pyarrow.fs
 from optsweep.analysis import atomic
 
+from optsweep.errors import OptsweepError
 from optsweep.vocabulary import STUDY_FILE
 
 TUNER_FILE = "tuner.pkl"
 
 
-class DamagedRecordError(ValueError):
+class DamagedRecordError(OptsweepError):
     """study.json cannot be read; the message is one line for the user."""
 
 
@@ -50,15 +51,20 @@ def read(experiment_dir: str) -> dict[str, Any] | None:
 
 
 def write(experiment_dir: str, record: dict[str, Any]) -> None:
-    """Write the record atomically (local: temp file + rename; object stores replace whole objects)."""
-    payload = json.dumps(record, indent=2).encode()
+    """Write the record atomically."""
+    write_file(experiment_dir, STUDY_FILE, json.dumps(record, indent=2).encode())
+
+
+def write_file(experiment_dir: str, name: str, payload: bytes) -> None:
+    """Write `<experiment_dir>/<name>` atomically (local: temp file + rename; object stores replace whole
+    objects)."""
     fs, root = _fs(experiment_dir)
     fs.create_dir(root, recursive=True)
     if not isinstance(fs, pyarrow.fs.LocalFileSystem):
-        with fs.open_output_stream(f"{root}/{STUDY_FILE}") as f:
+        with fs.open_output_stream(f"{root}/{name}") as f:
             f.write(payload)
         return
-    atomic.write_bytes(Path(root) / STUDY_FILE, payload)
+    atomic.write_bytes(Path(root) / name, payload)
 
 
 def started(experiment_dir: str) -> bool:

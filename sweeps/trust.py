@@ -29,11 +29,13 @@ from pathlib import Path
 import pyarrow.fs
 from optsweep.analysis import atomic
 
+from optsweep.errors import OptsweepError
+
 STATE_DIR_ENV = "OPTSWEEP_STATE_DIR"
 TUNER_FILE = "tuner.pkl"
 
 
-class UntrustedExperimentError(ValueError):
+class UntrustedExperimentError(OptsweepError):
     """A resume that would load files optsweep cannot vouch for; one line for the user."""
 
 

@@ -20,6 +20,7 @@ from ray import tune
 
 import optsweep
 from optsweep import analysis
+from optsweep.errors import OptsweepError
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
 
 # 3 configurations x 2 search seeds per optimizer, 4 epochs (rungs at epochs 1 and 3), 3 confirmation seeds.
@@ -58,7 +59,10 @@ def test_the_headline_default_confirms_on_10_seeds_and_smoke_has_no_confirmation
 BAD = [
     (["--confirm-seeds", "-1"], "--confirm-seeds -1 is invalid: it must be an integer >= 0"),
     (["--confirm-seeds", "ten"], "argument --confirm-seeds: invalid int value: 'ten'"),
-    (["--seeds", "10001"], "--seeds 10001 is invalid: at most 10000 (the confirmation seeds start at 10000)"),
+    (
+        ["--seeds", "10001"],
+        "--seeds 10001 is invalid: it must be an integer >= 1, at most 10000 (the confirmation seeds start at 10000)",
+    ),
 ]
 
 
@@ -76,18 +80,21 @@ def test_the_study_file_door(tmp_path: Path) -> None:
     file = tmp_path / "study.yaml"
     file.write_text("optimizers: [adam]\nconfirm_seeds: 4\n")
     assert study_file.load(file).confirm_seeds == 4
-    assert study_file.load(file).seeds == 3  # the StudyArgs default, as the API's
+    assert study_file.load(file).seeds == 3  # the spec's default, as the API's
     file.write_text("optimizers: [adam]\nconfirm_seeds: '4'\n")
-    with pytest.raises(cli.UsageError, match="confirm_seeds in .* must be an integer, got '4'"):
+    with pytest.raises(
+        OptsweepError,
+        match=r"^confirm_seeds '4' is invalid: it must be an integer >= 0 .*\(in .*study.yaml\)$",
+    ):
         study_file.load(file)
     file.write_text("optimizers: [adam]\nconfirm_seeds: -2\n")
-    with pytest.raises(cli.UsageError, match="--confirm-seeds -2 is invalid"):
-        cli.validate(study_file.load(file))
+    with pytest.raises(OptsweepError, match="^confirm_seeds -2 is invalid"):
+        study_file.load(file)
 
 
 @pytest.mark.parametrize("value", [-1, 2.5, True, "3"])
 def test_the_python_door_refuses_bad_values_before_ray(value: Any, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=f"--confirm-seeds {value!r} is invalid: it must be an integer >= 0"):
+    with pytest.raises(ValueError, match=f"^confirm_seeds {value!r} is invalid: it must be an integer >= 0"):
         optsweep.Study("digits", optimizers=["adam"], confirm_seeds=value).plan(str(tmp_path))
 
 

@@ -15,6 +15,7 @@ from matplotlib.image import imread
 from optsweep.analysis.html_report import render_html, rerun_command
 
 from optsweep import analysis
+from optsweep.vocabulary import STUDY_YAML
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BROWSER = next((path for name in BROWSERS if (path := shutil.which(name))), None)
@@ -51,6 +52,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     record = json.loads((experiment / "study.json").read_text())
     record.update(task="digits", optimizers={"adam": {"optimizer": "adam"}, "sgd": {"optimizer": "sgd"}})
     (experiment / "study.json").write_text(json.dumps({**record, "num_samples": 5, "seeds": 3}))
+    (experiment / STUDY_YAML).write_text("name: exp\noptimizers: [adam, sgd]\n")
     return analysis.write_report(experiment)
 
 
@@ -90,8 +92,7 @@ def test_page_renders_with_every_figure_the_verdict_and_the_tables(report_dir: P
     markdown_tables = sum(1 for line in markdown_text.splitlines() if line.startswith("| ---"))
     assert len(seen["tables"]) == markdown_tables + 1 >= 4
     assert all(rows >= 2 for rows in seen["tables"]), seen["tables"]  # a header and at least one row
-    assert seen["command"].startswith("python sweeps/adam_vs_sgd.py --name exp ")
-    assert "--optimizers adam,sgd --num-samples 5 --seeds 3" in seen["command"]
+    assert seen["command"] == f"optsweep run {report_dir.parent.resolve() / STUDY_YAML}"
     assert seen["scripts"] == 1  # only the probe: the page itself runs no script
 
 
@@ -120,24 +121,9 @@ def test_figures_are_embedded_and_the_page_stands_alone(report_dir: Path) -> Non
     assert 'src="http' not in page and 'href="http' not in page and '.png"' not in page
 
 
-def test_rerun_command_from_a_study_record(tmp_path: Path) -> None:
-    record = {
-        "task": "digits",
-        "task_args": {"model": "cnn", "hidden": [64, 32]},
-        "target": {"metric": "acc", "mode": "max"},
-        "optimizers": {"sgd": {"optimizer": "sgd", "space": {}}, "lion": {"optimizer": "pkg.opt:Lion"}},
-        "num_samples": 4,
-        "seeds": 2,
-        "schedules": ["constant", "cosine"],
-        "lr_min": None,
-        "search": "optuna",
-        "created": "2026-12-01T10:00:00+0000",
-    }
-    argv = rerun_command(record, tmp_path / "results" / "my-study")
-    assert argv == [
-        "python", "sweeps/adam_vs_sgd.py", "--name", "my-study", "--storage-path", str(tmp_path / "results"),
-        "--task", "digits", "--task-arg", "model=cnn", "--task-arg", "hidden=[64, 32]",
-        "--optimizers", "sgd,pkg.opt:Lion", "--num-samples", "4", "--seeds", "2",
-        "--schedules", "constant,cosine", "--search", "optuna",
-    ]  # fmt: skip
-    assert rerun_command({}, tmp_path) is None
+def test_the_rerun_command_runs_the_study_file_beside_the_record(tmp_path: Path) -> None:
+    experiment = tmp_path / "results" / "my-study"
+    experiment.mkdir(parents=True)
+    assert rerun_command(experiment) is None  # a Task object's study, or one from before study files
+    (experiment / STUDY_YAML).write_text("name: my-study\n")
+    assert rerun_command(experiment) == ["optsweep", "run", str(experiment / STUDY_YAML)]

@@ -128,7 +128,7 @@ def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_di
     ("argv", "message"),
     [
         (["--mode", "zero1"], "--mode zero1 shards the optimizer state across a trial's workers: it needs"),
-        (["--mode", "ps"], "unknown mode 'ps' in --mode; valid: sync, zero1, async-ps"),
+        (["--mode", "ps"], "--mode 'ps' is invalid: it must be sync, zero1, async-ps"),
         (["--staleness-aware-lr"], "--staleness-aware-lr is for --mode async-ps"),
     ],
 )

@@ -878,13 +878,13 @@ def unknown_choices(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
                 ("--dataset", data.dataset_names()),
                 ("--model", models.model_names()),
                 ("--scheduler", ["asha", "fifo"]),
-                ("--search", ["random", "optuna"]),
+                ("--search", ["random", "grid", "optuna"]),
             ]
         )
     )
     value = draw(st.text(max_size=10).filter(lambda s: s not in valid))
-    if flag in ("--scheduler", "--search"):  # argparse's choices
-        return [f"{flag}={value}"], (f"argument {flag}", "invalid choice", repr(value))
+    if flag in ("--scheduler", "--search"):  # the spec's choices
+        return [f"{flag}={value}"], (f"{flag} {value!r} is invalid: it must be", " or ")
     return [f"{flag}={value}"], (f"unknown {_field(flag)} {value!r} in {flag}", "valid:")
 
 

@@ -36,7 +36,7 @@ BAD_INPUTS = [
     (["--cpus-per-worker", "0"], "--cpus-per-worker 0 is invalid"),
     (["--gpus-per-worker", "1"], "needs 1 GPUs per trial, but this machine has 0"),
     (["--name", "a/b"], "--name 'a/b' is invalid"),
-    (["--scheduler", "hyperband"], "argument --scheduler: invalid choice: 'hyperband'"),
+    (["--scheduler", "hyperband"], "--scheduler 'hyperband' is invalid: it must be asha or fifo"),
     (["--num-samples", "many"], "argument --num-samples: invalid int value: 'many'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
@@ -94,7 +94,7 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path: Path) -> Non
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         "error: unknown optimizer 'adamx' in --optimizers; "
-        "valid: sgd, adam, adamw, adagrad, rmsprop, lamb, lars"
+        "valid: sgd, adam, adamw, adagrad, rmsprop, lamb, lars, or an import path (my_pkg.opt:Lion)"
     ]
     assert "Traceback" not in run.stderr
 

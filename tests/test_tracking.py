@@ -346,7 +346,7 @@ BAD_FLAGS = [
         ["--log-to", "tensorboard,neptune"],
         "unknown tracking backend 'neptune' in --log-to; valid: tensorboard",
     ),
-    (["--log-to", "mlflow,mlflow"], "lists a backend more than once"),
+    (["--log-to", "mlflow,mlflow"], "--log-to lists mlflow more than once"),
     (
         ["--tracking-uri", "http://h:5000"],
         "--tracking-uri http://h:5000 is for MLflow: add mlflow to --log-to",

@@ -176,9 +176,9 @@ def test_study_file_with_flag_overrides(user_file: Path, tmp_path: Path) -> None
     [
         ("num_samples: [3", "is not valid YAML (line 2): expected ','"),
         ("- a", "must be a mapping of settings, not a list"),
-        ("num_sample: 3", "unknown setting(s) num_sample in"),
-        ("seeds: three", "seeds in {file} must be an integer, got 'three'"),
-        ("optimizers: 7", "optimizers in {file} must be a list, got 7"),
+        ("num_sample: 3", "unknown setting(s) num_sample; valid: name, optimizers"),
+        ("seeds: three", "seeds 'three' is invalid: it must be an integer >= 1, at most 10000"),
+        ("optimizers: 7", "optimizers 7 is invalid: it must be a non-empty list of sgd"),
         ("search_spaces: {adam: {lr: {gaussian: [0, 1]}}}", "unknown distribution 'gaussian'"),
         ("search_spaces: {adam: {lr: {log_uniform: [0, 1]}}}", "log_uniform [0, 1] is invalid"),
     ],
@@ -189,7 +189,9 @@ def test_bad_study_files_are_one_line(
     file = tmp_path / "bad.yaml"
     file.write_text(content + "\n")
     code = sweeps_main.main([str(file), "--storage-path", str(tmp_path / "results")])
-    assert message.format(file=file) in _one_line_error(capsys, code)
+    error = _one_line_error(capsys, code)
+    assert message.format(file=file) in error
+    assert str(file) in error  # the file is named: the user knows where to look
 
 
 def test_the_python_api_checks_its_arguments_before_ray(tmp_path: Path) -> None:
@@ -201,9 +203,9 @@ def test_the_python_api_checks_its_arguments_before_ray(tmp_path: Path) -> None:
     assert [c.label for c in plan.contenders] == ["adam", "plainsgd"]
     assert plan.contenders[1].cls is not None and plan.task_is_named is False
     assert plan.identity()["task_args"] == {}
-    with pytest.raises(ValueError, match="scheduler 'hyperband' is invalid; allowed: asha, fifo"):
+    with pytest.raises(ValueError, match="^scheduler 'hyperband' is invalid: it must be asha or fifo$"):
         optsweep.Study(task, scheduler="hyperband")
-    with pytest.raises(ValueError, match="unknown option.s. gpus; valid: address"):
+    with pytest.raises(ValueError, match="^unknown setting.s. gpus; valid: name, "):
         optsweep.Study(task).plan(str(tmp_path), gpus=1)
     with pytest.raises(ValueError, match="task_args are for a task given by name"):
         optsweep.Study(task, task_args={"hidden": 3})

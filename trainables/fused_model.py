@@ -35,10 +35,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
+from optsweep.errors import OptsweepError
+
 Loss = Callable[[Tensor, Tensor], Tensor]
 
 
-class UnfusableModelError(ValueError):
+class UnfusableModelError(OptsweepError):
     """A model that cannot be fused; the message is one line saying why."""
 
 

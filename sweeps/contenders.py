@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from optsweep.trainables import optimizer_choice
-
 from optsweep.errors import OptsweepError
+from optsweep.trainables import optimizer_choice
 
 from . import spaces
 

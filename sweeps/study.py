@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from optsweep.trainables import decisions, tasks
-from optsweep.trainables.config import TrainConfig
-from optsweep.trainables.tasks import Task
-from optsweep.trainables.trial import run_trial, trial_resources
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from optsweep import analysis
 from optsweep.errors import OptsweepError
+from optsweep.trainables import decisions, tasks
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.tasks import Task
+from optsweep.trainables.trial import run_trial, trial_resources
 from optsweep.vocabulary import CONFIGURATION_KEY, MEMBERS_KEY, Target
 
 from . import (

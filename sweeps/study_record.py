@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
-from optsweep.analysis import atomic
 
+from optsweep.analysis import atomic
 from optsweep.errors import OptsweepError
 from optsweep.vocabulary import STUDY_FILE
 

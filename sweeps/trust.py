@@ -27,8 +27,8 @@ import threading
 from pathlib import Path
 
 import pyarrow.fs
-from optsweep.analysis import atomic
 
+from optsweep.analysis import atomic
 from optsweep.errors import OptsweepError
 
 STATE_DIR_ENV = "OPTSWEEP_STATE_DIR"

@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from optsweep.sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
 from ray import tune
 
 import optsweep
 from optsweep import analysis
 from optsweep.errors import OptsweepError
+from optsweep.sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
 
 # 3 configurations x 2 search seeds per optimizer, 4 epochs (rungs at epochs 1 and 3), 3 confirmation seeds.
@@ -61,7 +61,8 @@ BAD = [
     (["--confirm-seeds", "ten"], "argument --confirm-seeds: invalid int value: 'ten'"),
     (
         ["--seeds", "10001"],
-        "--seeds 10001 is invalid: it must be an integer >= 1, at most 10000 (the confirmation seeds start at 10000)",
+        "--seeds 10001 is invalid: it must be an integer >= 1, at most 10000 (the confirmation seeds start "
+        "at 10000)",
     ),
 ]
 
@@ -148,6 +149,7 @@ def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
 
 def test_a_runner_takes_the_set_up_turn_again_for_its_second_fit_and_sees_the_stop() -> None:
     import ray.tune.tune
+
     from optsweep.sweeps import side_by_side
 
     seen: list[tuple[str, bool, bool]] = []

@@ -7,9 +7,9 @@ import itertools
 from pathlib import Path
 
 import pytest
-from optsweep.sweeps import spaces
 
 import optsweep
+from optsweep.sweeps import spaces
 
 LRS = (1e-3, 1e-2, 1e-1)
 

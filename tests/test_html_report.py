@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from analysis_fixtures import standard_experiment
 from matplotlib.image import imread
-from optsweep.analysis.html_report import render_html, rerun_command
 
 from optsweep import analysis
+from optsweep.analysis.html_report import render_html, rerun_command
 from optsweep.vocabulary import STUDY_YAML
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

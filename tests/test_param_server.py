@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import torch
+
+from optsweep import vocabulary as v
 from optsweep.trainables import checkpoints, faults, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.sessions import LocalSession
 from optsweep.trainables.tasks import build_task
 from optsweep.trainables.trial import actor_bundles, trial_resources
-
-from optsweep import vocabulary as v
 
 EPOCHS = 4
 

@@ -29,11 +29,11 @@ import ray
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from optsweep import optimizers
 from optsweep.optimizers import schedules
 from optsweep.sweeps import adam_vs_sgd, cli, spaces, study
 from optsweep.trainables import data, models
-
-from optsweep import optimizers
 from optsweep.vocabulary import CONFIRM_SEED_BASE
 
 NAN = float("nan")

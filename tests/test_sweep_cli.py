@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from optsweep.sweeps import adam_vs_sgd, cli, identity, spaces, study
 
 SCRIPT = Path(adam_vs_sgd.__file__)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from optsweep.sweeps import adam_vs_sgd, cli, tracking
 
 from optsweep import analysis
+from optsweep.sweeps import adam_vs_sgd, cli, tracking
 
 pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
 pytest.importorskip("wandb", reason="the tracking extra is not installed: pip install -e '.[tracking]'")

@@ -7,10 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from optsweep.sweeps import __main__ as sweeps_main
-from optsweep.sweeps import adam_vs_sgd, cli, study, study_file
 
 import optsweep
+from optsweep.sweeps import __main__ as sweeps_main
+from optsweep.sweeps import adam_vs_sgd, cli, study, study_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ Python API (`optsweep.Study`), as `python sweeps/adam_vs_sgd.py` and `python -m 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from optsweep.sweeps import startup
 
@@ -56,8 +57,10 @@ def run(argv: list[str], *, prog: str = RUN_PROG) -> int:
 
     if argv and not argv[0].startswith("-"):
         path, flags = argv[0], argv[1:]
-        try:
-            defaults = study_file.load(path)
+        file = Path(path).expanduser()
+        try:  # checked with the flags over it: a flag may correct the file
+            defaults = study_file.read(file)
+            study_file.check_search_spaces(defaults.get("search_spaces", {}), file)
         except OptsweepError as error:
             return cli.fail(str(error))
         return cli.main(

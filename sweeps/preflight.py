@@ -3,6 +3,7 @@ path can be written, the GPUs asked for are there. The spec's own rules are in `
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -31,10 +32,16 @@ def _check_local_gpus(spec: StudySpec) -> None:
 
 
 def _check_writable(path: str) -> None:
+    """`path`, or the nearest directory above it that exists, takes a file (nothing is left behind: a study
+    that is only planned, or refused later, leaves no empty directory)."""
     path = os.path.abspath(os.path.expanduser(path))
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".optsweep-write-check-"):
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", existing)
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".optsweep-write-check-"):
             pass
     except OSError as error:
         problem = str(error.strerror or error).replace("{", "{{").replace("}", "}}")

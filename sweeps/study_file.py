@@ -42,14 +42,21 @@ def load(path: str | os.PathLike[str]) -> StudySpec:
     """The study in `path`, checked (the command line's flags may then override it); one-line errors."""
     file = Path(path).expanduser()
     spec = spec_module.build(read(file), door="file", where=str(file))
+    check_search_spaces(spec.search_spaces, file)
+    return spec
+
+
+def check_search_spaces(search_spaces: Any, file: Path) -> None:
+    """Each declared space is one the search understands; a mistake names the file."""
+    if not isinstance(search_spaces, dict):
+        return  # the spec refuses it, naming the file
     from . import spaces
 
-    for label, space in spec.search_spaces.items():
+    for label, space in search_spaces.items():
         try:
-            spaces.parse_space(dict(space))
+            spaces.parse_space(dict(space) if isinstance(space, dict) else space)
         except OptsweepError as error:
             raise OptsweepError(f"search_spaces: {label}: {error} (in {file})") from None
-    return spec
 
 
 def read(file: Path) -> dict[str, Any]:
@@ -73,6 +80,11 @@ def read(file: Path) -> dict[str, Any]:
             f"the study file {file} must be a mapping of settings, not a {type(values).__name__}"
         )
     values = {str(key): value for key, value in values.items()}
+    unknown = sorted(key for key in values if key not in spec_module.FIELDS)
+    if unknown:
+        raise OptsweepError(
+            f"unknown setting(s) {', '.join(unknown)} in {file}; valid: {', '.join(spec_module.FIELDS)}"
+        )
     values.setdefault("name", file.stem)
     for key in LIST_KEYS:
         if isinstance(values.get(key), str):

@@ -176,7 +176,7 @@ def test_study_file_with_flag_overrides(user_file: Path, tmp_path: Path) -> None
     [
         ("num_samples: [3", "is not valid YAML (line 2): expected ','"),
         ("- a", "must be a mapping of settings, not a list"),
-        ("num_sample: 3", "unknown setting(s) num_sample; valid: name, optimizers"),
+        ("num_sample: 3", "unknown setting(s) num_sample in {file}; valid: name, optimizers"),
         ("seeds: three", "seeds 'three' is invalid: it must be an integer >= 1, at most 10000"),
         ("optimizers: 7", "optimizers 7 is invalid: it must be a non-empty list of sgd"),
         ("search_spaces: {adam: {lr: {gaussian: [0, 1]}}}", "unknown distribution 'gaussian'"),

@@ -72,16 +72,20 @@ def nice_log_edges(low: float, high: float, max_bins: int = N_BINS) -> np.ndarra
 
 
 def format_value(value: float) -> str:
-    """Short human form of a hyperparameter value: 0.003, 0.1, 1e-05, 3e-04, 0."""
+    """A hyperparameter value to three significant figures: 0.003, 0.1, 0.000205, 1e-05, 2.05e-05, 0 (a
+    configuration's values must be told apart: 0.000205 is not 2e-04), and to as many as it takes not to
+    round a beta such as 0.9995 onto 1."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, bool | str):
         return str(value)
     if value == 0:
         return "0"
-    if 1e-3 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    return f"{value:.0e}"
+    for digits in range(3, 10):  # more digits only where three would round a value onto another one
+        text = f"{value:.{digits}g}"
+        if float(text) not in (0.0, 1.0, -1.0) or abs(value) in (0.0, 1.0):
+            return text
+    return repr(float(value))
 
 
 def _exact_labels(distinct: np.ndarray) -> list[str] | None:

@@ -87,6 +87,7 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         _check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
         tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
+        _say_why_unfused(plan)
         # Every optimizer's stages at once, each in a thread (see sweeps.side_by_side): its search, then,
         # once no other search waits for a slot, its confirmation (sweeps.confirmation); the first Ctrl-C
         # (SIGUSR1, see sweeps.interrupts) or one optimizer's error stops them all resumably.
@@ -112,6 +113,16 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir
+
+
+def _say_why_unfused(plan: Plan) -> None:
+    """One line per reason an optimizer trains unfused, naming the optimizers it holds for."""
+    by_reason: dict[str, list[str]] = {}
+    for label, decision in plan.fusion.items():
+        if decision.reason and decision.reason != "--no-fuse":
+            by_reason.setdefault(decision.reason, []).append(label)
+    for reason, labels in by_reason.items():
+        print(f"{', '.join(labels)} {'runs' if len(labels) == 1 else 'run'} unfused: {reason}", flush=True)
 
 
 def resume_hint(args: StudySpec) -> str:
@@ -290,9 +301,6 @@ def _run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
             f"{args.trials_per_optimizer} trials{layout}, up to {args.max_epochs} epochs each.",
             flush=True,
         )
-        reason = plan.fusion[optimizer].reason if optimizer in plan.fusion else None
-        if reason and reason != "--no-fuse":
-            print(f"{optimizer} runs unfused: {reason}", flush=True)
         tuner = _new_tuner(plan, contender, trainable, settings, groups)
         safeguards.created(args, optimizer)
     with interrupts.tune_running():

@@ -37,6 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+
 from optsweep.analysis import atomic, metric_text
 from optsweep.analysis.loading import read_experiment
 from optsweep.analysis.markdown import markdown_table
@@ -45,7 +46,6 @@ from optsweep.analysis.stats import t_interval
 from optsweep.analysis.summary import chosen_configurations, stage_rows
 from optsweep.analysis.target import resolve
 from optsweep.analysis.tune_files import REPORT_DIR_NAME
-
 from optsweep.vocabulary import CONFIRM, DIVERGED, EPOCH, ERROR, FINISHED, SEARCH, STAGE_COLUMN, Target
 
 TOLERANCE = 0.05

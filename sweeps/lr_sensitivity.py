@@ -25,9 +25,8 @@ from optsweep.sweeps import startup
 if __name__ == "__main__":
     startup.begin()  # first: the imports below take seconds, and a Ctrl-C during them is one line
 
-from optsweep.sweeps import cli, spec, study_file
-
 from optsweep.errors import OptsweepError
+from optsweep.sweeps import cli, spec, study_file
 
 STUDY_FILE = Path(__file__).with_name("lr_sensitivity.yaml")
 LR_MIN, LR_MAX, LR_POINTS = 1e-5, 1e2, 36

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
+
 from optsweep.analysis import sensitivity
 from optsweep.sweeps import lr_sensitivity, study_file
-
 from optsweep.vocabulary import COMPLETED, CONFIRM, DIVERGED, ERROR, SEARCH, Target
 
 GRID = np.logspace(-5, 2, 36)  # DeepOBS's grid: 0.2 decades apart

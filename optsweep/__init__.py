@@ -13,6 +13,10 @@ _EXPORTS = {
     # The study
     "Study": "optsweep.sweeps.api",
     "StudyResult": "optsweep.sweeps.api",
+    "StudySpec": "optsweep.sweeps.spec",
+    # Errors: a user's mistake (or the world's state) in one line
+    "OptsweepError": "optsweep.errors",
+    "SpecError": "optsweep.sweeps.spec",
     # What is trained
     "Task": "optsweep.trainables.tasks",
     "TaskData": "optsweep.trainables.tasks",

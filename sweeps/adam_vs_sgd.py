@@ -2,7 +2,7 @@
 
     python sweeps/adam_vs_sgd.py            # local Ray, CPU, the embedded digits dataset
     python sweeps/adam_vs_sgd.py --smoke    # a one-minute version
-    python sweeps/adam_vs_sgd.py --help     # every flag (cluster: --address auto, see README)
+    python sweeps/adam_vs_sgd.py --help     # every flag (cluster: --address auto, see docs/cluster.md)
 
 Each optimizer (SGD with momentum and Nesterov as a choice, Adam, AdamW by default) gets its own search
 space and the same budget: --num-samples configurations x --seeds seeds, early-stopped by ASHA on

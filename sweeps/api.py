@@ -83,7 +83,7 @@ class Study:
         if search_spaces is not None:
             values["search_spaces"] = search_spaces
         values.setdefault("name", "study")
-        self.spec = _built(values, named_task=self._task is None)
+        self._spec = _built(values, named_task=self._task is None)
 
     @classmethod
     def from_spec(
@@ -91,8 +91,13 @@ class Study:
     ) -> Study:
         """The study `spec` describes; `task`: a Task object it names, `optimizer_classes`: by label."""
         study = cls.__new__(cls)
-        study.spec, study._task, study._classes = spec, task, dict(optimizer_classes or {})
+        study._spec, study._task, study._classes = spec, task, dict(optimizer_classes or {})
         return study
+
+    @property
+    def spec(self) -> StudySpec:
+        """The study's settings, checked: what `run` runs (and `study.yaml` records)."""
+        return self._spec
 
     def _references(self, optimizers: Iterable[Any]) -> Any:
         import torch
@@ -128,7 +133,7 @@ class Study:
         changes = dict(where)
         if storage_path is not None:
             changes["storage_path"] = storage_path
-        spec = _built({**spec_module.spec_values(self.spec), **changes}, named_task=self._task is None)
+        spec = _built({**spec_module.spec_values(self._spec), **changes}, named_task=self._task is None)
         return study.prepare(spec, self._task, self._classes)
 
     def run(self, storage_path: str | None = None, **where: Any) -> StudyResult:

@@ -124,8 +124,10 @@ COMPARE, TRAIN, WHERE, RESULTS = "what to compare", "what to train", "where to r
 
 @pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(arbitrary_types_allowed=True))
 class StudySpec:
-    """Everything a study run needs; its identity part is also written to <experiment>/study.json, and the
-    whole resolved spec to <experiment>/study.yaml (a study file that reruns it)."""
+    """Every setting of a study, checked: what to compare, what to train, where to run and where results
+    are shown. Its identity part is recorded in the experiment's study.json, and the whole resolved spec in
+    its study.yaml (a study file that reruns it). Build one with `build` (or through `optsweep.Study`, a
+    study file or the command line): a bad value is a `SpecError` naming the setting."""
 
     name: Annotated[Text, StringConstraints(pattern=f"^{NAME_PATTERN}$", max_length=MAX_NAME_LENGTH)] = (
         _setting(

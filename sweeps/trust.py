@@ -10,7 +10,7 @@ Whoever can write to the storage path can plant a `tuner.pkl` that runs as the u
 - A local experiment directory (or a directory above it) that others may write to is refused
   before anything in it is read.
 
-What this does not cover is said in the README's security section: Tune's other state files
+What this does not cover is said in docs/security.md: Tune's other state files
 (`experiment_state-*.json`, searcher state) hold pickled values too and change throughout a run, so
 they are not pinned; the storage path must be writable only by people you trust.
 """

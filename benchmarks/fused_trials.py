@@ -84,14 +84,14 @@ from typing import Any
 
 import pandas as pd
 import torch
+
+from optsweep import vocabulary as v
 from optsweep.optimizers import schedules
 from optsweep.trainables import data, loop, optimizer_choice
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused
 from optsweep.trainables.sessions import LocalSession
 from optsweep.trainables.tasks import Task, build_task, param_groups
-
-from optsweep import vocabulary as v
 
 OPTIMIZER = "adam"
 LR_RANGE = (3e-4, 3e-3)

@@ -3,7 +3,7 @@
 `torch.distributed.optim.ZeroRedundancyOptimizer` (the peer), measured in the same run.
 
     python benchmarks/sharded_state.py [--workers 1,2] [--optimizer adam] [--model resnet18|mlp]
-                                       [--repeats N] [--out results.json]
+                                       [--repeats N] [--out results.json] [--quick]
 
 For each worker count N it starts N processes (gloo on the CPU, NCCL with --device cuda and N GPUs),
 gives every worker the same gradients (the all-reduce before the step is the same for all three and is
@@ -12,7 +12,8 @@ sharded step (local step + the owners' parameter broadcasts) and ZeroRedundancyO
 same two parts). Step time is the slowest worker's, median over repeats. State bytes are the tensors in
 each worker's optimizer state after the first steps (the largest worker's). Every figure is also given
 as a ratio against the unsharded optimizer and ZeroRedundancyOptimizer of the same run. The last line
-is `state bytes per worker: <ratio to unsharded>` for the largest worker count.
+is `state bytes per worker: <ratio to unsharded>` for the largest worker count. `--quick` (the suite's
+smoke run): the MLP, 3 repeats after 1 warm-up step (flags given explicitly still win).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from optsweep import optimizers
 from optsweep.trainables import zero
 
-from optsweep import optimizers
-
 KINDS = ("unsharded", "sharded", "torch_zero")
+QUICK = {"model": "mlp", "repeats": 3, "warmup": 1}
 
 
 def build_model(name: str) -> nn.Module:
@@ -144,13 +145,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     parser.add_argument("--optimizer", default="adam", choices=optimizers.names())
-    parser.add_argument("--model", default="resnet18", help="resnet18 (11.7M params) or mlp (1.6M)")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--model", default=None, help="resnet18 (11.7M params, the default) or mlp (1.6M)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 20")
+    parser.add_argument("--warmup", type=int, default=None, help="default 3")
+    parser.add_argument("--quick", action="store_true", help="the MLP, 3 repeats, 1 warm-up step")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else {"model": "resnet18", "repeats": 20, "warmup": 3}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     try:
         counts = sorted({int(n) for n in args.workers.split(",")})
     except ValueError:

@@ -54,10 +54,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
 from optsweep.trainables import checkpoints, loop
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.sessions import LocalSession
-
 from optsweep.vocabulary import DEFAULT_TARGET
 
 if TYPE_CHECKING:  # Ray is imported only where it is used: the plain processes never load it.

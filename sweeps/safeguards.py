@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from optsweep.trainables import faults
 from ray import tune
 
 from optsweep import analysis
+from optsweep.trainables import faults
 
 from . import (
     _ray_compat,

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from optsweep.trainables import checkpoints
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_overhead.py"
@@ -157,3 +158,32 @@ def test_side_by_side_quick_mode_runs_both_orders(
     for name in ("side-by-side", "alone-sgd", "alone-adam", "alone-adamw"):
         assert (tmp_path / name / "report" / "trials.csv").is_file()
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("side by side: ")
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARK.parent / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sharded_state_quick_mode_shards_the_state(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))  # its spawned workers import it by name
+    _script("sharded_state").main(["--quick"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    ratio = float(re.fullmatch(r"state bytes per worker: (\d+\.\d+)", last)[1])  # type: ignore[index]
+    assert 0.5 <= ratio < 1.0  # 2 workers: the largest holds at least half, less than all
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_optimizer_step_quick_mode_prints_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    _script("optimizer_step").main(["--quick"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("compile: cold skipped, warm ") and out[-5].startswith("optimizer_step: ")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from optsweep.sweeps import _ray_compat, interrupts
 
 REPO = Path(__file__).resolve().parents[1]

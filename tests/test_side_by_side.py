@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from optsweep.sweeps import interrupts, side_by_side
 
 WAIT_S = 30.0
@@ -437,6 +438,7 @@ def test_ctrl_c_stops_every_optimizer_resumably_and_the_rerun_resumes_them_all(
 
     import pandas as pd
     import ray
+
     from optsweep.sweeps import adam_vs_sgd
     from optsweep.trainables import faults
 

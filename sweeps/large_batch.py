@@ -69,9 +69,9 @@ class Preset:
 
 
 # SGD as Goyal et al. (momentum 0.9, linear rule); LARS with the same rule (its paper scales SGD's
-# recipe); Adam and LAMB with the square-root rule (You et al. 2019, Sec. 4). Base lrs: the best of a
-# pilot at B = 64 on the teacher task (the grid spans 16x around them). No weight decay: the study is
-# about the lr.
+# recipe); Adam and LAMB with the square-root rule (You et al. 2019, Sec. 4). Base lrs: each optimizer's
+# best lr at B0 = 256 in a first run of this study (2 search seeds; SGD's at the top of its grid then),
+# so that the grid (16x) is centred at B0. No weight decay: the study is about the lr.
 TEACHER = Preset(
     task=TEACHER_TASK,
     task_args={"n_train": 16384},
@@ -82,10 +82,10 @@ TEACHER = Preset(
     confirm_seeds=3,
     lr_factors=(0.25, 0.5, 1.0, 2.0, 4.0),
     contenders={
-        "sgd": Contender(0.1, "linear", {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}),
-        "adam": Contender(0.005, "sqrt", {"weight_decay": 0.0}),
-        "lars": Contender(4.0, "linear", {"momentum": 0.9, "weight_decay": 0.0}),
-        "lamb": Contender(0.01, "sqrt", {"weight_decay": 0.0}),
+        "sgd": Contender(0.4, "linear", {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}),
+        "adam": Contender(0.01, "sqrt", {"weight_decay": 0.0}),
+        "lars": Contender(8.0, "linear", {"momentum": 0.9, "weight_decay": 0.0}),
+        "lamb": Contender(0.02, "sqrt", {"weight_decay": 0.0}),
     },
 )
 SMOKE = Preset(
@@ -206,6 +206,7 @@ class Plan:
     storage_path: str
     smoke: bool
     flags: list[str]
+    workers: int = 1
 
     @property
     def root(self) -> str:
@@ -227,7 +228,7 @@ class Plan:
             "task": p.task,
             "task_args": dict(p.task_args),
             "max_epochs": p.max_epochs,
-            "batch_size": batch_size,
+            "batch_size": batch_size // self.workers,  # a trial's batch is per worker
             "smoke": self.smoke,
         }
 
@@ -243,6 +244,7 @@ def plan(argv: list[str]) -> Plan:
     own.add_argument("--name")
     own.add_argument("--storage-path")
     own.add_argument("--optimizers")
+    own.add_argument("--workers-per-trial", type=int)
     ns, rest = own.parse_known_args(argv)
     for flag in FIXED_FLAGS:
         if any(a == flag or a.startswith(flag + "=") for a in rest):
@@ -276,7 +278,18 @@ def plan(argv: list[str]) -> Plan:
     storage = ns.storage_path if ns.storage_path is not None else cli.DEFAULT_STORAGE
     if not storage.startswith(URI_SCHEMES):
         storage = os.path.abspath(os.path.expanduser(storage))
-    return Plan(preset, optimizers, name, storage, ns.smoke, rest)
+    workers = ns.workers_per_trial if ns.workers_per_trial is not None else 1
+    if workers < 1:
+        raise OptsweepError(f"--workers-per-trial {workers} is invalid: it must be an integer >= 1")
+    uneven = [b for b in preset.batch_sizes if b % workers]
+    if uneven:
+        raise OptsweepError(
+            f"--workers-per-trial {workers} does not divide the batch size(s) {', '.join(map(str, uneven))}: "
+            "each worker trains an equal share of a trial's batch"
+        )
+    if ns.workers_per_trial is not None:
+        rest = [*rest, "--workers-per-trial", str(workers)]
+    return Plan(preset, optimizers, name, storage, ns.smoke, rest, workers)
 
 
 def training_examples(task: str, task_args: Mapping[str, Any], data_dir: str | None) -> int:
@@ -331,11 +344,6 @@ def main(argv: list[str] | None = None) -> int:
         specs = [
             cli.parse(study.flags, prog, description, study.defaults(b)) for b in study.preset.batch_sizes
         ]
-        if specs[0].workers_per_trial > 1:
-            raise OptsweepError(
-                f"--workers-per-trial {specs[0].workers_per_trial} is invalid here: the batch sizes are per "
-                "trial, and a trial's batch is per worker; use --workers-per-trial 1"
-            )
         n_train = training_examples(specs[0].task, specs[0].task_args, specs[0].data_dir)
         over = [b for b in study.preset.batch_sizes if b > n_train]
         if over:

@@ -245,6 +245,7 @@ def test_scaling_efficiency_is_one_for_perfect_scaling() -> None:
         (["--optimizers", "sgd,adamw"], "--optimizers 'sgd,adamw' is invalid: this study compares any of"),
         (["--full", "--smoke"], "give either --full or --smoke, not both"),
         (["--seeds", "0"], "--seeds"),
+        (["--workers-per-trial", "3"], "--workers-per-trial 3 does not divide the batch size(s) 256, 1024"),
         (["--batch-sizes", "256,99999"], "--batch-sizes 99999 exceed the training set (16384 examples)"),
     ],
 )
@@ -255,6 +256,23 @@ def test_bad_flags_are_one_line_before_ray(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / study.NAME).exists()  # nothing written
+
+
+def test_each_batch_size_is_one_grid_study_and_a_worker_trains_its_share() -> None:
+    plan = study.plan(["--workers-per-trial", "4", "--storage-path", "/tmp/somewhere"])
+    settings = plan.defaults(4096)
+    assert settings["name"] == "b4096" and settings["storage_path"] == "/tmp/somewhere/large_batch"
+    assert settings["batch_size"] == 1024  # per worker: 4 workers train a batch of 4096
+    assert (settings["search"], settings["scheduler"], settings["schedules"]) == (
+        "grid",
+        "fifo",
+        ("warmup_cosine",),
+    )
+    sgd_lrs = settings["search_spaces"]["sgd"]["lr"]["choice"]
+    assert sgd_lrs == pytest.approx(
+        [study.TEACHER.contenders["sgd"].base_lr * 16 * f for f in (0.25, 0.5, 1, 2, 4)]
+    )  # linear rule: 4096 / 256
+    assert plan.flags[-2:] == ["--workers-per-trial", "4"]
 
 
 # ------------------------------------------------------------------------------------- end to end

@@ -224,6 +224,16 @@ def test_the_wandb_callbacks_logging_actor_and_clean_up_hooks() -> None:
         _ray_compat.use_wandb_logging_actor(Callback, object)
 
 
+def test_the_placeholder_the_analysis_refuses_is_still_tunes() -> None:
+    """`analysis.config_check` reads Tune's placeholder of an unresolved `sample_from` from trial configs
+    without Ray (the analysis must work without the code that wrote the files): Tune still writes it."""
+    from ray.tune.impl.placeholder import _FunctionResolver
+
+    from optsweep.analysis import config_check
+
+    assert _FunctionResolver.TOKEN == config_check.TUNE_PLACEHOLDER
+
+
 def test_the_log_lines_a_study_hides_are_still_rays() -> None:
     """`sweeps.interrupts` filters these lines of Ray's loggers: each logger's module still says them."""
     for logger, part in interrupts.HIDDEN_LOG_LINES.items():

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from . import (
     side_by_side,
     spaces,
     storage_guard,
+    study_record,
     tracking,
 )
 from .contenders import Contender
@@ -76,7 +78,11 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
     # Tune warns each time a trial's checkpoint forces an experiment snapshot (num_to_keep=2); with
     # epochs of a few milliseconds that is constantly, and it is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    with _exclusive(args), interrupts.StopOnSignal(hint=resume_hint(args)):
+    with (
+        _nothing_left_if_it_fails_early(args),
+        _exclusive(args),
+        interrupts.StopOnSignal(hint=resume_hint(args)),
+    ):
         if not args.is_remote_storage:
             storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
         identity.record_or_check(args.experiment_dir, plan.identity())
@@ -215,6 +221,27 @@ def _grid_size(args: StudySpec, contenders_: list[Contender]) -> int:
             "give each optimizer a grid of the same size"
         )
     return next(iter(sizes.values()))
+
+
+@contextlib.contextmanager
+def _nothing_left_if_it_fails_early(args: StudySpec) -> Iterator[None]:
+    """A run that fails before any optimizer's experiment exists (Ray unreachable, an infeasible trial)
+    removes the directories it created: there is nothing to resume, and an empty experiment would only
+    mislead. Anything that existed before the run, or any started experiment, is left as it is."""
+    if args.is_remote_storage:
+        yield
+        return
+    created = [p for p in (Path(args.storage_path), Path(args.experiment_dir)) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        if created and not study_record.started(args.experiment_dir):
+            if Path(args.experiment_dir) in created:
+                shutil.rmtree(args.experiment_dir, ignore_errors=True)
+            if Path(args.storage_path) in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(args.storage_path)  # only if empty
+        raise
 
 
 @contextlib.contextmanager

@@ -219,3 +219,38 @@ def test_the_reproduce_command_reruns_the_study_from_an_empty_directory(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert "holds a study with other settings" not in again.stderr
     assert "Report:" in again.stdout and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("ray_session")
+def test_a_run_refused_before_any_trial_leaves_no_directory(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="64"):  # no node has 64 CPUs for one trial
+        optsweep.Study(num_samples=2, seeds=1, cpus_per_worker=64).run(str(tmp_path / "results"))
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_users_modules_named_like_optsweeps_layers_change_nothing(tmp_path: Path) -> None:
+    for shadow in ("optimizers", "analysis", "sweeps", "trainables"):
+        (tmp_path / f"{shadow}.py").write_text(
+            f"raise ImportError('the user\\'s own {shadow}.py was imported')\n"
+        )
+    program = (
+        "import optsweep\n"
+        "from optsweep import analysis, optimizers\n"
+        "plan = optsweep.Study(num_samples=2, seeds=1).plan('results')\n"
+        "print(len(plan.contenders), optimizers.names()[0], analysis.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=170
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "sgd", "optsweep.analysis"]
+
+
+def test_python_m_sweeps_help_names_the_installed_command(capsys: pytest.CaptureFixture) -> None:
+    from optsweep.sweeps import __main__ as sweeps_main
+
+    assert sweeps_main.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "optsweep run --help" in out and "sweeps/adam_vs_sgd.py" not in out

@@ -26,3 +26,6 @@ TRACKING_BACKENDS = ("tensorboard", "mlflow", "wandb")
 MODES = ("sync", "zero1", "async-ps")
 """How a trial's workers train: data parallel, with the optimizer state sharded, or through an
 asynchronous parameter server."""
+MIN_WORKERS = {"sync": 1, "zero1": 2, "async-ps": 1}
+"""The fewest workers per trial each mode runs with (zero1 shards the optimizer state across them).
+The study spec and the training loop's config both check it here, once."""

@@ -494,7 +494,7 @@ def check(spec: StudySpec, *, named_task: bool = True) -> None:
             raise SpecError(
                 f"unknown model {_literal(shown(model))} in {{model}}; valid: {', '.join(catalog.MODELS)}"
             )
-    if spec.mode == "zero1" and spec.workers_per_trial < 2:
+    if spec.workers_per_trial < catalog.MIN_WORKERS[spec.mode]:  # zero1
         raise SpecError(
             "{mode} zero1 shards the optimizer state across a trial's workers: it needs {workers_per_trial} "
             f">= 2 (got {spec.workers_per_trial}); use {{mode}} sync for one worker"

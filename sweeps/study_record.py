@@ -19,6 +19,7 @@ from optsweep.errors import OptsweepError
 from optsweep.vocabulary import STUDY_FILE
 
 TUNER_FILE = "tuner.pkl"
+"""Ray Tune's pickled Tuner in each experiment directory: its presence means the experiment started."""
 
 
 class DamagedRecordError(OptsweepError):

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from optsweep import vocabulary as v
 from optsweep.trainables import checkpoints, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.tasks import build_task
 
-from optsweep import vocabulary as v
-
 MODES = ("sync", "async-ps")
-DEFAULT_STORAGE = "optsweep_results"
+from .spec import DEFAULT_STORAGE
+
 TRAIN_TIME_S = "train_time_s"
 """Cumulative training time (the sum of the epochs' times: no start-up, no evaluation)."""
 
@@ -125,8 +126,9 @@ def _trial_config(settings: Settings, mode: str, delay: float) -> dict[str, Any]
 def run(settings: Settings) -> Path:
     """Run the four trials and write the report; returns the report directory."""
     import ray
-    from optsweep.trainables.trial import run_trial, trial_resources
     from ray import tune
+
+    from optsweep.trainables.trial import run_trial, trial_resources
 
     experiment = Path(os.path.abspath(settings.storage_path)) / settings.name
     if not ray.is_initialized():

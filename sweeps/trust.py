@@ -31,8 +31,9 @@ import pyarrow.fs
 from optsweep.analysis import atomic
 from optsweep.errors import OptsweepError
 
+from .study_record import TUNER_FILE
+
 STATE_DIR_ENV = "OPTSWEEP_STATE_DIR"
-TUNER_FILE = "tuner.pkl"
 
 
 class UntrustedExperimentError(OptsweepError):

@@ -14,13 +14,12 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from optsweep import catalog, optimizers
 from optsweep.optimizers import schedules
-
-from optsweep import optimizers
 
 # Keys of a trial config that are not optimizer hyperparameters.
 NON_HPARAM_KEYS = ("optimizer", "seed", "schedule", "settings")
-MODES = ("sync", "zero1", "async-ps")
+MODES = catalog.MODES
 """Training modes: synchronous data parallelism, ZeRO-1 sharded optimizer state, asynchronous parameter
 server."""
 
@@ -85,7 +84,7 @@ class TrainConfig:
             raise ValueError(f"Invalid divergence_loss: {self.divergence_loss}; must be > 0")
         if self.mode not in MODES:
             raise ValueError(f"Invalid mode: {self.mode!r}; allowed: {', '.join(MODES)}")
-        if self.mode == "zero1" and self.workers < 2:
+        if self.workers < catalog.MIN_WORKERS[self.mode]:
             raise ValueError(
                 f"Invalid workers: {self.workers} with mode 'zero1'; sharding the optimizer state needs "
                 "workers >= 2 (use mode 'sync' for one worker)"

@@ -234,6 +234,13 @@ def test_every_setting_is_a_grid_of_equal_budgets_over_both_optimizers(setting: 
         assert min(space["weight_decay"]["choice"]) > 0  # log axes
 
 
+def test_the_notebook_is_committed_without_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
 # ------------------------------------------------------------------------------------- end to end
 
 
@@ -274,8 +281,6 @@ def test_the_notebook_executes_on_the_smoke_study(
 ) -> None:
     experiment, _ = smoke
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
     monkeypatch.setenv("OPTSWEEP_EXPERIMENT", str(experiment))
     NotebookClient(
         notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

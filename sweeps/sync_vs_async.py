@@ -31,8 +31,9 @@ from optsweep.trainables import checkpoints, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.tasks import build_task
 
-MODES = ("sync", "async-ps")
 from .spec import DEFAULT_STORAGE
+
+MODES = ("sync", "async-ps")
 
 TRAIN_TIME_S = "train_time_s"
 """Cumulative training time (the sum of the epochs' times: no start-up, no evaluation)."""

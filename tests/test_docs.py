@@ -265,6 +265,7 @@ class NotRun:
 
 CI = NotRun(".ci/run runs the install, `pytest` and `ruff check .` in a fresh virtualenv")
 HEADLINE_SMOKE = RunBy("tests/test_sweep_e2e.py", "test_smoke_sweep_leaves_a_complete_report", "with --smoke")
+HEADLINE_FILE, HEADLINE_TEST = HEADLINE_SMOKE.file, HEADLINE_SMOKE.test
 COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
     (r'pip install -e (\.|"\.\[(test|docs|tracking)\]")', CI),
     (r'pip install -e "\.\[test\]" && pytest|pytest( -m "not slow")?|ruff check \.', CI),
@@ -301,6 +302,42 @@ COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
         RunBy("tests/test_readme.py", "test_the_bring_your_own_model_example_runs_verbatim_outside_the_repo"),
     ),
     (r"optsweep --help", RunHere("test_the_optsweep_command_answers_help")),
+    (
+        r"optsweep run \[--flags\]",
+        RunBy(HEADLINE_FILE, HEADLINE_TEST, "as python sweeps/adam_vs_sgd.py --smoke (the same cli.main)"),
+    ),
+    (
+        r"optsweep run optsweep_results/adam_vs_sgd/study\.yaml",
+        RunBy(
+            "tests/test_study_spec.py",
+            "test_the_reproduce_command_reruns_the_study_from_an_empty_directory",
+            "on a smoke study's study.yaml, from another empty directory",
+        ),
+    ),
+    (
+        r"python sweeps/adamw_decoupling\.py( --setting overfit)?",
+        RunBy(
+            "tests/test_adamw_decoupling.py",
+            "test_the_smoke_study_trains_every_cell_fused_and_writes_the_analysis",
+            "with --smoke",
+        ),
+    ),
+    (
+        r"python sweeps/adamw_decoupling\.py --setting cifar10 .*",
+        NotRun("the full-scale run: a GPU cluster and CIFAR-10 (no network here)"),
+    ),
+    (
+        r"python sweeps/lr_sensitivity\.py( --optimizers sgd,adam| --seeds 3 --name lr_sensitivity_3seeds)?",
+        RunBy(
+            "tests/test_lr_sensitivity.py",
+            "test_the_smoke_study_trains_the_grid_confirms_and_writes_the_section",
+            "with --smoke",
+        ),
+    ),
+    (
+        r"python -m optsweep\.analysis\.(decoupling|sensitivity) DIR",
+        NotRun("re-reads a finished study's directory: the function the study scripts call after the run"),
+    ),
     (
         r"optsweep run (STUDY\.yaml \[--flags\]|examples/lion_vs_adam\.yaml( --smoke)?)",
         RunBy(

@@ -39,7 +39,7 @@ from scipy import stats as scipy_stats
 
 from optsweep import analysis
 from optsweep.analysis import atomic, plots
-from optsweep.vocabulary import EPOCH, FINISHED, SEARCH, STAGE_COLUMN, Target
+from optsweep.vocabulary import DIVERGED, EPOCH, FINISHED, SEARCH, STAGE_COLUMN, Target
 
 RECORD_FILE = "large_batch.json"
 SECTION_FILE = "large_batch.md"
@@ -97,30 +97,34 @@ def scaled_lr(record: dict[str, Any], optimizer: str, batch_size: int) -> float:
 
 def seed_values(trials: pd.DataFrame, target: Target) -> pd.DataFrame:
     """One row per reported seed of each (batch_size, optimizer): its chosen configuration's seeds in the
-    stage the summary reports from, with the chosen lr, the test value and the best validation value."""
+    stage the summary reports from, with the chosen lr, the status, the test value and the best validation
+    value (both NaN unless the seed finished: a diverged seed has no measurement)."""
     rows = []
     for batch_size, table in trials.groupby("batch_size", sort=True):
         summary = analysis.summarize(table.drop(columns="batch_size"), target=target)
-        for _, chosen in summary.iterrows():
-            stage = chosen["reported_from"]
+        stages = (
+            table[STAGE_COLUMN].fillna(SEARCH) if STAGE_COLUMN in table else pd.Series(SEARCH, table.index)
+        )
+        for _, chosen in summary.dropna(subset=["config_id"]).iterrows():
             seeds = table[
                 (table["optimizer"] == chosen["optimizer"])
                 & (table["config_id"] == chosen["config_id"])
-                & (table[STAGE_COLUMN].fillna(SEARCH) == stage if STAGE_COLUMN in table else stage == SEARCH)
-                & table["status"].isin(FINISHED)
+                & (stages == chosen["reported_from"])
             ]
             for _, seed in seeds.iterrows():
+                finished = seed["status"] in FINISHED
                 rows.append(
                     {
                         "batch_size": int(batch_size),
                         "optimizer": chosen["optimizer"],
                         "config_id": chosen["config_id"],
-                        "reported_from": stage,
+                        "reported_from": chosen["reported_from"],
                         "lr": float(chosen["lr"]),
                         "trial_id": seed["trial_id"],
                         "seed": seed["seed"],
-                        "test": seed.get(target.test_key, np.nan),
-                        "val": seed[target.best_key],
+                        "status": seed["status"],
+                        "test": seed.get(target.test_key, np.nan) if finished else np.nan,
+                        "val": seed[target.best_key] if finished else np.nan,
                     }
                 )
     columns = [
@@ -131,6 +135,7 @@ def seed_values(trials: pd.DataFrame, target: Target) -> pd.DataFrame:
         "lr",
         "trial_id",
         "seed",
+        "status",
         "test",
         "val",
     ]
@@ -186,7 +191,8 @@ def accuracy_by_batch(
 ) -> pd.DataFrame:
     """One row per (optimizer, batch_size): the chosen lr (and its factor of the rule's lr when `record`
     is given, with whether it lies at the edge of the grid), the seeds' mean of `metric` ("test" or "val")
-    with its t-interval, and its difference from the reference with Welch's interval."""
+    with its t-interval over the seeds that finished (`n_seeds`; `n_diverged` diverged), and its difference
+    from the reference with Welch's interval."""
     rows = []
     for (optimizer, batch_size), group in seeds.groupby(["optimizer", "batch_size"], sort=True):
         values = group[metric].to_numpy(float)
@@ -198,6 +204,7 @@ def accuracy_by_batch(
             "lr": float(group["lr"].iloc[0]),
             "reported_from": group["reported_from"].iloc[0],
             "n_seeds": len(values),
+            "n_diverged": int((group["status"] == DIVERGED).sum()) if "status" in group else 0,
             "mean": float(values.mean()) if len(values) else math.nan,
             "ci_low": low,
             "ci_high": high,
@@ -529,6 +536,7 @@ def render_section(
         "lr",
         *(["lr_factor"] if "lr_factor" in table else []),
         "n_seeds",
+        "n_diverged",
         "reported_from",
         f"test {target.metric}",
         "vs reference",

@@ -151,6 +151,7 @@ def _seeds(values: dict[tuple[str, int], list[float]], lrs: dict[tuple[str, int]
             "lr": lrs[(o, b)],
             "trial_id": f"{o}-{b}-{i}",
             "seed": 10000 + i,
+            "status": "completed" if not math.isnan(v) else "diverged",
             "test": v,
             "val": v + 0.01,
         }
@@ -165,7 +166,7 @@ def test_accuracy_by_batch_against_the_sgd_reference() -> None:
         ("sgd", 256): [0.84, 0.85, 0.86],
         ("sgd", 1024): [0.80, 0.82, 0.81],
         ("lamb", 256): [0.90, 0.90, 0.91],  # better than SGD, but SGD stays the reference
-        ("lamb", 1024): [0.85, 0.86, 0.84],
+        ("lamb", 1024): [0.85, 0.86, 0.84, math.nan],  # a diverged seed: counted, not averaged
     }
     lrs = {("sgd", 256): 0.1, ("sgd", 1024): 0.2, ("lamb", 256): 0.01, ("lamb", 1024): 0.08}
     table = lb.accuracy_by_batch(_seeds(values, lrs), ACC, RECORD).set_index(["optimizer", "batch_size"])
@@ -181,6 +182,7 @@ def test_accuracy_by_batch_against_the_sgd_reference() -> None:
     # The chosen lr as a factor of the rule's lr: sgd at 1024 has 0.4 by the rule, chose 0.2 (x0.5).
     assert row["lr_factor"] == pytest.approx(0.5) and not row["at_grid_edge"]
     lamb = table.loc[("lamb", 1024)]  # sqrt rule: 0.02 at 1024, chose 0.08 = x4, the grid's edge
+    assert (lamb["n_seeds"], lamb["n_diverged"], lamb["mean"]) == (3, 1, pytest.approx(0.85))
     assert lamb["lr_factor"] == pytest.approx(4.0) and lamb["at_grid_edge"]
 
 

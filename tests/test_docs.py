@@ -335,6 +335,18 @@ COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
         ),
     ),
     (
+        r"python sweeps/large_batch\.py",
+        RunBy("tests/test_large_batch.py", "test_the_smoke_study_writes_its_section", "with --smoke"),
+    ),
+    (
+        r"export RAY_AUTH_MODE=token|ray job submit .*python sweeps/large_batch\.py --full .*",
+        NotRun("the full-scale run: a GPU cluster (cluster.yaml) and CIFAR-10 (no network here)"),
+    ),
+    (
+        r"python -m optsweep\.analysis\.large_batch optsweep_results/large_batch",
+        NotRun("re-reads a finished study's directory: the function the study script calls after the run"),
+    ),
+    (
         r"python -m optsweep\.analysis\.(decoupling|sensitivity) DIR",
         NotRun("re-reads a finished study's directory: the function the study scripts call after the run"),
     ),

@@ -19,6 +19,8 @@ from typing import Any
 
 from ray import tune
 
+from optsweep.errors import OptsweepError
+
 from . import _ray_compat
 
 WAIT_NOTE_ENV = "OPTSWEEP_WAIT_NOTE_S"
@@ -26,7 +28,7 @@ DEFAULT_WAIT_NOTE_S = 180.0
 RESOURCES = ("CPU", "GPU")
 
 
-class InfeasibleTrialsError(ValueError):
+class InfeasibleTrialsError(OptsweepError):
     """Trials that can never be placed; the message is one line for the user."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from optsweep.errors import OptsweepError
+
 from . import _ray_compat
 
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -27,7 +29,7 @@ CONNECT_TIMEOUT_S = 5.0
 _HOST_PORT = re.compile(r"^(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
 
-class ConnectError(ValueError):
+class ConnectError(OptsweepError):
     """The Ray cluster to join is malformed or unreachable; the message is one line for the user."""
 
 

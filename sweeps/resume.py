@@ -29,6 +29,8 @@ from typing import Any
 
 import pyarrow.fs
 
+from optsweep.errors import OptsweepError
+
 from . import _ray_compat
 
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED", "ERROR"}
@@ -36,7 +38,7 @@ STATE_GLOB = "experiment_state-*.json"
 DAMAGED_SUFFIX = ".damaged"
 
 
-class DamagedExperimentError(ValueError):
+class DamagedExperimentError(OptsweepError):
     """An experiment that cannot be resumed safely; the message is one line for the user."""
 
 

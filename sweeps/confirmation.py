@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.fs
-from optsweep.analysis import atomic
-from optsweep.trainables.config import TrainConfig
-from optsweep.trainables.trial import run_trial, trial_resources
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from optsweep import analysis
+from optsweep.analysis import atomic
+from optsweep.errors import OptsweepError
+from optsweep.sweeps.spec import StudySpec
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.trial import run_trial, trial_resources
 from optsweep.vocabulary import (
     CONFIGURATION_KEY,
     CONFIRM,
@@ -54,7 +56,6 @@ from optsweep.vocabulary import (
 )
 
 from . import (
-    cli,
     feasibility,
     fusion,
     interrupts,
@@ -101,7 +102,7 @@ def read_choice(experiment_dir: str) -> dict[str, Any] | None:
         if not isinstance(choice, dict) or not isinstance(choice.get("optimizers"), dict):
             raise ValueError("not a choice record")
     except (UnicodeDecodeError, ValueError):
-        raise cli.UsageError(
+        raise OptsweepError(
             f"{experiment_dir}/{CHOICE_FILE} is damaged; move it aside and rerun to choose again from the "
             "search's trials"
         ) from None
@@ -214,12 +215,12 @@ class SearchesDone:
 _searches: dict[str, SearchesDone] = {}
 
 
-def searches_of(args: cli.StudyArgs) -> SearchesDone:
+def searches_of(args: StudySpec) -> SearchesDone:
     """This run's `SearchesDone` of the study (one per experiment directory)."""
     return _searches.setdefault(args.experiment_dir, SearchesDone(list(args.labels)))
 
 
-def forget_searches(args: cli.StudyArgs) -> None:
+def forget_searches(args: StudySpec) -> None:
     _searches.pop(args.experiment_dir, None)
 
 
@@ -266,7 +267,7 @@ def run_stages(plan: Plan, contender: Contender, search: Callable[[], Any], *, p
     _run_optimizer(plan, contender, chosen, seed_list, parallel)
 
 
-def _record(args: cli.StudyArgs, label: str, target: Target) -> tuple[list[dict[str, Any]], list[int]]:
+def _record(args: StudySpec, label: str, target: Target) -> tuple[list[dict[str, Any]], list[int]]:
     """Choose `label`'s configuration from its search and add it to the choice file."""
     tune_dir = f"{args.experiment_dir}/{label}"
     if args.is_remote_storage:
@@ -385,7 +386,7 @@ def _new_tuner(
     )
 
 
-def _callbacks(args: cli.StudyArgs, label: str, total: int, target: Target) -> list[tune.Callback]:
+def _callbacks(args: StudySpec, label: str, total: int, target: Target) -> list[tune.Callback]:
     callbacks: list[tune.Callback] = [
         ProgressLine(
             f"{label} confirm",

@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from optsweep.optimizers import members as fused_members
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import data, optimizer_choice
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
 from optsweep.trainables.tasks import Task, param_groups
-
 from optsweep.vocabulary import CONFIGURATION_KEY
 
-from . import cli
 from .contenders import Contender
 
 MAX_GROUP = 128
@@ -62,7 +62,7 @@ class Fusion:
         return self.group_size > 0
 
 
-def decide(args: cli.StudyArgs, task: Task, contenders: Sequence[Contender]) -> dict[str, Fusion]:
+def decide(args: StudySpec, task: Task, contenders: Sequence[Contender]) -> dict[str, Fusion]:
     """Each optimizer's fusion (by label); the model is probed once, on this machine's CPU."""
     if args.fuse == 0:
         return {c.label: Fusion(0, "--no-fuse") for c in contenders}
@@ -83,7 +83,7 @@ def decide(args: cli.StudyArgs, task: Task, contenders: Sequence[Contender]) -> 
     return decisions
 
 
-def _study_reason(args: cli.StudyArgs) -> str | None:
+def _study_reason(args: StudySpec) -> str | None:
     if args.search == "optuna":
         return (
             f"--search {args.search} proposes each configuration from the results before it, so "
@@ -110,7 +110,7 @@ def _optimizer_reason(contender: Contender, model: torch.nn.Module, task: Task) 
     return fused_members.unfusable_reason(instance)
 
 
-def _probe(task: Task, args: cli.StudyArgs) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def _probe(task: Task, args: StudySpec) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     """The task's model and one training batch; UnfusableModelError if the model does not run under vmap."""
     splits = task.data()
     model = task.model()
@@ -120,7 +120,7 @@ def _probe(task: Task, args: cli.StudyArgs) -> tuple[torch.nn.Module, tuple[torc
     return model, (inputs, targets)
 
 
-def _device(args: cli.StudyArgs) -> torch.device:
+def _device(args: StudySpec) -> torch.device:
     return (
         torch.device("cuda")
         if args.gpus_per_worker > 0 and torch.cuda.is_available()

@@ -13,12 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from optsweep.errors import OptsweepError
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import tasks
 from optsweep.trainables.tasks import Task
-
 from optsweep.vocabulary import STUDY_BUDGET_FIELDS, TARGET_RECORD_KEY
 
-from . import cli, study_record
+from . import study_record
 from .contenders import Contender
 
 STUDY_FILE = study_record.STUDY_FILE
@@ -32,7 +33,7 @@ _LEGACY_FIELDS = ("optimizers", "task", "task_args", *BUDGET_FIELDS)
 
 
 def identity(
-    args: cli.StudyArgs, task: Task, contenders: list[Contender], *, task_is_named: bool = True
+    args: StudySpec, task: Task, contenders: list[Contender], *, task_is_named: bool = True
 ) -> dict[str, Any]:
     """The resolved study, as plain JSON data (`task_is_named`: False for a Task object given in Python)."""
     return {
@@ -51,7 +52,7 @@ def record_or_check(experiment_dir: str, record: dict[str, Any]) -> None:
     try:
         recorded = study_record.read(experiment_dir)
     except study_record.DamagedRecordError as error:
-        raise cli.UsageError(str(error)) from None
+        raise OptsweepError(str(error)) from None
     if recorded is not None:
         changed = differences(recorded, record)
         if not changed:
@@ -63,7 +64,7 @@ def record_or_check(experiment_dir: str, record: dict[str, Any]) -> None:
             hint = (
                 " (it predates the confirmation stage: pass --confirm-seeds 0)" if before_confirmation else ""
             )
-            raise cli.UsageError(
+            raise OptsweepError(
                 f"{experiment_dir} holds a study with other settings ({'; '.join(changed)}){hint}; rerun it "
                 "with its own settings to resume it, or choose another --name"
             )

@@ -21,6 +21,7 @@ import optsweep
 from optsweep import analysis
 from optsweep.errors import OptsweepError
 from optsweep.sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
+from optsweep.sweeps.spec import StudySpec
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
 
 # 3 configurations x 2 search seeds per optimizer, 4 epochs (rungs at epochs 1 and 3), 3 confirmation seeds.
@@ -28,7 +29,7 @@ ARGV = ["--smoke", "--optimizers", "sgd,adam", "--num-samples", "3", "--seeds", 
 ARGV += ["--lr-max", "0.05", "--confirm-seeds", "3"]
 
 
-def _parse(*argv: str) -> cli.StudyArgs:
+def _parse(*argv: str) -> StudySpec:
     return cli.parse(list(argv), "test", "test", adam_vs_sgd.DEFAULTS)
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from optsweep.sweeps.halving import ConfigurationHalving, StateFileDecisions
 from ray.tune.experiment import Trial
 from test_halving import TARGET, FakeController, accuracy, simulate
+
+from optsweep.sweeps.halving import ConfigurationHalving, StateFileDecisions
+from optsweep.sweeps.spec import StudySpec
 
 
 @dataclass
@@ -201,12 +203,12 @@ def test_a_cap_on_running_trials_never_hangs_the_rungs(tmp_path: Path, group_siz
 def test_a_resumed_study_takes_this_runs_cap_and_an_old_pickle_has_none(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from optsweep.sweeps import cli, safeguards
+    from optsweep.sweeps import safeguards
 
     scheduler = ConfigurationHalving(TARGET, 20, 2, 1, max_running=3)
     config = SimpleNamespace(scheduler=scheduler, max_concurrent_trials=3)
     tuner = SimpleNamespace(_local_tuner=SimpleNamespace(_tune_config=config))
-    safeguards.restored(tuner, cli.StudyArgs(name="x", storage_path=str(tmp_path), max_concurrent=1))
+    safeguards.restored(tuner, StudySpec(name="x", storage_path=str(tmp_path), max_concurrent=1))
     assert scheduler.max_running == 1 and config.max_concurrent_trials is None
     state = scheduler.__getstate__()
     del state["max_running"]  # as pickled in a tuner.pkl written before the cap existed

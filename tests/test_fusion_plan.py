@@ -7,18 +7,20 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from optsweep.sweeps import cli, contenders, fusion
-from optsweep.trainables import tasks
-from optsweep.trainables.tasks import Task
 from torch import nn
 
+from optsweep.errors import OptsweepError
+from optsweep.sweeps import cli, contenders, fusion
+from optsweep.sweeps.spec import StudySpec
+from optsweep.trainables import tasks
+from optsweep.trainables.tasks import Task
 from optsweep.vocabulary import CONFIGURATION_KEY
 
 DIGITS = tasks.build_task("digits", {})
 
 
 def decide(task: Task = DIGITS, optimizer_classes: dict[str, type] | None = None, **settings: Any) -> dict:
-    args = cli.StudyArgs(name="plan", **settings)
+    args = StudySpec(name="plan", **settings)
     resolved = contenders.resolve(args.references(), {}, optimizer_classes)
     return fusion.decide(args, task, resolved)
 
@@ -104,7 +106,7 @@ def test_sgd_with_and_without_nesterov_is_planned_into_separate_groups() -> None
         {"lr": 0.1, "momentum": 0.9, "nesterov": nesterov, "weight_decay": 1e-4, "schedule": "constant"}
         for nesterov in (True, False, True)
     ]
-    settings = cli.StudyArgs(name="plan").settings()
+    settings = StudySpec(name="plan").settings()
     groups = fusion.plan_groups("sgd", configurations, 2, settings, DIGITS, 128, parallel=1)
     assert sorted(len(g) for g in groups) == [2, 4]
     for group in groups:
@@ -112,13 +114,13 @@ def test_sgd_with_and_without_nesterov_is_planned_into_separate_groups() -> None
 
 
 def test_fuse_flags(tmp_path: Any) -> None:
-    def parse(*argv: str) -> cli.StudyArgs:
-        return cli.parse([*argv, "--storage-path", str(tmp_path)], "p", "d", cli.StudyArgs(name="f"))
+    def parse(*argv: str) -> StudySpec:
+        return cli.parse([*argv, "--storage-path", str(tmp_path)], "p", "d", StudySpec(name="f"))
 
     assert parse().fuse is None
     assert parse("--fuse", "8").fuse == 8
     assert parse("--no-fuse").fuse == 0
-    with pytest.raises(cli.UsageError, match="either --fuse K or --no-fuse, not both"):
+    with pytest.raises(OptsweepError, match="either --fuse K or --no-fuse, not both"):
         parse("--fuse", "8", "--no-fuse")
-    with pytest.raises(cli.UsageError, match="--fuse -2 is invalid"):
+    with pytest.raises(OptsweepError, match="--fuse -2 is invalid"):
         parse("--fuse", "-2")

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from optsweep import vocabulary as v
+from optsweep.errors import OptsweepError
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import checkpoints, faults, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.sessions import LocalSession
@@ -135,8 +137,8 @@ def test_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path, fault_di
 def test_mode_flag_checked_in_one_line(argv: list[str], message: str) -> None:
     from optsweep.sweeps import cli
 
-    with pytest.raises(cli.UsageError, match=message):
-        cli.parse(argv, "prog", "description", cli.StudyArgs(name="modes"))
+    with pytest.raises(OptsweepError, match=message):
+        cli.parse(argv, "prog", "description", StudySpec(name="modes"))
     argv = ["--mode", "async-ps", "--workers-per-trial", "3", "--staleness-aware-lr"]
-    config = TrainConfig(**cli.parse(argv, "p", "d", cli.StudyArgs(name="modes")).settings())
+    config = TrainConfig(**cli.parse(argv, "p", "d", StudySpec(name="modes")).settings())
     assert (config.mode, config.workers, config.staleness_aware_lr) == ("async-ps", 3, True)

@@ -31,8 +31,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from optsweep import optimizers
+from optsweep.errors import OptsweepError
 from optsweep.optimizers import schedules
 from optsweep.sweeps import adam_vs_sgd, cli, spaces, study
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import data, models
 from optsweep.vocabulary import CONFIRM_SEED_BASE
 
@@ -662,12 +664,12 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("properties") / "results"
 
 
-def _parse(storage: Path, argv: list[str]) -> cli.StudyArgs:
+def _parse(storage: Path, argv: list[str]) -> StudySpec:
     return cli.parse([*argv, "--storage-path", str(storage)], "test", "test", adam_vs_sgd.DEFAULTS)
 
 
 def _rejected(storage: Path, argv: list[str]) -> str:
-    with pytest.raises(cli.UsageError) as info:
+    with pytest.raises(OptsweepError) as info:
         _parse(storage, argv)
     return str(info.value)
 
@@ -685,7 +687,7 @@ def csv_text(draw: st.DrawFn, items: list[str]) -> str:
 
 @st.composite
 def valid_command_line(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
-    """(argv, the StudyArgs fields it sets). Everything here must parse."""
+    """(argv, the StudySpec fields it sets). Everything here must parse."""
     argv: list[str] = []
     expected: dict[str, Any] = {}
 
@@ -1004,7 +1006,7 @@ def test_cli_rejects_search_seeds_the_searchers_cannot_use(storage: Path, case: 
 
 def test_cli_negative_float_in_scientific_notation_names_the_flag(storage: Path) -> None:
     """argparse takes "-1e-3" for an option (its negative-number pattern has no exponent)."""
-    with pytest.raises(cli.UsageError) as info:
+    with pytest.raises(OptsweepError) as info:
         cli.parse(["--lr-min", "-1e-3", "--storage-path", str(storage)], "t", "t", adam_vs_sgd.DEFAULTS)
     _assert_clear(str(info.value), "--lr-min")
 
@@ -1023,7 +1025,7 @@ def test_main_rejects_bad_input_with_one_line_before_ray(
     target = storage.parent / f"main-{next(_main_runs)}"
     full = [*argv, "--storage-path", str(target)]
     # Only input that parse rejects reaches main: valid input would start a real sweep.
-    with pytest.raises(cli.UsageError) as info:
+    with pytest.raises(OptsweepError) as info:
         cli.parse(full, "t", "t", adam_vs_sgd.DEFAULTS)
     assert not target.exists()
     ray_was_up = ray.is_initialized()

@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 import ray
+
+from optsweep.errors import OptsweepError
 from optsweep.sweeps import adam_vs_sgd, cli, ray_connect, study
+from optsweep.sweeps.spec import StudySpec
 
 
-def _args(tmp_path: Path, *argv: str) -> cli.StudyArgs:
+def _args(tmp_path: Path, *argv: str) -> StudySpec:
     return cli.parse([*argv, "--storage-path", str(tmp_path)], "t", "t", adam_vs_sgd.DEFAULTS)
 
 
@@ -40,9 +43,9 @@ def _fake_cluster(monkeypatch: pytest.MonkeyPatch, hosts: list[str], gpus: float
 
 def test_multi_host_cluster_needs_shared_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cluster(monkeypatch, ["10.0.0.1", "10.0.0.2"])
-    with pytest.raises(cli.UsageError, match="spans 2 hosts.*must be shared storage"):
+    with pytest.raises(OptsweepError, match="spans 2 hosts.*must be shared storage"):
         study._check_cluster(_args(tmp_path, "--address", "auto"))
-    remote = cli.StudyArgs(name="x", storage_path="s3://bucket/optsweep", address="auto")
+    remote = StudySpec(name="x", storage_path="s3://bucket/optsweep", address="auto")
     study._check_cluster(remote)  # shared storage: fine
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from optsweep.sweeps import adam_vs_sgd, cli, identity, spaces, study
+from optsweep.sweeps.spec import StudySpec
 
 SCRIPT = Path(adam_vs_sgd.__file__)
 
 
-def _parse(*argv: str) -> cli.StudyArgs:
+def _parse(*argv: str) -> StudySpec:
     return cli.parse(list(argv), "test", "test", adam_vs_sgd.DEFAULTS)
 
 

@@ -28,9 +28,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
-from ray.tune.search.optuna import OptunaSearch
 
-from optsweep import analysis
 from optsweep.errors import OptsweepError
 from optsweep.trainables import decisions, tasks
 from optsweep.trainables.config import TrainConfig
@@ -394,7 +392,7 @@ def _new_tuner(
     elif args.search == "optuna":
         constants = {"optimizer": optimizer, "settings": settings}
         searcher = halving.SeedRepeater(
-            OptunaSearch(
+            _optuna_search()(
                 space=functools.partial(_define_by_run, space, constants),
                 # The seeds' best so far where their configuration stopped: what early stopping judged.
                 metric=target.best_key,
@@ -498,7 +496,15 @@ def _configurations(space: spaces.SearchSpace, args: StudySpec) -> list[dict[str
     return spaces.configurations(space, search=args.search, n=args.num_samples, seed=args.search_seed)
 
 
+def _optuna_search() -> type:
+    from ray.tune.search.optuna import OptunaSearch  # imports optuna: only for a study that searches with it
+
+    return OptunaSearch
+
+
 def _write_report(args: StudySpec) -> Path:
+    from optsweep import analysis  # pandas, scipy: the driver needs them only at the end
+
     if not args.is_remote_storage:
         return analysis.write_report(args.experiment_dir)
     import tempfile

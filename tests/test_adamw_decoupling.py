@@ -8,10 +8,10 @@ import itertools
 from pathlib import Path
 
 import nbformat
+import notebook_runner
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from optsweep.analysis import decoupling
 from optsweep.sweeps import adamw_decoupling, study_file
@@ -280,13 +280,6 @@ def test_the_notebook_executes_on_the_smoke_study(
     smoke: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     experiment, _ = smoke
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    monkeypatch.setenv("OPTSWEEP_EXPERIMENT", str(experiment))
-    NotebookClient(
-        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
-    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "Difference of slopes" in printed
+    outputs = notebook_runner.executed_outputs(NOTEBOOK, experiment, tmp_path, monkeypatch)
+    assert notebook_runner.images(outputs) == 2
+    assert "Difference of slopes" in notebook_runner.printed(outputs)

@@ -8,11 +8,10 @@ import math
 import os
 from pathlib import Path
 
-import nbformat
+import notebook_runner
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 from scipy import stats as scipy_stats
 
 from optsweep.analysis import large_batch as lb
@@ -313,16 +312,7 @@ def test_the_smoke_study_writes_its_section(smoke: Path) -> None:
 def test_the_notebook_runs_on_the_smoke_study(
     smoke: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
-    monkeypatch.setenv("OPTSWEEP_EXPERIMENT", str(smoke))
-    NotebookClient(
-        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
-    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "sgd (linear rule)" in printed
+    outputs = notebook_runner.executed_outputs(NOTEBOOK, smoke, tmp_path, monkeypatch, timeout=120)
+    assert notebook_runner.images(outputs) == 2
+    assert "sgd (linear rule)" in notebook_runner.printed(outputs)
     assert os.environ["OPTSWEEP_EXPERIMENT"] == str(smoke)

@@ -9,11 +9,10 @@ import io
 import math
 from pathlib import Path
 
-import nbformat
+import notebook_runner
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from optsweep.analysis import sensitivity
 from optsweep.sweeps import lr_sensitivity, study_file
@@ -328,15 +327,7 @@ def test_the_notebook_executes_on_the_smoke_study(
     smoke: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     experiment, _ = smoke
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
-    monkeypatch.setenv("OPTSWEEP_EXPERIMENT", str(experiment))
-    NotebookClient(
-        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
+    outputs = notebook_runner.executed_outputs(NOTEBOOK, experiment, tmp_path, monkeypatch)
+    assert notebook_runner.images(outputs) == 2
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "width_decades" in tables and "q1" in tables

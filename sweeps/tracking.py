@@ -33,16 +33,17 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optsweep import catalog
 from optsweep.vocabulary import STUDY_FILE, TARGET_RECORD_KEY, Target
 
 if TYPE_CHECKING:
     import pandas as pd
     from ray import tune
 
-    from .cli import StudyArgs
+    from .spec import StudySpec
 
-TENSORBOARD, MLFLOW, WANDB = "tensorboard", "mlflow", "wandb"
-BACKENDS = (TENSORBOARD, MLFLOW, WANDB)
+TENSORBOARD, MLFLOW, WANDB = catalog.TRACKING_BACKENDS
+BACKENDS = catalog.TRACKING_BACKENDS
 PACKAGES = {TENSORBOARD: "tensorboardX", MLFLOW: "mlflow", WANDB: "wandb"}
 INSTALL_HINT = "pip install 'optsweep[tracking]'"
 
@@ -206,8 +207,9 @@ class StudyTracking:
 
     def _tensorboard_study(self, study: StudySummary) -> None:
         from matplotlib.image import imread
-        from optsweep.analysis.markdown import markdown_table
         from tensorboardX import SummaryWriter
+
+        from optsweep.analysis.markdown import markdown_table
 
         local = study.local_root / TENSORBOARD_STUDY_DIR
         with SummaryWriter(str(local)) as writer:
@@ -321,11 +323,11 @@ class StudySummary:
 
 
 # ------------------------------------------------------------------------------------ helpers
-# By identity (StudyArgs may hold dicts, so it is not hashable); an entry lives as long as its args.
+# By identity (a StudySpec may hold dicts, so it is not hashable); an entry lives as long as its args.
 _studies: dict[int, StudyTracking] = {}
 
 
-def for_study(args: StudyArgs) -> StudyTracking:
+def for_study(args: StudySpec) -> StudyTracking:
     """The tracking of this study run (one object per parsed arguments, so a backend that failed for
     one optimizer stays off, and silent, for the next)."""
     key = id(args)
@@ -340,28 +342,6 @@ def ensure_mlflow_experiment(client: Any, name: str, artifact_location: str | No
     if experiment is not None:
         return experiment.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def parse_backends(text: str) -> tuple[str, ...]:
-    """`--log-to tensorboard,mlflow`: a tuple of known backends; ValueError names a bad one."""
-    names = tuple(item.strip().lower() for item in text.split(",") if item.strip())
-    for name in names:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown tracking backend {name!r} in --log-to; valid: {', '.join(BACKENDS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"--log-to {text!r} lists a backend more than once")
-    return names
-
-
-def check_tracking_uri(uri: str) -> None:
-    """A tracking URI MLflow can use: http(s)://host..., sqlite:///path, file:/path or a database URL."""
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    allowed = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
-    if scheme.split("+")[0] not in allowed or not uri.split("://", 1)[1]:
-        raise ValueError(
-            f"--tracking-uri {uri!r} is invalid: give a URI such as http://host:5000, "
-            "sqlite:///path/mlflow.db or file:///path/mlruns"
-        )
 
 
 def _is_http(uri: str) -> bool:

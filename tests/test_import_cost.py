@@ -85,7 +85,7 @@ def test_a_task_built_by_name_brings_torch_but_no_tracker(tmp_path: Path) -> Non
 @pytest.mark.timeout(180)
 def test_tracking_imports_no_backend_until_a_study_logs(tmp_path: Path) -> None:
     modules = imported_by(
-        ["-c", "from optsweep.sweeps import tracking; tracking.parse_backends('mlflow')"], tmp_path
+        ["-c", "from optsweep.sweeps import tracking; tracking.for_study"], tmp_path
     )
     assert "optsweep.sweeps.tracking" in modules
     assert loaded(modules, ("ray", "optsweep.sweeps.tracking_callbacks", *TRACKERS_AND_DATA)) == []

@@ -303,6 +303,10 @@ COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
     ),
     (r"optsweep --help", RunHere("test_the_optsweep_command_answers_help")),
     (
+        r"python -m optsweep --help",
+        RunBy("tests/test_import_cost.py", "test_help_imports_no_tracker_torchvision_or_sklearn"),
+    ),
+    (
         r"optsweep run \[--flags\]",
         RunBy(HEADLINE_FILE, HEADLINE_TEST, "as python sweeps/adam_vs_sgd.py --smoke (the same cli.main)"),
     ),

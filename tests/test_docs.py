@@ -387,8 +387,12 @@ COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
         ),
     ),
     (
+        r"python benchmarks/side_by_side\.py",
+        RunBy("tests/test_benchmarks.py", "test_side_by_side_quick_mode_runs_both_orders", "--quick"),
+    ),
+    (
         r"python benchmarks/(optimizer_step|sweep_overhead|sharded_state)\.py",
-        NotRun("a benchmark: minutes of timing on an idle machine; the script must exist (checked here)"),
+        NotRun("the full measurement takes minutes on an idle machine; its --quick mode runs in test_benchmarks.py"),
     ),
 ]
 

@@ -392,7 +392,7 @@ COMMANDS: list[tuple[str, RunHere | RunBy | NotRun]] = [
     ),
     (
         r"python benchmarks/(optimizer_step|sweep_overhead|sharded_state)\.py",
-        NotRun("the full measurement takes minutes on an idle machine; its --quick mode runs in test_benchmarks.py"),
+        NotRun("minutes of timing on an idle machine; its --quick mode runs in test_benchmarks.py"),
     ),
 ]
 

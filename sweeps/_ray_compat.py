@@ -107,6 +107,17 @@ def new_auth_token() -> str:
     return str(generate_new_authentication_token())
 
 
+def auth_notice_logger() -> str:
+    """The logger of the warning `ray.init` prints when it turns token authentication on for a local
+    cluster (`ray._private.authentication.authentication_token_setup`: "Token authentication is enabled
+    ... Set RAY_AUTH_MODE=disabled to opt out").
+
+    Why no public API: Ray offers no switch for the notice but turning the protection off, which is not
+    ours to suggest; optsweep hides the line (its own line says how it started Ray) by this logger's name.
+    """
+    return "ray._private.authentication.authentication_token_setup"
+
+
 def autoscaler_node_types() -> list[tuple[dict[str, float], int]]:
     """The node types the connected cluster's autoscaler may start, as (resources, max_count) with -1
     unbounded; [] when no autoscaler published its configuration (a local Ray, a fixed cluster), or when

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from . import startup
+from . import _ray_compat, startup
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -46,6 +46,8 @@ HIDDEN_LOG_LINES = {
     "ray.tune.analysis.experiment_analysis": "Failed to fetch metrics",
     # A trial that resumes before its files reached storage; the analysis completes it from progress.csv.
     "ray.tune.logger.logger": "Remote file not found",
+    # ray.init turning token authentication on for a local Ray, and how to turn it off.
+    _ray_compat.auth_notice_logger(): "Token authentication is enabled",
 }
 """Ray's log lines a study interrupted and resumed would otherwise print: logger -> a part of the line."""
 

@@ -38,7 +38,6 @@ from optsweep.analysis.summary import (
 from optsweep.analysis.target import target_of
 from optsweep.analysis.tune_files import NotAnExperimentError
 from optsweep.analysis.verdict import compare, verdict
-
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
 __all__ = [

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+
 from optsweep.analysis import metric_text
 from optsweep.analysis.loading import SEARCH_ATTR
 from optsweep.analysis.stats import detectable_difference
 from optsweep.analysis.summary import REPORTED_FROM, configurations, diverged_score, stage_rows
 from optsweep.analysis.target import resolve
-
 from optsweep.vocabulary import (
     CONFIRM,
     DIVERGED,

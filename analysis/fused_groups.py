@@ -16,7 +16,6 @@ import dataclasses
 from typing import Any
 
 from optsweep.analysis.tune_files import RawTrial
-
 from optsweep.vocabulary import EPOCH, MEMBER_RESULTS, MEMBERS_KEY, member_configs
 
 TIME_TOTAL = "time_total_s"

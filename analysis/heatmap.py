@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
 from optsweep.analysis import metric_text
 from optsweep.analysis.binning import axis_groups
 from optsweep.analysis.summary import configurations
 from optsweep.analysis.target import resolve
-
 from optsweep.vocabulary import Target
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from optsweep.analysis import config_check, fused_groups
 from optsweep.analysis.target import attach, search_of, target_of
 from optsweep.analysis.tune_files import (
@@ -51,7 +52,6 @@ from optsweep.analysis.tune_files import (
     find_tune_experiments,
     read_tune_experiment,
 )
-
 from optsweep.vocabulary import (
     COMPLETED,
     CONFIGURATION_KEY,

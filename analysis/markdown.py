@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+
 from optsweep.analysis import metric_text
 from optsweep.analysis.binning import format_value
 from optsweep.analysis.stats import CONFIDENCE, expected_column
@@ -17,7 +18,6 @@ from optsweep.analysis.summary import (
     test_interval_columns,
     test_mean_column,
 )
-
 from optsweep.vocabulary import CONFIRM, DEFAULT_TARGET, SEARCH, STAGE_COLUMN, STATUSES, Target
 
 BUDGET_KS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)

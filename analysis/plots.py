@@ -16,13 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
 from optsweep.analysis import metric_text
 from optsweep.analysis.binning import axis_groups, format_value
 from optsweep.analysis.heatmap import lr_wd_heatmap
 from optsweep.analysis.stats import expected_column
 from optsweep.analysis.summary import REPORTED_FROM, configurations, stage_rows
 from optsweep.analysis.target import resolve
-
 from optsweep.vocabulary import (
     COMPLETED,
     DIVERGED,

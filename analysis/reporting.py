@@ -19,7 +19,6 @@ from optsweep.analysis.summary import summarize, tuning_budget
 from optsweep.analysis.target import resolve
 from optsweep.analysis.tune_files import REPORT_DIR_NAME
 from optsweep.analysis.verdict import verdict
-
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from optsweep.analysis.summary import stage_rows
 
+from optsweep.analysis.summary import stage_rows
 from optsweep.vocabulary import CONFIRM, SEARCH, STAGE_COLUMN
 
 HALVING_STATE_FILE = "optsweep_halving.json"

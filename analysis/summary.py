@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from optsweep.analysis.loading import CONFIGURATION_COLUMN
 from optsweep.analysis.stats import CONFIDENCE, expected_best_curve, expected_column, t_intervals
 from optsweep.analysis.target import attach, resolve
-
 from optsweep.vocabulary import (
     CONFIRM,
     DIVERGED,

@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+
 from optsweep.analysis.stats import expected_column
 from optsweep.analysis.tune_files import find_tune_experiments
-
 from optsweep.vocabulary import (
     BEST_PREFIX,
     DEFAULT_TARGET,

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from optsweep.analysis import metric_text
 from optsweep.analysis.stats import ALPHA, CONFIDENCE, holm, welch_differences
 from optsweep.analysis.target import resolve
-
 from optsweep.vocabulary import Target
 
 BEATS = "beats"

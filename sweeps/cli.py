@@ -17,13 +17,11 @@ from optsweep.errors import OptsweepError
 
 from . import preflight
 from . import spec as spec_module
-from .spec import DEFAULT_STORAGE, SMOKE, StudySpec
+from .spec import SMOKE, StudySpec
 
-__all__ = ["DEFAULT_STORAGE", "SMOKE", "StudyArgs", "UsageError", "build_parser", "fail", "main", "parse"]
+__all__ = ["build_parser", "fail", "main", "parse"]
 
 DATASET_TASKS = catalog.DATASET_TASKS
-UsageError = OptsweepError
-StudyArgs = StudySpec
 NOT_FLAGS = ("search_spaces", "task_args")
 """Settings a study file or Python sets, not a flag (task arguments have --task-arg KEY=VALUE)."""
 

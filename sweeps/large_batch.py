@@ -35,7 +35,7 @@ if __name__ == "__main__":
 
 from optsweep.errors import OptsweepError
 from optsweep.sweeps import cli
-from optsweep.sweeps.spec import URI_SCHEMES
+from optsweep.sweeps.spec import DEFAULT_STORAGE, URI_SCHEMES
 
 NAME = "large_batch"
 RECORD_FILE = "large_batch.json"
@@ -275,7 +275,7 @@ def plan(argv: list[str]) -> Plan:
                 f"{', '.join(preset.contenders)} (each has a base lr and a scaling rule)"
             )
     name = ns.name if ns.name is not None else NAME + ("-smoke" if ns.smoke else "")
-    storage = ns.storage_path if ns.storage_path is not None else cli.DEFAULT_STORAGE
+    storage = ns.storage_path if ns.storage_path is not None else DEFAULT_STORAGE
     if not storage.startswith(URI_SCHEMES):
         storage = os.path.abspath(os.path.expanduser(storage))
     workers = ns.workers_per_trial if ns.workers_per_trial is not None else 1

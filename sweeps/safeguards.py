@@ -1,7 +1,7 @@
-"""The study's checks around Ray, in the order the study calls them (see `sweeps.study.main`).
+"""The study's checks around Ray, in the order the study calls them (see `sweeps.study.execute`).
 
-Each check ends a doomed run with one line (a `cli.UsageError`) before the work it would waste; the
-modules named in each function do the actual work.
+Each check ends a doomed run with one line (an `OptsweepError`: the command line prints it and exits 2)
+before the work it would waste; the modules named in each function do the actual work.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import Any
 
 from ray import tune
 
-from optsweep import analysis
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import faults
 
 from . import (
     _ray_compat,
-    cli,
     feasibility,
     halving,
     interrupts,
@@ -25,24 +24,11 @@ from . import (
     resume,
     retention,
     storage_guard,
-    study_record,
     trust,
 )
 
-ONE_LINE_ERRORS = (
-    analysis.BadConfigError,  # the report refuses a trial config it cannot read as optsweep's
-    cli.UsageError,
-    feasibility.InfeasibleTrialsError,
-    ray_connect.ConnectError,
-    resume.DamagedExperimentError,
-    storage_guard.InvalidSettingError,
-    study_record.DamagedRecordError,
-    trust.UntrustedExperimentError,
-)
-"""What the study reports as one line and exit code 2: the user's input or files, not a bug."""
 
-
-def before_ray(args: cli.StudyArgs) -> tuple[str | None, str]:
+def before_ray(args: StudySpec) -> tuple[str | None, str]:
     """Checks that need nothing but the arguments; returns the Ray address to join (None: local)."""
     storage_guard.min_free_bytes()  # a bad OPTSWEEP_MIN_FREE_MB is a usage error, not a storage one
     feasibility.wait_note_seconds()
@@ -51,7 +37,7 @@ def before_ray(args: cli.StudyArgs) -> tuple[str | None, str]:
     return ray_connect.resolve_address(args.address)
 
 
-def run_settings(args: cli.StudyArgs) -> dict[str, Any]:
+def run_settings(args: StudySpec) -> dict[str, Any]:
     """This run's run-time settings, which every trial uses even if it was stored with others."""
     settings = args.settings()
     return {key: settings[key] for key in resume.RUN_SETTINGS if key in settings}
@@ -62,12 +48,12 @@ def connect(address: str | None, source: str, **init_kwargs: Any) -> None:
     interrupts.reclaim()
 
 
-def check_feasible(args: cli.StudyArgs, joined: bool) -> None:
+def check_feasible(args: StudySpec, joined: bool) -> None:
     cluster = feasibility.snapshot(local=not joined)
     feasibility.check(cluster, args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker)
 
 
-def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, float]) -> bool:
+def prepare_restore(args: StudySpec, optimizer: str, resources: dict[str, float]) -> bool:
     """Before `Tuner.restore`: repair or refuse damage, refuse a `tuner.pkl` this study did not write,
     and give unfinished trials this run's resources. False: nothing had run, start afresh."""
     path = f"{args.experiment_dir}/{optimizer}"
@@ -100,7 +86,7 @@ def prepare_restore(args: cli.StudyArgs, optimizer: str, resources: dict[str, fl
     return True
 
 
-def restored(tuner: Any, args: cli.StudyArgs) -> None:
+def restored(tuner: Any, args: StudySpec) -> None:
     """After `Tuner.restore`: this run's --max-concurrent (Tune restores the stored TuneConfig; Ray 2.60
     has no public way to change it, so the restored Tuner's config is updated in place)."""
     config = _ray_compat.restored_tune_config(tuner)
@@ -115,7 +101,7 @@ def restored(tuner: Any, args: cli.StudyArgs) -> None:
         config.max_concurrent_trials = args.max_concurrent
 
 
-def created(args: cli.StudyArgs, optimizer: str) -> None:
+def created(args: StudySpec, optimizer: str) -> None:
     """After a new Tuner wrote its `tuner.pkl`: pin it for later resumes."""
     trust.pin(args.experiment_dir, optimizer)
 
@@ -132,7 +118,7 @@ class _FaultPoints(tune.Callback):
         faults.count_result(self.study, self.experiment, self.experiments)
 
 
-def callbacks(args: cli.StudyArgs, optimizer: str) -> list[Any]:
+def callbacks(args: StudySpec, optimizer: str) -> list[Any]:
     found: list[Any] = [
         retention.KeepCheckpoints(args.keep_checkpoints),
         feasibility.WaitingForResources(demand_text(args), feasibility.wait_note_seconds()),
@@ -152,11 +138,11 @@ def callbacks(args: cli.StudyArgs, optimizer: str) -> list[Any]:
     return found
 
 
-def _running_guess(args: cli.StudyArgs) -> int:
+def _running_guess(args: StudySpec) -> int:
     return args.max_concurrent or os.cpu_count() or 1
 
 
-def demand_text(args: cli.StudyArgs) -> str:
+def demand_text(args: StudySpec) -> str:
     per_worker = ", ".join(
         f"{value:g} {name}"
         for name, value in (("CPU", args.cpus_per_worker), ("GPU", args.gpus_per_worker))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from optsweep.trainables import decisions
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from optsweep.trainables import decisions
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
 from .halving import ConfigurationHalving

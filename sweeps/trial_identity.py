@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from optsweep.analysis.loading import hyperparameters
-
 from optsweep.vocabulary import CONFIGURATION_KEY, SEARCH, STAGE_KEY, config_id
 
 

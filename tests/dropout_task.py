@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from optsweep.trainables import tasks
 from torch import nn
 
 import optsweep
+from optsweep.trainables import tasks
 
 
 class DropoutMLP(nn.Module):

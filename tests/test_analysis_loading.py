@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, SGD, FakeTrial, rising, standard_experiment, write_experiment
-from optsweep.analysis.loading import classify
 
 from optsweep import analysis
+from optsweep.analysis.loading import classify
 
 HEAD = ["trial_id", "optimizer", "seed", "lr", "weight_decay", "schedule"]
 OTHER_HPARAMS = ["beta1", "beta2", "eps", "momentum", "nesterov"]

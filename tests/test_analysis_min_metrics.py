@@ -28,11 +28,11 @@ from analysis_fixtures import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.image import imread
+
+from optsweep import analysis
 from optsweep.analysis import plots
 from optsweep.analysis.binning import axis_groups
 from optsweep.analysis.summary import diverged_score
-
-from optsweep import analysis
 from optsweep.vocabulary import DIVERGED, FINISHED, STATUSES, Target
 
 PPL = PERPLEXITY.target

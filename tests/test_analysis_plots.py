@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
+
 from optsweep.analysis.binning import N_BINS, axis_groups, nice_log_edges
 from optsweep.analysis.plots import learning_curves, lr_wd_heatmap, seed_mean
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 from analysis_fixtures import standard_experiment
-from optsweep.analysis.tune_files import read_progress
 
 from optsweep import analysis
+from optsweep.analysis.tune_files import read_progress
 
 
 def test_epochs_missing_from_result_json_are_read_from_progress_csv(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, FakeTrial, rising, standard_experiment, write_experiment
 from matplotlib.image import imread
-from optsweep.analysis.report import main
 
 from optsweep import analysis
+from optsweep.analysis.report import main
 
 REPORT_FILES = {
     "trials.csv",

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, MSE, SGD, FakeTrial, rising, write_experiment
-from optsweep.analysis import plots
 from scipy import stats as scipy_stats
 
 from optsweep import analysis
+from optsweep.analysis import plots
 from optsweep.vocabulary import CONFIRM, DIVERGED_VALUE, SEARCH
 
 ADAM_SEARCH = {0: [0.95, 0.96, 0.97], 1: [0.90, 0.91, 0.92], 2: [0.93, 0.94, 0.94]}  # configuration -> seeds

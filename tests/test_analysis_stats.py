@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
+
 from optsweep.analysis import bootstrap_ci, expected_max_curve, t_interval
 from optsweep.analysis.stats import Interval, detectable_difference, holm, t_intervals, welch_differences
-from scipy import stats as scipy_stats
 
 
 def _bootstrap_by_hand(values: list[float], n_resamples: int, seed: int) -> tuple[float, float]:

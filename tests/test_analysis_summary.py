@@ -10,10 +10,10 @@ import pytest
 from analysis_fixtures import ADAM_BEST, SGD_BEST, standard_experiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from optsweep.analysis.stats import expected_max_curve
 from scipy import stats as scipy_stats
 
 from optsweep import analysis
+from optsweep.analysis.stats import expected_max_curve
 
 STATUSES = ["completed", "stopped_early", "diverged", "error", "incomplete"]
 

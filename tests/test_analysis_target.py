@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_fixtures import ADAM, MSE, PERPLEXITY, FakeTrial, rising, standard_experiment, write_experiment
-from optsweep.analysis.loading import curve_columns, metric_columns
-from optsweep.analysis.target import resolve
 
 from optsweep import analysis
+from optsweep.analysis.loading import curve_columns, metric_columns
+from optsweep.analysis.target import resolve
 from optsweep.vocabulary import DEFAULT_TARGET, STUDY_FILE, TARGET_RECORD_KEY, Target
 
 PPL = PERPLEXITY.target

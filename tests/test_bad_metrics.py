@@ -13,13 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
+
 from optsweep.sweeps.progress import ProgressLine
 from optsweep.sweeps.trial_identity import ConfigurationIds
 from optsweep.trainables import loop, sessions, tasks
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused
-from torch import nn
-
 from optsweep.vocabulary import DIVERGED_REASON, DIVERGED_VALUE, Target
 
 DIGITS = tasks.build_task("digits")

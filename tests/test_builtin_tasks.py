@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LinearRegression
+
+from optsweep import vocabulary as v
 from optsweep.trainables import builtin_tasks, loop, sessions, text_corpus
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.language_model import DecoderLM
 from optsweep.trainables.regression import diabetes_splits
 from optsweep.trainables.tasks import TaskError, build_task, check, param_groups
-from sklearn.linear_model import LinearRegression
-
-from optsweep import vocabulary as v
 from optsweep.vocabulary import Target
 
 SMALL_LM = {

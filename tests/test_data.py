@@ -11,12 +11,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from optsweep.trainables import data
-from optsweep.trainables.data import DatasetUnavailableError, load_splits, make_loader
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
+
+from optsweep.trainables import data
+from optsweep.trainables.data import DatasetUnavailableError, load_splits, make_loader
 
 # ------------------------------------------------------------------------------------------ names
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
+
+from optsweep import vocabulary as v
 from optsweep.trainables import data, loop, models, sessions
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused
 from optsweep.trainables.tasks import Task, TaskData
-from torch.utils.data import TensorDataset
-
-from optsweep import vocabulary as v
 
 CPU = torch.device("cpu")
 TIMING_KEYS = (v.EPOCH_TIME_S, v.SAMPLES_PER_S)

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import torch
 import torch._dynamo
-from optsweep.optimizers import _engine, members
-from optsweep.optimizers.members import FusedOptimizer, placeholder_groups
-from optsweep.trainables.config import TrainConfig
-from optsweep.trainables.fused import FusedGroup
-from optsweep.trainables.tasks import Task, TaskData
 from torch import nn
 from torch._dynamo.utils import counters
 from torch.utils.data import TensorDataset
 
 from optsweep import optimizers
+from optsweep.optimizers import _engine, members
+from optsweep.optimizers.members import FusedOptimizer, placeholder_groups
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused import FusedGroup
+from optsweep.trainables.tasks import Task, TaskData
 
 K = 3
 STEPS = 5

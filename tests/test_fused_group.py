@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-from optsweep.trainables.config import TrainConfig
-from optsweep.trainables.fused import FusedGroup, train_fused
-from optsweep.trainables.tasks import Task
 from test_fused import TIMING_KEYS, digits_task
 
 from optsweep import vocabulary as v
+from optsweep.trainables.config import TrainConfig
+from optsweep.trainables.fused import FusedGroup, train_fused
+from optsweep.trainables.tasks import Task
 
 CPU = torch.device("cpu")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 
-from optsweep.sweeps.progress import ProgressLine
 from test_progress import _Trial
+
+from optsweep.sweeps.progress import ProgressLine
 
 
 def test_a_fused_group_counts_as_its_members() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from optsweep import analysis
 from optsweep.sweeps import adam_vs_sgd
 from optsweep.sweeps.halving import STATE_FILE
 from optsweep.trainables import faults
-
-from optsweep import analysis
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from test_fused import CPU, alone, worst_difference
+from torch import Tensor, nn
+
+from optsweep import vocabulary as v
 from optsweep.trainables import text_corpus
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused
 from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
 from optsweep.trainables.language_model import DecoderLM
 from optsweep.trainables.tasks import Task, build_task, token_cross_entropy
-from test_fused import CPU, alone, worst_difference
-from torch import Tensor, nn
-
-from optsweep import vocabulary as v
 
 # About 500 training sequences of 16 bytes: 31 steps an epoch, a tenth of a second a run.
 TINY_LM: dict[str, Any] = {

@@ -8,6 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from optsweep import optimizers
 from optsweep.optimizers.members import FusedOptimizer, FusionError, placeholder_groups
 from optsweep.optimizers.transforms import tensor_norm
 from optsweep.trainables import models
@@ -15,10 +19,6 @@ from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused
 from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
 from optsweep.trainables.tasks import Task, TaskData
-from torch import nn
-from torch.utils.data import TensorDataset
-
-from optsweep import optimizers
 
 CPU = torch.device("cpu")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from optsweep.sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
+from optsweep.sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
 from optsweep.vocabulary import Target
 
 TARGET = Target("acc", "max")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from optsweep.trainables import faults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +74,7 @@ def test_an_unfused_study_stopped_early_resumes_every_trial_with_its_configurati
     ray_session: None, tmp_path: Path, variant: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     import ray
+
     from optsweep.sweeps import adam_vs_sgd
 
     argv = [*SMALL, *variant, "--storage-path", str(tmp_path)]

@@ -1,8 +1,9 @@
 import pytest
 import torch
+from torch import nn
+
 from optsweep.trainables.data import load_splits
 from optsweep.trainables.models import build_model, check_model_name, model_names
-from torch import nn
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

@@ -40,9 +40,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from optsweep.trainables import faults
 
 from optsweep import analysis
+from optsweep.trainables import faults
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "sweeps" / "adam_vs_sgd.py"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 from optimizer_cases import TORCH_REFERENCES, clone_problem, make_problem, ours, run_steps
-from optsweep.optimizers import _engine
 from torch.testing._internal.common_optimizers import OptimizerErrorEnum, optim_db
 
 from optsweep import optimizers
+from optsweep.optimizers import _engine
 
 ALL = optimizers.names()
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optsweep.sweeps.progress import ProgressLine
-
 from optsweep.vocabulary import Target
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from optsweep.sweeps import adam_vs_sgd
 from optsweep.sweeps.halving import STATE_FILE
 

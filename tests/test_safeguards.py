@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import ray
+
 from optsweep.analysis import atomic
 from optsweep.sweeps import (
     adam_vs_sgd,
@@ -25,9 +26,11 @@ from optsweep.sweeps import (
     ray_connect,
     resume,
     retention,
+    spec,
     storage_guard,
     trust,
 )
+from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import checkpoints, sessions
 from optsweep.trainables.trial import IncompleteTrialConfigError, run_trial
 
@@ -389,10 +392,9 @@ def test_a_foreign_tune_experiment_gets_no_report(tmp_path: Path, capsys: pytest
 
 
 def test_the_notebook_example_path_is_the_default_results_folder() -> None:
-    from optsweep.sweeps import cli
 
     notebook = Path(adam_vs_sgd.__file__).parents[1] / "analysis" / "notebooks" / "adam_vs_sgd.ipynb"
-    example = f"OPTSWEEP_EXPERIMENT={cli.DEFAULT_STORAGE}/{adam_vs_sgd.DEFAULTS.name} "
+    example = f"OPTSWEEP_EXPERIMENT={spec.DEFAULT_STORAGE}/{adam_vs_sgd.DEFAULTS.name} "
     assert example in notebook.read_text()
 
 
@@ -470,14 +472,15 @@ def test_signal_handling_stays_out_of_a_study_run_from_another_thread() -> None:
 def test_a_resumed_tuner_takes_this_runs_max_concurrent(tmp_path: Path) -> None:
     """Tune restores the stored TuneConfig; Ray 2.60 has no public setter, so this guards the private
     attribute the study sets (a Ray upgrade that moves it fails here, not silently)."""
-    from optsweep.sweeps import cli, safeguards
     from ray import tune
+
+    from optsweep.sweeps import safeguards
 
     tuner = tune.Tuner(
         lambda config: None,
         tune_config=tune.TuneConfig(max_concurrent_trials=3),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="t"),
     )
-    args = cli.StudyArgs(name="x", storage_path=str(tmp_path), max_concurrent=1)
+    args = StudySpec(name="x", storage_path=str(tmp_path), max_concurrent=1)
     safeguards.restored(tuner, args)
     assert tuner._local_tuner._tune_config.max_concurrent_trials == 1

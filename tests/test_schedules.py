@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from optsweep.optimizers import schedules
 
 from optsweep import optimizers
+from optsweep.optimizers import schedules
 
 BASE_LR = 0.1
 TOTAL = 100

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from optsweep.sweeps import interrupts, side_by_side
+from optsweep.sweeps.spec import StudySpec
 
 WAIT_S = 30.0
 
@@ -258,12 +259,12 @@ def test_tune_running_is_the_main_threads_business() -> None:
 def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from optsweep.sweeps import cli, feasibility, study
+    from optsweep.sweeps import feasibility, study
 
     cluster = feasibility.Cluster(nodes=[{"CPU": 8.0, "GPU": 1.0}])
     monkeypatch.setattr(study.feasibility, "snapshot", lambda local: cluster)
     monkeypatch.setattr(study.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
-    args = cli.StudyArgs(name="x", optimizers=("sgd", "adam", "adamw"))
+    args = StudySpec(name="x", optimizers=("sgd", "adam", "adamw"))
     assert study._queue_share(args) == 3  # 8 slots: ceil(8 / 3)
     assert study._queue_share(dataclasses.replace(args, optimizers=("sgd",))) == 8
     assert study._queue_share(dataclasses.replace(args, cpus_per_worker=2.0, workers_per_trial=2)) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from optsweep.sweeps import adam_vs_sgd
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from optsweep.sweeps import adam_vs_sgd
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import mean_absolute_error, mean_squared_error
+from torch import nn
+from torch.utils.data import TensorDataset
+
 from optsweep.trainables import data, loop
 from optsweep.trainables.tasks import (
     ACCURACY,
@@ -26,10 +30,6 @@ from optsweep.trainables.tasks import (
     param_groups,
     token_cross_entropy,
 )
-from sklearn.metrics import mean_absolute_error, mean_squared_error
-from torch import nn
-from torch.utils.data import TensorDataset
-
 from optsweep.vocabulary import Target
 
 USER_TASKS = '''

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import torch
+
 from optsweep.trainables import checkpoints, data, loop, sessions
 from optsweep.trainables.config import TrainConfig
-
 from optsweep.vocabulary import DEFAULT_TARGET
 
 TIMING_KEYS = {"epoch_time_s", "samples_per_s"}

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ray import tune
+
 from optsweep.trainables import faults
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.trial import run_trial, trial_resources
-from ray import tune
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

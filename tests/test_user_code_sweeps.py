@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from optsweep.trainables import tasks
 from torch import nn
 
 import optsweep
 from optsweep import analysis
+from optsweep.trainables import tasks
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 import zero_workers
-from optsweep.trainables import zero
 from torch import nn
 
 from optsweep import optimizers
+from optsweep.trainables import zero
 
 STEPS = 6
 
@@ -144,10 +144,11 @@ def test_zero1_trial_through_torch_trainer_learns_and_survives_a_killed_worker(
 ) -> None:
     """The real loop in mode zero1 on 2 Ray Train workers (gloo): rank 1 dies in epoch 2, Train restarts
     the workers, each loads the consolidated epoch-1 state into its shard, and the run finishes."""
+    from ray import tune
+
     from optsweep.trainables import faults
     from optsweep.trainables.config import TrainConfig
     from optsweep.trainables.trial import run_trial, trial_resources
-    from ray import tune
 
     config = {
         "optimizer": "adam",

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from optsweep.trainables import zero
 from torch import nn
 
 from optsweep import optimizers
+from optsweep.trainables import zero
 
 HPARAMS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.05, "momentum": 0.9, "nesterov": True},

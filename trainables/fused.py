@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from optsweep.optimizers import members as fused_members
-from optsweep.optimizers import schedules
 from torch.utils.data import TensorDataset
 
 from optsweep import vocabulary as v
+from optsweep.optimizers import members as fused_members
+from optsweep.optimizers import schedules
 
 from . import data, optimizer_choice
 from .config import TrainConfig

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from optsweep.optimizers import schedules
 from torch import nn
 
 from optsweep import vocabulary as v
+from optsweep.optimizers import schedules
 
 from . import checkpoints, data, faults, optimizer_choice, zero
 from .config import TrainConfig

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from optsweep.optimizers import schedules
 
 from optsweep import vocabulary as v
+from optsweep.optimizers import schedules
 
 from . import checkpoints, data, decisions, faults, optimizer_choice
 from .config import TrainConfig

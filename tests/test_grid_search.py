@@ -17,9 +17,7 @@ LRS = (1e-3, 1e-2, 1e-1)
 def test_the_grid_is_every_combination_in_a_fixed_order() -> None:
     declared = {"lr": optsweep.Choice(LRS), "momentum": {"choice": [0.0, 0.9]}, "nesterov": False}
     space = spaces.SearchSpace("sgd", spaces.parse_space(declared))
-    expected = [
-        {"lr": lr, "momentum": m, "nesterov": False} for lr, m in itertools.product(LRS, (0.0, 0.9))
-    ]
+    expected = [{"lr": lr, "momentum": m, "nesterov": False} for lr, m in itertools.product(LRS, (0.0, 0.9))]
     assert space.grid() == expected
 
 
@@ -60,7 +58,7 @@ def test_a_built_in_space_with_ranges_is_refused_before_ray(tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.usefixtures("ray_session")
-def test_a_grid_study_trains_each_cell_once_per_seed(tmp_path: Path) -> None:
+def test_a_grid_study_trains_each_cell_once_per_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     result = optsweep.Study(
         "digits",
         task_args={"max_epochs": 2},
@@ -77,3 +75,5 @@ def test_a_grid_study_trains_each_cell_once_per_seed(tmp_path: Path) -> None:
     cells = trials.groupby(["optimizer", "lr"])["seed"].apply(sorted)
     assert {(o, lr) for o, lr in cells.index} == {(o, lr) for o in ("sgd", "adam") for lr in LRS}
     assert all(seeds == [0, 1] for seeds in cells), cells
+    printed = capsys.readouterr().out  # the Python API says what the command line says
+    assert "Done in " in printed and f"Report: {result.report_dir / 'report.md'}" in printed

@@ -176,13 +176,13 @@ def test_wandb_offline_runs_are_grouped_by_configuration(tracked: Sweep) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
-    from optsweep.sweeps import identity, study
+    from optsweep.sweeps import identity, study, study_file
 
     page = (tracked.root / "report" / "report.html").read_text()
     command = html.unescape(page.split('<pre id="rerun-command"><code>', 1)[1].split("</code>", 1)[0])
-    program, script, *argv = shlex.split(command)
-    assert (program, script) == ("python", "sweeps/adam_vs_sgd.py")
-    args = cli.parse(argv, "t", "t", adam_vs_sgd.DEFAULTS)
+    program, subcommand, study_yaml = shlex.split(command)
+    assert (program, subcommand, study_yaml) == ("optsweep", "run", str(tracked.root / "study.yaml"))
+    args = study_file.load(study_yaml)
     assert args.experiment_dir == str(tracked.root)
     recorded = json.loads((tracked.root / "study.json").read_text())
     assert identity.differences(recorded, study.prepare(args).identity()) == []

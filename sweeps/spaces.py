@@ -21,7 +21,9 @@ import numpy as np
 from optsweep import optimizers
 from optsweep.errors import OptsweepError
 
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+from .spec import DEFAULT_SCHEDULES
+
+SCHEDULES = DEFAULT_SCHEDULES
 """The LR schedules swept by default: every optimizer gets the same choice."""
 
 

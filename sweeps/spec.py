@@ -460,11 +460,6 @@ def absolute_file(reference: str) -> str:
     return reference
 
 
-def replace(spec: StudySpec, *, named_task: bool = True, **changes: Any) -> StudySpec:
-    """`spec` with `changes`, checked again."""
-    return build({**spec_values(spec), **changes}, named_task=named_task)
-
-
 def spec_values(spec: StudySpec) -> dict[str, Any]:
     return {field: getattr(spec, field) for field in FIELDS}
 

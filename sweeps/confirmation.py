@@ -37,8 +37,7 @@ import pyarrow.fs
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from optsweep import analysis
-from optsweep.analysis import atomic
+from optsweep import analysis, atomic_files
 from optsweep.errors import OptsweepError
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables.config import TrainConfig
@@ -114,7 +113,7 @@ def write_choice(experiment_dir: str, choice: dict[str, Any]) -> None:
     payload = json.dumps(choice, indent=2).encode()
     fs, root = pyarrow.fs.FileSystem.from_uri(_absolute(experiment_dir))
     if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        atomic.write_bytes(Path(root) / CHOICE_FILE, payload)
+        atomic_files.write_bytes(Path(root) / CHOICE_FILE, payload, durable=True)
         return
     with fs.open_output_stream(f"{root}/{CHOICE_FILE}") as f:
         f.write(payload)

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow.fs
 
+from optsweep import atomic_files
 from optsweep.errors import OptsweepError
 
 from . import _ray_compat
@@ -197,7 +198,5 @@ def apply_run_settings(
         state["trial_data"][index] = [json.dumps(trial, indent=2), runtime_json]
         changed.append(str(trial["trial_id"]))
     if changed:
-        tmp = state_file.with_name(f".{state_file.name}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, state_file)
+        atomic_files.write_text(state_file, json.dumps(state))
     return changed

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.fs
 
-from optsweep.analysis import atomic
+from optsweep import atomic_files
 from optsweep.errors import OptsweepError
 from optsweep.vocabulary import STUDY_FILE
 
@@ -65,7 +65,7 @@ def write_file(experiment_dir: str, name: str, payload: bytes) -> None:
         with fs.open_output_stream(f"{root}/{name}") as f:
             f.write(payload)
         return
-    atomic.write_bytes(Path(root) / name, payload)
+    atomic_files.write_bytes(Path(root) / name, payload, durable=True)
 
 
 def started(experiment_dir: str) -> bool:

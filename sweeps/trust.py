@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from optsweep.analysis import atomic
+from optsweep import atomic_files
 from optsweep.errors import OptsweepError
 
 from .study_record import TUNER_FILE
@@ -84,7 +84,7 @@ def pin(experiment_dir: str, optimizer: str) -> None:
         record = {**_load_record(experiment_dir), optimizer: digest, "experiment": experiment_dir}
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-        atomic.write_bytes(path, json.dumps(record, indent=2).encode())
+        atomic_files.write_bytes(path, json.dumps(record, indent=2).encode(), durable=True)
         os.chmod(path, 0o600)
 
 

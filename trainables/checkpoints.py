@@ -2,26 +2,26 @@
 
 A checkpoint is a directory. Rank 0 writes `state.pt` (model, optimizer, schedule, epoch, ...) and every
 rank writes `rng_rank<r>.pt` (its random-number generator states); each file gets a `<file>.sha256`
-digest written after it. Every file goes to a temporary name in the same directory and is `os.replace`d
-into place, so a crash leaves either the old file or the new one, never half of one; a file whose digest
-is missing or wrong is refused (`CorruptCheckpointError`), since `torch.load` can read a corrupted file
-without noticing. Everything is loaded with `weights_only=True`: state dicts, tensors and plain types
-only.
+digest written after it. Every file is written atomically (`optsweep.atomic_files`: a temporary name in
+the same directory, then `os.replace`), so a crash leaves either the old file or the new one, never half
+of one; a file whose digest is missing or wrong is refused (`CorruptCheckpointError`), since `torch.load`
+can read a corrupted file without noticing. Everything is loaded with `weights_only=True`: state dicts,
+tensors and plain types only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from optsweep import atomic_files
 
 STATE_FILE = "state.pt"
 
@@ -34,30 +34,13 @@ def rng_file(rank: int) -> str:
     return f"rng_rank{rank}.pt"
 
 
-def write_atomic(path: Path, payload: bytes, *, durable: bool = True) -> None:
-    """Write `payload` to `path` via a temp file in the same directory and an atomic rename; `durable`
-    also fsyncs it (pointless for a staging directory that is copied elsewhere and deleted)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_tensor_file(path: Path, obj: Any, *, durable: bool = True) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     payload = buffer.getvalue()
-    write_atomic(path, payload, durable=durable)
+    atomic_files.write_bytes(path, payload, durable=durable)
     digest = hashlib.sha256(payload).hexdigest().encode()
-    write_atomic(path.with_name(path.name + ".sha256"), digest, durable=durable)
+    atomic_files.write_bytes(path.with_name(path.name + ".sha256"), digest, durable=durable)
 
 
 def load_tensor_file(path: Path) -> Any:

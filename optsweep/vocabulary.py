@@ -251,3 +251,37 @@ def member_results(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
             if member.isdigit() and name:
                 members.setdefault(int(member), {})[name] = value
     return members
+
+
+# ------------------------------------------------ parameter-server runs and the sync-vs-async comparison
+# The asynchronous parameter server (trainables/param_server.py) reports these per epoch, and the
+# sync-vs-async runner (sweeps/sync_vs_async.py) and its report (analysis/sync_vs_async.py) read them.
+UPDATES = "updates"
+"""Optimizer updates applied so far (per epoch); in the comparison's tables, for either mode."""
+STALENESS_MEAN = "staleness_mean"
+STALENESS_P50 = "staleness_p50"
+STALENESS_P90 = "staleness_p90"
+STALENESS_MAX = "staleness_max"
+"""Staleness of the gradients applied: how many updates the server applied since the worker pulled."""
+STALENESS_COUNTS = "staleness_counts"
+"""In an async-ps checkpoint: gradients applied at each staleness 0, 1, 2, ... (a histogram)."""
+TRAIN_TIME_S = "train_time_s"
+"""Cumulative training time (the sum of the epochs' times: no start-up, no evaluation)."""
+RUN_COLUMN = "run"
+"""The comparison's run label: the mode, with ``-straggler`` when a straggler was injected."""
+MODE_COLUMN = "mode"
+"""A run's training mode (``sync``, ``async-ps``)."""
+STRAGGLER_DELAY_S = "straggler_delay_s"
+"""Seconds the last worker sleeps before each of its steps (a trial setting; 0: no straggler)."""
+EPOCHS_COLUMN = "epochs"
+"""In the comparison's runs table: the epochs a run trained."""
+
+
+def time_to_key(target_value: float) -> str:
+    """The runs table's column of the training time to reach `target_value`, e.g. ``time_to_0.9_s``."""
+    return f"time_to_{target_value:g}_s"
+
+
+def updates_to_key(target_value: float) -> str:
+    """The runs table's column of the updates to reach `target_value`, e.g. ``updates_to_0.9``."""
+    return f"updates_to_{target_value:g}"

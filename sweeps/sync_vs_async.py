@@ -8,10 +8,11 @@ Four Tune trials, one at a time so that their timings do not disturb each other:
 TorchTrainer, DDP) and mode async-ps (trainables.param_server), each without and with an injected
 straggler (the last worker sleeps --straggler-delay seconds before each of its steps). Every trial trains
 the same task for the same epochs (every training example once per epoch) with the same optimizer and
-hyperparameters. The report in <storage-path>/<name>/report/ compares the target metric against
-training time and against updates, throughput, time to --target-value, the staleness distribution of the
-asynchronous runs, and what the straggler costs each mode: runs.csv (one row per trial), curves.csv (one
-row per trial and epoch), report.md, and target_vs_time.png, target_vs_updates.png, staleness.png.
+hyperparameters. The report in <storage-path>/<name>/report/ (written by analysis/sync_vs_async.py)
+compares the target metric against training time and against updates, throughput, time to
+--target-value, the staleness distribution of the asynchronous runs, and what the straggler costs each
+mode: runs.csv (one row per trial), curves.csv (one row per trial and epoch), report.md, and
+target_vs_time.png, target_vs_updates.png, staleness.png.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from optsweep import vocabulary as v
+from optsweep.analysis import sync_vs_async as report
 from optsweep.trainables import checkpoints, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.tasks import build_task
@@ -34,9 +36,6 @@ from optsweep.trainables.tasks import build_task
 from .spec import DEFAULT_STORAGE
 
 MODES = ("sync", "async-ps")
-
-TRAIN_TIME_S = "train_time_s"
-"""Cumulative training time (the sum of the epochs' times: no start-up, no evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def _trial_config(settings: Settings, mode: str, delay: float) -> dict[str, Any]
             "workers": settings.workers,
             "cpus_per_worker": settings.cpus_per_worker,
             "mode": mode,
-            "straggler_delay_s": delay,
+            v.STRAGGLER_DELAY_S: delay,
         },
     }
 
@@ -153,16 +152,36 @@ def run(settings: Settings) -> Path:
         if result.error is not None:
             raise RuntimeError(f"{label} failed: {result.error}")
         curve = pd.DataFrame(_result_rows(result))
-        curve.insert(0, "run", label)
-        curve.insert(1, "mode", mode)
-        curve.insert(2, "straggler_delay_s", delay)
+        curve.insert(0, v.RUN_COLUMN, label)
+        curve.insert(1, v.MODE_COLUMN, mode)
+        curve.insert(2, v.STRAGGLER_DELAY_S, delay)
         rows.append(curve)
         if mode == "async-ps" and result.checkpoint is not None:
             with result.checkpoint.as_directory() as directory:
                 state, _ = checkpoints.load(directory, 0)
-            staleness[label] = [int(c) for c in state[param_server.STALENESS_COUNTS].tolist()]
+            staleness[label] = [int(c) for c in state[v.STALENESS_COUNTS].tolist()]
+    report_dir = experiment / "report"
     curves = pd.concat(rows, ignore_index=True)
-    return write_report(experiment / "report", curves, staleness, settings)
+    text = report.write_report(report_dir, curves, staleness, comparison(settings))
+    print("\n".join(text.splitlines()[4:]), flush=True)  # from the runs table on
+    print(f"Report: {report_dir}", flush=True)
+    return report_dir
+
+
+def comparison(settings: Settings) -> report.Comparison:
+    """What the report describes: the settings, the task's target, each mode's updates per epoch."""
+    return report.Comparison(
+        task=settings.task,
+        workers=settings.workers,
+        epochs=settings.epochs,
+        optimizer=settings.optimizer,
+        lr=settings.lr,
+        seed=settings.seed,
+        straggler_delay=settings.straggler_delay,
+        target_value=settings.target_value,
+        target=build_task(settings.task).target,
+        updates_per_epoch={mode: updates_per_epoch(settings, mode) for mode in MODES},
+    )
 
 
 def _result_rows(result: Any) -> list[dict[str, Any]]:
@@ -184,149 +203,6 @@ def updates_per_epoch(settings: Settings, mode: str) -> int:
     if mode == "async-ps":
         return param_server.updates_per_epoch(train, task.batch_size, settings.workers)
     return math.ceil(math.ceil(train / settings.workers) / task.batch_size)
-
-
-def write_report(
-    directory: Path, curves: pd.DataFrame, staleness: dict[str, list[int]], settings: Settings
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    target = build_task(settings.task).target
-    directory.mkdir(parents=True, exist_ok=True)
-    curves = curves.sort_values(["run", v.EPOCH]).copy()
-    curves[TRAIN_TIME_S] = curves.groupby("run")[v.EPOCH_TIME_S].cumsum()
-    if param_server.UPDATES not in curves:
-        curves[param_server.UPDATES] = math.nan
-    for mode in MODES:
-        sync_rows = (curves["mode"] == mode) & curves[param_server.UPDATES].isna()
-        curves.loc[sync_rows, param_server.UPDATES] = curves.loc[sync_rows, v.EPOCH] * updates_per_epoch(
-            settings, mode
-        )
-    keep = ["run", "mode", "straggler_delay_s", v.EPOCH, param_server.UPDATES, TRAIN_TIME_S, v.EPOCH_TIME_S]
-    keep += [v.SAMPLES_PER_S, v.TRAIN_LOSS, target.key, target.test_key]
-    keep += [
-        c
-        for c in (param_server.STALENESS_MEAN, param_server.STALENESS_P90, param_server.STALENESS_MAX)
-        if c in curves
-    ]
-    curves = curves[[c for c in keep if c in curves]]
-    curves.to_csv(directory / "curves.csv", index=False)
-
-    runs = []
-    for label, curve in curves.groupby("run", sort=False):
-        reached = (
-            curve[curve[target.key] >= settings.target_value]
-            if target.mode == "max"
-            else curve[curve[target.key] <= settings.target_value]
-        )
-        counts = staleness.get(str(label), [])
-        total = sum(counts)
-        mean = sum(i * c for i, c in enumerate(counts)) / total if total else math.nan
-        runs.append(
-            {
-                "run": label,
-                "mode": curve["mode"].iloc[0],
-                "straggler_delay_s": curve["straggler_delay_s"].iloc[0],
-                "epochs": int(curve[v.EPOCH].max()),
-                "updates": int(curve[param_server.UPDATES].max()),
-                "train_time_s": float(curve[TRAIN_TIME_S].max()),
-                "samples_per_s": float(
-                    curve[v.SAMPLES_PER_S].iloc[1:].median()
-                    if len(curve) > 1
-                    else curve[v.SAMPLES_PER_S].iloc[0]
-                ),
-                f"final_{target.key}": float(curve[target.key].iloc[-1]),
-                f"best_{target.key}": float(
-                    curve[target.key].max() if target.mode == "max" else curve[target.key].min()
-                ),
-                f"time_to_{settings.target_value:g}_s": float(reached[TRAIN_TIME_S].iloc[0])
-                if len(reached)
-                else math.nan,
-                f"updates_to_{settings.target_value:g}": float(reached[param_server.UPDATES].iloc[0])
-                if len(reached)
-                else math.nan,
-                "staleness_mean": mean,
-                "staleness_max": max((i for i, c in enumerate(counts) if c), default=math.nan),
-            }
-        )
-    table = pd.DataFrame(runs)
-    table.to_csv(directory / "runs.csv", index=False)
-
-    figures = {}
-    for x, name in ((TRAIN_TIME_S, "target_vs_time.png"), (param_server.UPDATES, "target_vs_updates.png")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, curve in curves.groupby("run", sort=False):
-            style = "--" if curve["straggler_delay_s"].iloc[0] else "-"
-            ax.plot(curve[x], curve[target.key], style, marker="o", markersize=3, label=str(label))
-        ax.set_xlabel("training time (s)" if x == TRAIN_TIME_S else "optimizer updates")
-        ax.set_ylabel(target.label)
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(directory / name, dpi=100)
-        plt.close(fig)
-        figures[name] = x
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, counts in staleness.items():
-        total = sum(counts) or 1
-        ax.bar(
-            [i + (0.2 if "straggler" in label else -0.2) for i in range(len(counts))],
-            [c / total for c in counts],
-            width=0.4,
-            label=label,
-        )
-    ax.set_xlabel("staleness (updates applied since the worker pulled)")
-    ax.set_ylabel("fraction of gradients")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(directory / "staleness.png", dpi=100)
-    plt.close(fig)
-
-    lines = [
-        "# Synchronous data parallelism vs asynchronous parameter server",
-        "",
-        f"Task {settings.task}, {settings.workers} workers, {settings.epochs} epochs, {settings.optimizer} "
-        f"lr {settings.lr:g}, seed {settings.seed}; straggler: the last worker sleeps "
-        f"{settings.straggler_delay:g} s before each step. Training time excludes start-up and evaluation.",
-        "",
-        _markdown(table),
-        "",
-        "## What the straggler costs",
-        "",
-    ]
-    for mode in MODES:
-        base = table[(table["mode"] == mode) & (table["straggler_delay_s"] == 0)]
-        slow = table[(table["mode"] == mode) & (table["straggler_delay_s"] > 0)]
-        if len(base) and len(slow):
-            lines.append(
-                f"- {mode}: throughput x{slow['samples_per_s'].iloc[0] / base['samples_per_s'].iloc[0]:.2f}, "
-                f"training time x{slow['train_time_s'].iloc[0] / base['train_time_s'].iloc[0]:.2f}, "
-                f"final {target.key} {base[f'final_{target.key}'].iloc[0]:.4f} -> "
-                f"{slow[f'final_{target.key}'].iloc[0]:.4f}"
-            )
-    lines += ["", "## Staleness of the asynchronous runs (fraction of gradients)", ""]
-    for label, counts in staleness.items():
-        total = sum(counts) or 1
-        shown = ", ".join(f"{i}: {c / total:.3f}" for i, c in enumerate(counts) if c)
-        lines.append(f"- {label} ({total} gradients): {shown}")
-    lines += ["", *(f"![{name}]({name})" for name in (*figures, "staleness.png")), ""]
-    (directory / "report.md").write_text("\n".join(lines))
-    print("\n".join(lines[4:]), flush=True)
-    print(f"Report: {directory}", flush=True)
-    return directory
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "---|" * len(table.columns)
-    body = [
-        "| " + " | ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in row) + " |"
-        for row in table.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *body])
 
 
 def main(argv: list[str] | None = None) -> int:

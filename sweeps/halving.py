@@ -109,9 +109,9 @@ class ConfigurationHalving(TrialScheduler):
         self._ensure_loaded()
         optimizer = str(trial.config.get("optimizer"))
         self._to_unpause.discard(trial.trial_id)  # it runs again
-        if self._trial_eliminated(trial):
-            return self.STOP
         epoch = int(result.get(EPOCH, 0))
+        if self._has_trained_its_share(trial, epoch):
+            return self.STOP
         # Rungs below this epoch that are not decided yet: only for a seed resumed from its checkpoint
         # after a restart. It waits, as an uninterrupted run would have; without a record of such a rung
         # (its state file was lost) it counts with its best so far, so that the rung can still be decided.
@@ -120,7 +120,7 @@ class ConfigurationHalving(TrialScheduler):
         for (_, configuration, seed), reported in self._reports(trial, result):
             for rung in undecided:
                 self._seeds(rung, optimizer, configuration).setdefault(seed, self._value(reported))
-            if epoch in self.rungs:
+            if epoch in self.rungs and (optimizer, epoch) not in self.survivors:
                 self._seeds(epoch, optimizer, configuration)[seed] = self._value(reported)
             if reported.get(DIVERGED_FLAG):
                 self.failed.add((optimizer, configuration))
@@ -128,7 +128,7 @@ class ConfigurationHalving(TrialScheduler):
         if epoch not in self.rungs and not undecided and not diverged:
             return self.CONTINUE
         self._after_change(tune_controller, optimizer)
-        if self._trial_eliminated(trial):
+        if self._has_trained_its_share(trial, epoch):
             return self.STOP
         decided = all((optimizer, r) in self.survivors for r in self.rungs if r <= epoch)
         return self.CONTINUE if decided else self.PAUSE
@@ -184,8 +184,7 @@ class ConfigurationHalving(TrialScheduler):
         # Tune carries out a PAUSE later than the result that asked for it: a seed may have finished
         # pausing only after its configuration was eliminated. Stopping it again is a no-op.
         for trial in trials:
-            waiting = trial.status in (Trial.PAUSED, Trial.PENDING) and self._reached_a_rung(trial)
-            if waiting and self._trial_eliminated(trial):
+            if trial.status in (Trial.PAUSED, Trial.PENDING) and self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
         running = sum(trial.status == Trial.RUNNING for trial in trials)
         if self.max_running is not None and running >= self.max_running:
@@ -262,12 +261,11 @@ class ConfigurationHalving(TrialScheduler):
     def _apply(self, tune_controller: TuneController, optimizer: str) -> None:
         """Stop the paused seeds of eliminated configurations; mark the others' to be resumed."""
         for trial in tune_controller.get_trials():
-            waiting_pending = trial.status == Trial.PENDING and self._reached_a_rung(trial)
-            if trial.status != Trial.PAUSED and not trial.is_saving and not waiting_pending:
+            if trial.status not in (Trial.PAUSED, Trial.PENDING) and not trial.is_saving:
                 continue
             if str(trial.config.get("optimizer")) != optimizer:
                 continue
-            if self._trial_eliminated(trial):
+            if self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
             elif trial.status == Trial.PAUSED and self._waiting_is_over(trial):
                 self._to_unpause.add(trial.trial_id)
@@ -289,15 +287,30 @@ class ConfigurationHalving(TrialScheduler):
         """Whether every configuration the trial trains (one, or a fused group's) is eliminated."""
         return all(self._eliminated(o, c) for o, c, _ in self._units(trial))
 
+    def _elimination_rung(self, optimizer: str, configuration: int) -> int:
+        """The rung at which an eliminated configuration stopped."""
+        return next(r for r in self.rungs if configuration not in self.survivors.get((optimizer, r), []))
+
+    def _has_trained_its_share(self, trial: Trial, epoch: int | None = None) -> bool:
+        """Whether every configuration the trial trains is eliminated and the trial has trained (`epoch`;
+        by default its last result that Tune knows of) up to the rung where the last of them stopped.
+
+        A trial whose configurations were eliminated but that has not got that far is one whose earlier
+        run a killed driver lost after the decision (Tune restores trials from its last snapshot, or
+        creates them again when the snapshot predates them): it trains up to that rung again, as the
+        uninterrupted sweep did, so that its results are on record, and stops there."""
+        if not self._trial_eliminated(trial):
+            return False
+        if epoch is None:
+            epoch = int(trial.last_result.get(EPOCH, 0))
+        return epoch >= max(self._elimination_rung(o, c) for o, c, _ in self._units(trial))
+
     def _rungs_reached(self, trial: Trial) -> list[int]:
         return [
             r
             for r in self.rungs
             if any(s in self.records.get(r, {}).get((o, c), {}) for o, c, s in self._units(trial))
         ]
-
-    def _reached_a_rung(self, trial: Trial) -> bool:
-        return bool(self._rungs_reached(trial))
 
     def _waiting(self, trial: Trial) -> bool:
         """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
@@ -426,12 +439,6 @@ def _stop(tune_controller: TuneController, trial: Trial) -> None:
     """Stop a paused (or waiting) trial. Ray 2.60 re-serialises only the trials it marks, and it marks a
     stopped trial only when it has a live actor: a paused one would stay PAUSED in the experiment
     state (and read as unfinished by the report) unless marked here."""
-    if trial.status == Trial.PENDING and not getattr(trial, "relative_logdir", "unknown"):
-        # Never started: after a restore, a trial Tune's last snapshot did not name yet is created again,
-        # and its earlier run's results (kept in the state file) may already have eliminated it. Tune
-        # needs a directory for every ended trial (its ResultGrid, its callbacks); the analysis reads the
-        # earlier run's directory of the same trial id.
-        trial.init_local_path()
     tune_controller.stop_trial(trial)
     _ray_compat.mark_stopped_trial_for_snapshot(tune_controller, trial)
 

@@ -29,6 +29,7 @@ class FakeGroup:
     active: list[int] = field(default_factory=list)
     best: dict[int, float] = field(default_factory=dict)
     last_epoch: dict[int, int] = field(default_factory=dict)
+    last_result: dict[str, Any] = field(default_factory=dict)
 
 
 def simulate_fused(
@@ -119,6 +120,7 @@ def simulate_fused(
         if trial.epoch % 2 == 0:  # rungs 2, 6, 18: as Tune hands them to schedulers, flattened
             flat = {f"members/{k}/{key}": v for k, metrics in reports.items() for key, v in metrics.items()}
             result = {"epoch": trial.epoch} | flat
+        trial.last_result = result
         decision = scheduler.on_trial_result(controller, trial, result)
         if decision == scheduler.PAUSE:
             pausing.append(trial)

@@ -30,6 +30,7 @@ class FakeTrial:
     is_saving: bool = False
     epoch: int = 0  # last reported epoch (its checkpoint)
     best: float = -1.0
+    last_result: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,9 +66,13 @@ def simulate(
     slots: int,
     state_file: Path | None = None,
     restart_after: int | None = None,
+    lost_steps: int = 0,
     diverge: frozenset[tuple[int, int]] = frozenset(),
 ) -> tuple[dict, dict[str, int], dict[str, str]]:
-    """Run a whole sweep; returns (decisions, last epoch per trial, final status per trial)."""
+    """Run a whole sweep; returns (decisions, last epoch per trial, final status per trial).
+
+    `restart_after`: the driver is killed after that many results, and the last `lost_steps` of them
+    are lost to Tune (its experiment snapshot is older), though the scheduler's state file has them."""
     trials = [
         FakeTrial(f"t{c:02d}_{s}", {"optimizer": "adam", "__configuration": c, "seed": s})
         for c, s in itertools.product(range(configurations), range(seeds))
@@ -88,6 +93,7 @@ def simulate(
     rng = random.Random(order_seed)
     steps = 0
     pausing: list[FakeTrial] = []  # Tune carries out a PAUSE later (after saving the trial)
+    snapshot: dict[str, tuple[str, int, float, dict[str, Any]]] = {}
     while True:
         for trial in [
             t
@@ -117,6 +123,7 @@ def simulate(
             trial.best = max(trial.best, value)
         result[TARGET.key] = TARGET.worst if value is None else value
         result[TARGET.best_key] = trial.best if trial.best >= 0 else TARGET.worst
+        trial.last_result = result
         if value is None:  # the loop ends a diverged run itself
             trial.status = Trial.TERMINATED
             scheduler.on_trial_complete(controller, trial, result)
@@ -128,11 +135,15 @@ def simulate(
             trial.status = Trial.TERMINATED
             scheduler.on_trial_complete(controller, trial, result)
         steps += 1
+        if restart_after is not None and steps == restart_after - lost_steps:
+            snapshot = {t.trial_id: (t.status, t.epoch, t.best, dict(t.last_result)) for t in trials}
         if restart_after is not None and steps == restart_after:
-            # The driver dies: Tune restores unfinished trials as PENDING from their checkpoints, and the
-            # scheduler starts anew (Tune keeps no scheduler state), reading its state file.
+            # The driver dies: Tune restores its last snapshot, unfinished trials as PENDING from their
+            # checkpoints, and the scheduler starts anew (Tune keeps no scheduler state), reading its
+            # state file.
             pausing.clear()
             for t in trials:
+                t.status, t.epoch, t.best, t.last_result = snapshot[t.trial_id]
                 if t.status in (Trial.RUNNING, Trial.PAUSED):
                     t.status = Trial.PENDING
             scheduler = pickle.loads(as_built)
@@ -176,6 +187,24 @@ def test_a_resumed_sweep_decides_exactly_as_an_uninterrupted_one(tmp_path: Path)
         state = tmp_path / f"b{restart_after}.json"
         resumed = simulate(9, 2, 20, order_seed=6, slots=2, state_file=state, restart_after=restart_after)
         assert resumed[:2] == whole[:2], restart_after
+
+
+@pytest.mark.parametrize("restart_after", [20, 23, 40, 60, 77])
+@pytest.mark.parametrize("lost_steps", [1, 4, 12])
+def test_trials_the_killed_driver_lost_after_a_decision_train_again_up_to_their_rung(
+    tmp_path: Path, restart_after: int, lost_steps: int
+) -> None:
+    """Tune's snapshot lags the scheduler's state file: trials whose results were decided on but lost
+    (created again from scratch, or restored from an older checkpoint) train up to the rung where their
+    configuration stopped, so that every trial ends at the epoch an uninterrupted sweep ends it."""
+    whole = simulate(9, 2, 20, order_seed=5, slots=4, state_file=tmp_path / "whole.json")
+    state = tmp_path / "resumed.json"
+    resumed = simulate(
+        9, 2, 20, order_seed=6, slots=4, state_file=state, restart_after=restart_after, lost_steps=lost_steps
+    )
+    assert resumed[0] == whole[0]
+    assert resumed[1] == whole[1]
+    assert set(resumed[2].values()) == {Trial.TERMINATED}
     # Without its state file a resumed sweep still ends (rungs decided on what the seeds report then).
     _, _, statuses = simulate(9, 2, 20, order_seed=6, slots=2, state_file=None, restart_after=40)
     assert set(statuses.values()) == {Trial.TERMINATED}

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import defaultdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
+from optsweep import atomic_files
 from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
 
 from . import _ray_compat
@@ -351,7 +350,7 @@ class ConfigurationHalving(TrialScheduler):
             return
         self._loaded = True
         if self.state_file is not None:
-            text = _read(self.state_file)
+            text = atomic_files.read_text_at(self.state_file)
             if text is not None:
                 self._load(text)
 
@@ -375,7 +374,7 @@ class ConfigurationHalving(TrialScheduler):
                 for (o, rung), survivors in sorted(self.survivors.items())
             ],
         }
-        _write(self.state_file, json.dumps(state))
+        atomic_files.write_text_at(self.state_file, json.dumps(state))
 
     def _load(self, text: str) -> None:
         try:
@@ -404,7 +403,7 @@ class StateFileDecisions:
         self.state_file = state_file
 
     def eliminated(self, optimizer: str, epoch: int) -> set[int]:
-        text = _read(self.state_file)
+        text = atomic_files.read_text_at(self.state_file)
         if text is None:
             return set()
         eliminated: set[int] = set()
@@ -441,27 +440,3 @@ def _stop(tune_controller: TuneController, trial: Trial) -> None:
     state (and read as unfinished by the report) unless marked here."""
     tune_controller.stop_trial(trial)
     _ray_compat.mark_stopped_trial_for_snapshot(tune_controller, trial)
-
-
-def _read(location: str) -> str | None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def _write(location: str, text: str) -> None:
-    """Atomically: a local file by rename, an object store object whole."""
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        temporary = f"{path}.tmp-{os.getpid()}"
-        Path(temporary).write_text(text)
-        os.replace(temporary, path)
-        return
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())

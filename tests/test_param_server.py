@@ -76,15 +76,15 @@ def _check_learned(
     task = build_task("digits", {})
     per_epoch = param_server.updates_per_epoch(len(task.data().train), task.batch_size, config.workers)
     assert [r[v.EPOCH] for r in reports] == list(range(1, EPOCHS + 1))
-    assert last[param_server.UPDATES] == EPOCHS * per_epoch
+    assert last[v.UPDATES] == EPOCHS * per_epoch
     assert last[v.VAL_PREFIX + "acc"] > 0.85, last
     assert (last[param_server.WORKER_RESTARTS], last[param_server.SERVER_RESTARTS]) == restarts
     for report in reports:
-        assert 0 <= report[param_server.STALENESS_P50] <= report[param_server.STALENESS_MAX]
+        assert 0 <= report[v.STALENESS_P50] <= report[v.STALENESS_MAX]
     # The last checkpoint holds every update's staleness.
     state, _ = checkpoints.load(sorted(session.checkpoint_root.glob("checkpoint_*"))[-1], 0)
-    counts = state[param_server.STALENESS_COUNTS]
-    assert int(counts.sum()) == last[param_server.UPDATES]
+    counts = state[v.STALENESS_COUNTS]
+    assert int(counts.sum()) == last[v.UPDATES]
     return last
 
 
@@ -103,7 +103,7 @@ def test_converges_on_digits_with_staleness_and_survives_a_killed_worker(
     _check_learned(session, config, restarts=(1, 0))
     # Two workers pushing without waiting: in epoch 1 (both alive) a gradient is ~1 update stale on
     # average. (After the kill, the other worker runs alone until the replacement is up.)
-    assert 0.5 < session.reports[0][param_server.STALENESS_MEAN] < 2.0, session.reports[0]
+    assert 0.5 < session.reports[0][v.STALENESS_MEAN] < 2.0, session.reports[0]
 
 
 @pytest.mark.slow

@@ -30,22 +30,22 @@ import torch
 
 from optsweep import vocabulary as v
 from optsweep.optimizers import schedules
+from optsweep.vocabulary import (
+    STALENESS_COUNTS,
+    STALENESS_MAX,
+    STALENESS_MEAN,
+    STALENESS_P50,
+    STALENESS_P90,
+    UPDATES,
+)
 
 from . import checkpoints, data, decisions, faults, optimizer_choice
 from .config import TrainConfig
 from .loop import Session, diverged_metrics, evaluate, nonfinite_validation, seed_everything
 from .tasks import Task, build_task, param_groups
 
-UPDATES = "updates"
-"""Result key: updates the server has applied so far."""
-STALENESS_MEAN = "staleness_mean"
-STALENESS_P50 = "staleness_p50"
-STALENESS_P90 = "staleness_p90"
-STALENESS_MAX = "staleness_max"
 WORKER_RESTARTS = "worker_restarts"
 SERVER_RESTARTS = "server_restarts"
-STALENESS_COUNTS = "staleness_counts"
-"""Checkpoint state key: how many gradients had each staleness (index = staleness), over the whole run."""
 STALL_TIMEOUT_S = 600.0
 """The driver gives up (with an error naming the epoch) if no epoch completes for this long."""
 SERVER_MEMORY_BYTES = 256 * 2**20

@@ -2,11 +2,11 @@
 within 1 seed-SD of the best one, at 5 search seeds (the default before the confirmation stage) and at 3
 (the default now, which pays for the 10 confirmation seeds).
 
-A seeded simulation of the default study's search: 24 configurations whose true results are drawn
-N(0, tau^2) in units of the seed-to-seed standard deviation (sigma = 1), each judged by successive
-halving as `sweeps.halving` does it (rungs keep the top third of 24, then of 8, then the best of 2, by
-the mean over the configuration's seeds; each rung's seeds are fresh noise around the true result).
-tau is the spread of the configurations' true results relative to the seed noise: the default digits
+A seeded simulation of the default study's search: 24 configurations whose true results are drawn N(0, tau^2)
+in units of the seed-to-seed standard deviation (sigma = 1), each judged by successive halving as
+`sweeps.early_stopping.halving` does it (rungs keep the top third of 24, then of 8, then the best of 2, by the
+mean over the configuration's seeds; each rung's seeds are fresh noise around the true result). tau is the
+spread of the configurations' true results relative to the seed noise: the default digits
 study measured tau/sigma near 0.5-1 among its 8 best configurations at epoch 6 and far more over all 24.
 
     python benchmarks/selection_quality.py            # 20,000 studies per cell

@@ -48,7 +48,7 @@ def entry_points() -> list[EntryPoint]:
     points += [
         _code("import optsweep; optsweep.Task"),
         _code("import optsweep.trainables.fused_trial"),
-        _code("from optsweep.sweeps import study"),
+        _code("from optsweep.sweeps.runner import study"),
     ]
     return points
 

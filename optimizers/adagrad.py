@@ -42,7 +42,7 @@ def adagrad_update(
 class Adagrad(FusableOptimizer):
     """Adagrad, a drop-in for `torch.optim.Adagrad`: same arguments, defaults, state and trajectory."""
 
-    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    # The nuisance hyperparameters a study tunes, and where (sweeps.search.spaces reads this; plain data).
     search_space: ClassVar[dict[str, Any]] = {
         "lr": {"log_uniform": [1e-3, 1.0]},
         "weight_decay": {"log_uniform_or_zero": [1e-6, 1e-2]},

@@ -87,7 +87,7 @@ class Adam(FusableOptimizer):
     forces the compiled step, `fused=False` the eager one, `None` picks by size (see `_engine`).
     """
 
-    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    # The nuisance hyperparameters a study tunes, and where (sweeps.search.spaces reads this; plain data).
     search_space: ClassVar[dict[str, Any]] = {
         "lr": {"log_uniform": [1e-4, 1e-1]},
         "beta1": {"one_minus_log_uniform": [0.8, 0.98]},

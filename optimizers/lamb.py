@@ -70,7 +70,7 @@ class LAMB(FusableOptimizer):
     is 1 where either norm is zero (freshly zeroed weights, zero update).
     """
 
-    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    # The nuisance hyperparameters a study tunes, and where (sweeps.search.spaces reads this; plain data).
     search_space: ClassVar[dict[str, Any]] = {
         "lr": {"log_uniform": [1e-4, 1e-1]},
         "beta1": {"one_minus_log_uniform": [0.8, 0.98]},

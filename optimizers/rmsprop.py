@@ -66,7 +66,7 @@ class RMSprop(FusableOptimizer):
 
     `fused` (not in torch's RMSprop) chooses the step like in the other optimizers."""
 
-    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    # The nuisance hyperparameters a study tunes, and where (sweeps.search.spaces reads this; plain data).
     search_space: ClassVar[dict[str, Any]] = {
         "lr": {"log_uniform": [1e-5, 1e-1]},
         "alpha": {"one_minus_log_uniform": [0.9, 0.999]},

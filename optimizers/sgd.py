@@ -71,7 +71,7 @@ class MomentumBufferOptimizer(FusableOptimizer):
 class SGD(MomentumBufferOptimizer):
     """SGD, a drop-in for `torch.optim.SGD`: same arguments, defaults, state and trajectory."""
 
-    # The nuisance hyperparameters a study tunes, and where (sweeps.spaces reads this; plain data).
+    # The nuisance hyperparameters a study tunes, and where (sweeps.search.spaces reads this; plain data).
     search_space: ClassVar[dict[str, Any]] = {
         "lr": {"log_uniform": [1e-3, 1.0]},
         "momentum": {"one_minus_log_uniform": [0.5, 0.99]},

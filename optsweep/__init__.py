@@ -28,11 +28,11 @@ _EXPORTS = {
     "token_cross_entropy": "optsweep.trainables.tasks",
     "Target": "optsweep.vocabulary",
     # Search spaces of a user's optimizer
-    "LogUniform": "optsweep.sweeps.spaces",
-    "Uniform": "optsweep.sweeps.spaces",
-    "OneMinusLogUniform": "optsweep.sweeps.spaces",
-    "LogUniformOrZero": "optsweep.sweeps.spaces",
-    "Choice": "optsweep.sweeps.spaces",
+    "LogUniform": "optsweep.sweeps.search.spaces",
+    "Uniform": "optsweep.sweeps.search.spaces",
+    "OneMinusLogUniform": "optsweep.sweeps.search.spaces",
+    "LogUniformOrZero": "optsweep.sweeps.search.spaces",
+    "Choice": "optsweep.sweeps.search.spaces",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -61,13 +61,13 @@ def write_text_at(location: str, text: str, *, durable: bool = False) -> None:
     write_bytes_at(location, text.encode("utf-8"), durable=durable)
 
 
-def read_text_at(location: str) -> str | None:
-    """The text (UTF-8) of the file at `location` (a local path or storage URI), or None if there is no
-    file there."""
+def read_bytes_at(location: str) -> bytes | None:
+    """The bytes of the file at `location` (a local path or storage URI), or None if there is no file
+    there."""
     local = _local_path(location)
     if local is not None:
         try:
-            return local.read_text(encoding="utf-8") if local.is_file() else None
+            return local.read_bytes() if local.is_file() else None
         except FileNotFoundError:  # removed between the check and the read
             return None
     import pyarrow.fs
@@ -76,7 +76,13 @@ def read_text_at(location: str) -> str | None:
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(path) as f:
-        return bytes(f.read()).decode("utf-8")
+        return bytes(f.read())
+
+
+def read_text_at(location: str) -> str | None:
+    """`read_bytes_at` decoded as UTF-8."""
+    raw = read_bytes_at(location)
+    return None if raw is None else raw.decode("utf-8")
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:

@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 
 from optsweep.errors import OptsweepError
-
-from . import spec as spec_module
-from .spec import StudySpec
+from optsweep.sweeps import spec as spec_module
+from optsweep.sweeps.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class Study:
     def _references(self, optimizers: Iterable[Any]) -> Any:
         import torch
 
-        from .contenders import reference_of
+        from optsweep.sweeps.search.contenders import reference_of
 
         if isinstance(optimizers, (str, bytes)) or not isinstance(optimizers, Iterable):
             return optimizers  # the spec refuses it, naming the value
@@ -126,9 +125,9 @@ class Study:
         return references
 
     def plan(self, storage_path: str | None = None, **where: Any) -> Any:
-        """The study resolved and checked (no Ray): what `run` would run, as `sweeps.study.Plan`. `where`
-        overrides settings of the spec for this run (resources, address, tracking, fuse, ...)."""
-        from . import study
+        """The study resolved and checked (no Ray): what `run` would run, as `sweeps.runner.study.Plan`.
+        `where` overrides settings of the spec for this run (resources, address, tracking, fuse, ...)."""
+        from optsweep.sweeps.runner import study
 
         changes = dict(where)
         if storage_path is not None:
@@ -140,8 +139,7 @@ class Study:
         """Run (or resume) the study into `<storage_path>/<name>/`, print its verdict, table and where the
         report is, and return its results. `where` as in `plan`."""
         from optsweep import analysis
-
-        from . import study
+        from optsweep.sweeps.runner import study
 
         plan = self.plan(storage_path, **where)
         started = time.monotonic()

@@ -14,10 +14,9 @@ from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 from optsweep import catalog
 from optsweep.errors import OptsweepError
-
-from . import preflight
-from . import spec as spec_module
-from .spec import SMOKE, StudySpec
+from optsweep.sweeps import spec as spec_module
+from optsweep.sweeps.cluster import preflight
+from optsweep.sweeps.spec import SMOKE, StudySpec
 
 __all__ = ["build_parser", "fail", "main", "parse"]
 
@@ -194,8 +193,9 @@ def main(
         spec = parse(argv, prog, description, defaults, where=where)
     except OptsweepError as error:
         return fail(str(error))
-    from . import api, study
-    from .storage_guard import StorageError
+    from optsweep.sweeps import api
+    from optsweep.sweeps.cluster.storage_guard import StorageError
+    from optsweep.sweeps.runner import study
 
     try:
         api.Study.from_spec(spec).run()

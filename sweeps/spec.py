@@ -6,7 +6,7 @@ file, ``num_samples=``), the value and what is allowed, before anything expensiv
 
 Pure Python plus pydantic (no torch, no Ray): the command line's ``--help`` and these checks stay fast.
 Checks that need the user's code (an optimizer's import path, a task factory's arguments) happen when the
-study is prepared (`sweeps.study.prepare`), still before Ray starts.
+study is prepared (`sweeps.runner.study.prepare`), still before Ray starts.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ class StudySpec:
         its space (default: the built-in optimizer's)."""
         if self.lr_min is None and self.lr_max is None:
             return None
-        from . import spaces
+        from optsweep.sweeps.search import spaces
 
         default = (params if params is not None else spaces.default_params(optimizer)).get("lr")
         if not isinstance(default, (spaces.LogUniform, spaces.Uniform)):

@@ -22,7 +22,7 @@ _script = False
 
 def begin() -> None:
     """This process is a command-line script (see `is_script`). Until the study takes signals over
-    (`sweeps.interrupts`), SIGINT and SIGTERM end the process at once with one line and exit 128 + the
+    (`sweeps.cluster.interrupts`), SIGINT and SIGTERM end the process at once with one line and exit 128 + the
     signal's number. Only in the main thread, and only for handlers that are still Python's defaults."""
     global _script
     if threading.current_thread() is not threading.main_thread():
@@ -41,8 +41,8 @@ def is_script() -> bool:
 
 def leave(signum: int, hint: str = "") -> None:
     """End the process now, as a signal that stopped it: one line (the hint, if any), exit 128 + signum.
-    The interpreter's teardown is skipped on purpose (see `sweeps.interrupts`); the local Ray processes
-    started by this process end with it (Ray makes them share its fate)."""
+    The interpreter's teardown is skipped on purpose (see `sweeps.cluster.interrupts`); the local Ray
+    processes started by this process end with it (Ray makes them share its fate)."""
     print(f"\nInterrupted ({signal.Signals(signum).name}).{' ' + hint if hint else ''}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -30,9 +30,8 @@ from typing import Any
 import yaml
 
 from optsweep.errors import OptsweepError
-
-from . import spec as spec_module
-from .spec import StudySpec
+from optsweep.sweeps import spec as spec_module
+from optsweep.sweeps.spec import StudySpec
 
 LIST_KEYS = ("optimizers", "schedules", "log_to", "python_path")
 """Keys whose value is a list (also accepted as a comma-separated string)."""
@@ -50,7 +49,7 @@ def check_search_spaces(search_spaces: Any, file: Path) -> None:
     """Each declared space is one the search understands; a mistake names the file."""
     if not isinstance(search_spaces, dict):
         return  # the spec refuses it, naming the file
-    from . import spaces
+    from optsweep.sweeps.search import spaces
 
     for label, space in search_spaces.items():
         try:

@@ -29,11 +29,10 @@ import pandas as pd
 
 from optsweep import vocabulary as v
 from optsweep.analysis import sync_vs_async as report
+from optsweep.sweeps.spec import DEFAULT_STORAGE
 from optsweep.trainables import checkpoints, param_server
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.tasks import build_task
-
-from .spec import DEFAULT_STORAGE
 
 MODES = ("sync", "async-ps")
 

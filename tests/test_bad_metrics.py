@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from optsweep.sweeps.progress import ProgressLine
-from optsweep.sweeps.trial_identity import ConfigurationIds
+from optsweep.sweeps.monitoring.progress import ProgressLine
+from optsweep.sweeps.record.trial_identity import ConfigurationIds
 from optsweep.trainables import loop, sessions, tasks
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused import train_fused

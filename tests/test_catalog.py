@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from optsweep import catalog, optimizers
 from optsweep.optimizers import schedules
-from optsweep.sweeps import spaces, spec
+from optsweep.sweeps import spec
+from optsweep.sweeps.search import spaces
 from optsweep.trainables import builtin_tasks, config, data, models
 
 

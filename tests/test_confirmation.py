@@ -20,7 +20,9 @@ from ray import tune
 import optsweep
 from optsweep import analysis
 from optsweep.errors import OptsweepError
-from optsweep.sweeps import adam_vs_sgd, cli, confirmation, identity, side_by_side, study, study_file
+from optsweep.sweeps import adam_vs_sgd, cli, study_file
+from optsweep.sweeps.record import identity
+from optsweep.sweeps.runner import confirmation, side_by_side, study
 from optsweep.sweeps.spec import StudySpec
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
 
@@ -151,7 +153,7 @@ def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
 def test_a_runner_takes_the_set_up_turn_again_for_its_second_fit_and_sees_the_stop() -> None:
     import ray.tune.tune
 
-    from optsweep.sweeps import side_by_side
+    from optsweep.sweeps.runner import side_by_side
 
     seen: list[tuple[str, bool, bool]] = []
 
@@ -266,7 +268,7 @@ def test_a_ctrl_c_in_the_fused_confirmation_resumes_it_without_the_search(
 @pytest.mark.timeout(900)
 @pytest.mark.usefixtures("ray_session")
 def test_an_unfused_confirmation_through_the_python_door(tmp_path: Path) -> None:
-    # Optuna proposes configurations from earlier results, so nothing fuses (sweeps.fusion).
+    # Optuna proposes configurations from earlier results, so nothing fuses (sweeps.runner.fusion).
     result = optsweep.Study(
         "digits",
         optimizers=["sgd", "adam"],

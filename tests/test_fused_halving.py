@@ -15,7 +15,7 @@ import pytest
 from ray.tune.experiment import Trial
 from test_halving import TARGET, FakeController, accuracy, simulate
 
-from optsweep.sweeps.halving import ConfigurationHalving, StateFileDecisions
+from optsweep.sweeps.early_stopping.halving import ConfigurationHalving, StateFileDecisions
 from optsweep.sweeps.spec import StudySpec
 
 
@@ -205,7 +205,7 @@ def test_a_cap_on_running_trials_never_hangs_the_rungs(tmp_path: Path, group_siz
 def test_a_resumed_study_takes_this_runs_cap_and_an_old_pickle_has_none(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from optsweep.sweeps import safeguards
+    from optsweep.sweeps.runner import safeguards
 
     scheduler = ConfigurationHalving(TARGET, 20, 2, 1, max_running=3)
     config = SimpleNamespace(scheduler=scheduler, max_concurrent_trials=3)

@@ -6,7 +6,7 @@ import io
 
 from test_progress import _Trial
 
-from optsweep.sweeps.progress import ProgressLine
+from optsweep.sweeps.monitoring.progress import ProgressLine
 
 
 def test_a_fused_group_counts_as_its_members() -> None:

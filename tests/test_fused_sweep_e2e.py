@@ -13,7 +13,7 @@ import pytest
 
 from optsweep import analysis
 from optsweep.sweeps import adam_vs_sgd
-from optsweep.sweeps.halving import STATE_FILE
+from optsweep.sweeps.early_stopping.halving import STATE_FILE
 from optsweep.trainables import faults
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

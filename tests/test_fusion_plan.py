@@ -1,4 +1,4 @@
-"""Planning fused trials (sweeps.fusion): who fuses and why not (one line), K from memory, packing."""
+"""Planning fused trials (sweeps.runner.fusion): who fuses and why not (one line), K from memory, packing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from optsweep.errors import OptsweepError
-from optsweep.sweeps import cli, contenders, fusion
+from optsweep.sweeps import cli
+from optsweep.sweeps.runner import fusion
+from optsweep.sweeps.search import contenders
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import tasks
 from optsweep.trainables.tasks import Task

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import optsweep
-from optsweep.sweeps import spaces
+from optsweep.sweeps.search import spaces
 
 LRS = (1e-3, 1e-2, 1e-1)
 

@@ -16,7 +16,7 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
-from optsweep.sweeps.halving import ConfigurationHalving, SeedRepeater, rungs_for
+from optsweep.sweeps.early_stopping.halving import ConfigurationHalving, SeedRepeater, rungs_for
 from optsweep.vocabulary import Target
 
 TARGET = Target("acc", "max")

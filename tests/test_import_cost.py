@@ -85,10 +85,10 @@ def test_a_task_built_by_name_brings_torch_but_no_tracker(tmp_path: Path) -> Non
 @pytest.mark.timeout(180)
 def test_tracking_imports_no_backend_until_a_study_logs(tmp_path: Path) -> None:
     modules = imported_by(
-        ["-c", "from optsweep.sweeps import tracking; tracking.for_study"], tmp_path
+        ["-c", "from optsweep.sweeps.monitoring import tracking; tracking.for_study"], tmp_path
     )
-    assert "optsweep.sweeps.tracking" in modules
-    assert loaded(modules, ("ray", "optsweep.sweeps.tracking_callbacks", *TRACKERS_AND_DATA)) == []
+    assert "optsweep.sweeps.monitoring.tracking" in modules
+    assert loaded(modules, ("ray", "optsweep.sweeps.monitoring.tracking_callbacks", *TRACKERS_AND_DATA)) == []
 
 
 @pytest.mark.slow
@@ -115,7 +115,7 @@ def test_the_startup_benchmark_quick_prints_every_entry_point_against_torch(tmp_
         "python -m optsweep --help",
         "import optsweep; optsweep.Task",
         "import optsweep.trainables.fused_trial",
-        "from optsweep.sweeps import study",
+        "from optsweep.sweeps.runner import study",
     }
     assert set(rows) == expected
     assert rows["import torch"][2] == 1.0

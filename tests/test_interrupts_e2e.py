@@ -158,7 +158,8 @@ def test_a_ctrl_c_while_the_script_imports_is_one_line(tmp_path: Path) -> None:
 
 STUDY_LIKE = """
 import contextlib, sys, time
-from optsweep.sweeps import interrupts, startup
+from optsweep.sweeps import startup
+from optsweep.sweeps.cluster import interrupts
 startup.begin()
 with interrupts.StopOnSignal(hint="Run the same command again to resume X."):
     with interrupts.tune_running() if sys.argv[1] == "in-tune" else contextlib.nullcontext():

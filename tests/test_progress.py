@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from optsweep.sweeps.progress import ProgressLine
+from optsweep.sweeps.monitoring.progress import ProgressLine
 from optsweep.vocabulary import Target
 
 

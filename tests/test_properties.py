@@ -33,7 +33,9 @@ from hypothesis import strategies as st
 from optsweep import optimizers
 from optsweep.errors import OptsweepError
 from optsweep.optimizers import schedules
-from optsweep.sweeps import adam_vs_sgd, cli, spaces, study
+from optsweep.sweeps import adam_vs_sgd, cli
+from optsweep.sweeps.runner import study
+from optsweep.sweeps.search import spaces
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import data, models
 from optsweep.vocabulary import CONFIRM_SEED_BASE

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from optsweep.sweeps import adam_vs_sgd
-from optsweep.sweeps.halving import STATE_FILE
+from optsweep.sweeps.early_stopping.halving import STATE_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

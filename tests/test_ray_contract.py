@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from optsweep.sweeps import _ray_compat, interrupts
+from optsweep.sweeps import _ray_compat
+from optsweep.sweeps.cluster import interrupts
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_FOLDERS = ("optsweep", "optimizers", "trainables", "sweeps", "analysis", "benchmarks", "examples")
@@ -141,7 +142,7 @@ def test_a_restored_tuners_config_can_be_changed_in_place() -> None:
 
 def test_the_experiment_state_stores_a_trials_configs_and_resources_where_resume_edits_them() -> None:
     """`stored_trial_config_keys` and `stored_resource_request`: as `Trial.get_json_state` writes a trial
-    into experiment_state-*.json (the file `sweeps.resume` edits before a resume)."""
+    into experiment_state-*.json (the file `sweeps.record.resume` edits before a resume)."""
     from ray import cloudpickle
     from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
     from ray.tune.experiment import Trial
@@ -235,7 +236,8 @@ def test_the_placeholder_the_analysis_refuses_is_still_tunes() -> None:
 
 
 def test_the_log_lines_a_study_hides_are_still_rays() -> None:
-    """`sweeps.interrupts` filters these lines of Ray's loggers: each logger's module still says them."""
+    """`sweeps.cluster.interrupts` filters these lines of Ray's loggers: each logger's module still says
+    them."""
     for logger, part in interrupts.HIDDEN_LOG_LINES.items():
         assert part in inspect.getsource(importlib.import_module(logger)), (logger, part)
 
@@ -390,7 +392,7 @@ def test_no_class_overrides_a_private_hook_of_a_ray_class_outside_the_fence() ->
     """A class of the project's packages with a Ray class among its bases defines no private name (method,
     class attribute, `self._x`) that the Ray classes it inherits from define: such an override is
     routed through the fence (which asserts the hook's shape above)."""
-    importlib.import_module("optsweep.sweeps.study")  # the layers, imported in their own order
+    importlib.import_module("optsweep.sweeps.runner.study")  # the layers, imported in their own order
     found = []
     for path, names in _parsed().items():
         if path.relative_to(REPO).parts[0] in ("benchmarks", "examples") or not names.imports_ray:

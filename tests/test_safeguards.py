@@ -19,17 +19,9 @@ import pytest
 import ray
 
 from optsweep.analysis import atomic
-from optsweep.sweeps import (
-    adam_vs_sgd,
-    feasibility,
-    interrupts,
-    ray_connect,
-    resume,
-    retention,
-    spec,
-    storage_guard,
-    trust,
-)
+from optsweep.sweeps import adam_vs_sgd, spec
+from optsweep.sweeps.cluster import feasibility, interrupts, ray_connect, retention, storage_guard
+from optsweep.sweeps.record import resume, trust
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import checkpoints, sessions
 from optsweep.trainables.trial import IncompleteTrialConfigError, run_trial
@@ -474,7 +466,7 @@ def test_a_resumed_tuner_takes_this_runs_max_concurrent(tmp_path: Path) -> None:
     attribute the study sets (a Ray upgrade that moves it fails here, not silently)."""
     from ray import tune
 
-    from optsweep.sweeps import safeguards
+    from optsweep.sweeps.runner import safeguards
 
     tuner = tune.Tuner(
         lambda config: None,

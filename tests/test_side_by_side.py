@@ -1,4 +1,4 @@
-"""Optimizers side by side (issue 12, item 4): `sweeps.side_by_side` runs callables in threads with one
+"""Optimizers side by side (issue 12, item 4): `sweeps.runner.side_by_side` runs callables in threads with one
 graceful stop (Tune's own, resumable) reaching every fit; end to end, a 3-optimizer study runs its
 optimizers' trials at the same time, gives the same trials table twice, and a Ctrl-C stops every
 optimizer resumably."""
@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from optsweep.sweeps import interrupts, side_by_side
+from optsweep.sweeps.cluster import interrupts
+from optsweep.sweeps.runner import side_by_side
 from optsweep.sweeps.spec import StudySpec
 
 WAIT_S = 30.0
@@ -259,7 +260,8 @@ def test_tune_running_is_the_main_threads_business() -> None:
 def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from optsweep.sweeps import feasibility, study
+    from optsweep.sweeps.cluster import feasibility
+    from optsweep.sweeps.runner import study
 
     cluster = feasibility.Cluster(nodes=[{"CPU": 8.0, "GPU": 1.0}])
     monkeypatch.setattr(study.feasibility, "snapshot", lambda local: cluster)

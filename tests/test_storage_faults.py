@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from optsweep.sweeps import adam_vs_sgd, storage_guard
+from optsweep.sweeps import adam_vs_sgd
+from optsweep.sweeps.cluster import storage_guard
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -20,7 +20,8 @@ import optsweep
 from optsweep import console
 from optsweep.analysis.html_report import rerun_command
 from optsweep.errors import OptsweepError
-from optsweep.sweeps import reproduce, spec, study_file
+from optsweep.sweeps import spec, study_file
+from optsweep.sweeps.record import reproduce
 from optsweep.vocabulary import STUDY_YAML
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,9 @@ import pytest
 import ray
 
 from optsweep.errors import OptsweepError
-from optsweep.sweeps import adam_vs_sgd, cli, ray_connect, study
+from optsweep.sweeps import adam_vs_sgd, cli
+from optsweep.sweeps.cluster import ray_connect
+from optsweep.sweeps.runner import study
 from optsweep.sweeps.spec import StudySpec
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from optsweep.sweeps import adam_vs_sgd, cli, identity, spaces, study
+from optsweep.sweeps import adam_vs_sgd, cli
+from optsweep.sweeps.record import identity
+from optsweep.sweeps.runner import study
+from optsweep.sweeps.search import spaces
 from optsweep.sweeps.spec import StudySpec
 
 SCRIPT = Path(adam_vs_sgd.__file__)

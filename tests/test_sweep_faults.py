@@ -155,7 +155,7 @@ def test_ctrl_c_stops_the_whole_study_and_the_resume_reports_asha_stopped_trials
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 _LOCAL_RAY = """
 import sys, ray
-from optsweep.sweeps import ray_connect
+from optsweep.sweeps.cluster import ray_connect
 print(ray_connect.connect(None, "local"), flush=True)
 ray.get(ray.remote(lambda: 1).remote())  # a worker process, with its own server
 print("GCS", ray.get_runtime_context().gcs_address, flush=True)

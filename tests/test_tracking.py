@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 
 from optsweep import analysis
-from optsweep.sweeps import adam_vs_sgd, cli, tracking
+from optsweep.sweeps import adam_vs_sgd, cli
+from optsweep.sweeps.monitoring import tracking
 
 pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
 pytest.importorskip("wandb", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
@@ -176,7 +177,9 @@ def test_wandb_offline_runs_are_grouped_by_configuration(tracked: Sweep) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
-    from optsweep.sweeps import identity, study, study_file
+    from optsweep.sweeps import study_file
+    from optsweep.sweeps.record import identity
+    from optsweep.sweeps.runner import study
 
     page = (tracked.root / "report" / "report.html").read_text()
     command = html.unescape(page.split('<pre id="rerun-command"><code>', 1)[1].split("</code>", 1)[0])

@@ -10,7 +10,8 @@ import pytest
 
 import optsweep
 from optsweep.sweeps import __main__ as sweeps_main
-from optsweep.sweeps import adam_vs_sgd, cli, study, study_file
+from optsweep.sweeps import adam_vs_sgd, cli, study_file
+from optsweep.sweeps.runner import study
 
 REPO = Path(__file__).resolve().parents[1]
 

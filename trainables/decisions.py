@@ -4,12 +4,12 @@ killing the trial.
 Why: on Ray 2.60, when Tune stops a trial whose function runs a multi-worker `TorchTrainer`, the Train
 controller dies without shutting its worker group down, and the Train placement group is left to a
 detached `PlacementGroupCleaner`, which learns that the controller died through the State API. That API
-is served by the dashboard, which `ray[train,tune]` does not install, so the cleaner retries forever
-("Failed to query Ray Train Controller actor state"), the placement group stays reserved and the next
-trial's workers never start (ray-project/ray#54305 reports the same hang). So for these trials the sweep's
-scheduler records its decision here instead of stopping the trial (`sweeps.scheduling`), and the loop,
-which waits for the decision on each epoch it reports, ends the run itself: a run that ends by itself
-releases its placement group.
+is served by the dashboard, which `ray[train,tune]` does not install, so the cleaner retries forever ("Failed
+to query Ray Train Controller actor state"), the placement group stays reserved and the next trial's workers
+never start (ray-project/ray#54305 reports the same hang). So for these trials the sweep's scheduler records
+its decision here instead of stopping the trial (`sweeps.early_stopping.scheduling`), and the loop, which
+waits for the decision on each epoch it reports, ends the run itself: a run that ends by itself releases its
+placement group.
 
 The channel is a small named actor owned by the sweep driver, named after the experiment (so a resumed
 sweep's new driver recreates it under the name the restored trials know); each decision is (epoch, stop).

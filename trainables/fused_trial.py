@@ -8,10 +8,10 @@ and a checkpoint of the whole group; the result carries every member that traine
 expands into one trial per member. The top-level metrics are the best member's (for Tune's own use),
 with the epoch and the node the group runs on.
 
-Early stopping is decided per configuration by the sweep's scheduler (`sweeps.halving`) from the members'
-results. The group learns the decisions through `decisions` (given by the sweep: see `MemberDecisions`)
-after each report and when it resumes, and the members of eliminated configurations leave the group, so
-its compute shrinks.
+Early stopping is decided per configuration by the sweep's scheduler (`sweeps.early_stopping.halving`) from
+the members' results. The group learns the decisions through `decisions` (given by the sweep: see
+`MemberDecisions`) after each report and when it resumes, and the members of eliminated configurations leave
+the group, so its compute shrinks.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import errno
 import os
 import tempfile
 
-from .spec import SpecError, StudySpec
+from optsweep.sweeps.spec import SpecError, StudySpec
 
 
 def check(spec: StudySpec) -> None:

@@ -1,9 +1,9 @@
 """Send a study where teams look: TensorBoard, MLflow, Weights & Biases (`--log-to`).
 
-Every backend is Ray Tune's own logger callback (TBXLoggerCallback, MLflowLoggerCallback,
-WandbLoggerCallback, subclassed in `sweeps.tracking_callbacks`, which only a study that logs imports) on
-the driver, which sees every result of every trial whatever runs it (the single-worker fast path or a
-multi-worker TorchTrainer), plus two things of ours:
+Every backend is Ray Tune's own logger callback (TBXLoggerCallback, MLflowLoggerCallback, WandbLoggerCallback,
+subclassed in `sweeps.monitoring.tracking_callbacks`, which only a study that logs imports) on the driver,
+which sees every result of every trial whatever runs it (the single-worker fast path or a multi-worker
+TorchTrainer), plus two things of ours:
 
 - each trial's run carries its identity (optimizer, seed, configuration id as in the report,
   hyperparameters), so a UI can group the seeds of a configuration and compare optimizers;
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from ray import tune
 
-    from .spec import StudySpec
+    from optsweep.sweeps.spec import StudySpec
 
 TENSORBOARD, MLFLOW, WANDB = catalog.TRACKING_BACKENDS
 BACKENDS = catalog.TRACKING_BACKENDS
@@ -160,7 +160,7 @@ class StudyTracking:
             return []
         # Ray's logger callbacks import their backend's package (MLflow and W&B take seconds to import):
         # only a study that logs somewhere pays for them.
-        from .tracking_callbacks import CALLBACKS
+        from optsweep.sweeps.monitoring.tracking_callbacks import CALLBACKS
 
         built = []
         for backend in active:

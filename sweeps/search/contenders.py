@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from optsweep.errors import OptsweepError
+from optsweep.sweeps.search import spaces
 from optsweep.trainables import optimizer_choice
-
-from . import spaces
 
 SPACE_ATTRIBUTE = "search_space"
 """Class attribute in which an optimizer may declare its own search space (plain form)."""

@@ -20,8 +20,7 @@ import numpy as np
 
 from optsweep import optimizers
 from optsweep.errors import OptsweepError
-
-from .spec import DEFAULT_SCHEDULES
+from optsweep.sweeps.spec import DEFAULT_SCHEDULES
 
 SCHEDULES = DEFAULT_SCHEDULES
 """The LR schedules swept by default: every optimizer gets the same choice."""

@@ -3,7 +3,7 @@
 Layout: `<storage>/<name>/study.json` (the settings, to refuse a resume with different ones),
 `<storage>/<name>/<optimizer>/` (Ray Tune's experiment of that optimizer's search), with a confirmation
 stage `<storage>/<name>/confirmation.json` and `<storage>/<name>/<optimizer>-confirm/` (see
-sweeps.confirmation), and `<storage>/<name>/report/`.
+sweeps.runner.confirmation), and `<storage>/<name>/report/`.
 Each optimizer gets its own Tuner, so its configurations compete only with each other under ASHA and
 its searcher (random or Optuna TPE) spends exactly `num_samples` configurations x `seeds` trials.
 Running the same command again resumes: finished trials are kept, unfinished ones continue from
@@ -30,35 +30,22 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from optsweep.errors import OptsweepError
+from optsweep.sweeps.cluster import feasibility, interrupts, preflight, shipping, storage_guard
+from optsweep.sweeps.cluster.storage_guard import StorageGuard
+from optsweep.sweeps.early_stopping import halving
+from optsweep.sweeps.early_stopping.scheduling import build_scheduler, halving_caps_running
+from optsweep.sweeps.monitoring import tracking
+from optsweep.sweeps.monitoring.progress import ProgressLine
+from optsweep.sweeps.record import identity, reproduce, study_record
+from optsweep.sweeps.runner import confirmation, fusion, safeguards, side_by_side
+from optsweep.sweeps.search import contenders, spaces
+from optsweep.sweeps.search.contenders import Contender
+from optsweep.sweeps.spec import StudySpec, check_lr_range
 from optsweep.trainables import decisions, tasks
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.tasks import Task
 from optsweep.trainables.trial import run_trial, trial_resources
 from optsweep.vocabulary import CONFIGURATION_KEY, MEMBERS_KEY, Target
-
-from . import (
-    confirmation,
-    contenders,
-    feasibility,
-    fusion,
-    halving,
-    identity,
-    interrupts,
-    preflight,
-    reproduce,
-    safeguards,
-    shipping,
-    side_by_side,
-    spaces,
-    storage_guard,
-    study_record,
-    tracking,
-)
-from .contenders import Contender
-from .progress import ProgressLine
-from .scheduling import build_scheduler, halving_caps_running
-from .spec import StudySpec, check_lr_range
-from .storage_guard import StorageGuard
 
 STUDY_FILE = identity.STUDY_FILE
 # A full, read-only or forbidden storage path, as Tune's own writes report it.
@@ -92,9 +79,10 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         safeguards.check_feasible(args, joined=address is not None)
         tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
         _say_why_unfused(plan)
-        # Every optimizer's stages at once, each in a thread (see sweeps.side_by_side): its search, then,
-        # once no other search waits for a slot, its confirmation (sweeps.confirmation); the first Ctrl-C
-        # (SIGUSR1, see sweeps.interrupts) or one optimizer's error stops them all resumably.
+        # Every optimizer's stages at once, each in a thread (see sweeps.runner.side_by_side): its search,
+        # then, once no other search waits for a slot, its confirmation (sweeps.runner.confirmation); the
+        # first Ctrl-C (SIGUSR1, see sweeps.cluster.interrupts) or one optimizer's error stops them all
+        # resumably.
         parallel = min(_optimizer_share(args), args.max_concurrent or args.confirm_seeds or 1)
         try:
             with interrupts.tune_running():

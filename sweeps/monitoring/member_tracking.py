@@ -1,8 +1,8 @@
 """A fused group's Tune trial seen by the tracking backends as its members: one run per member.
 
 A fused group (`trainables.fused_trial`) is one Tune trial that reports all its members' metrics under
-`members` every epoch. TensorBoard, MLflow and W&B (Ray's logger callbacks, `sweeps.tracking`) keep one
-run per trial object they are given, so each member is given to them as a `MemberTrial`: the group's
+`members` every epoch. TensorBoard, MLflow and W&B (Ray's logger callbacks, `sweeps.monitoring.tracking`)
+keep one run per trial object they are given, so each member is given to them as a `MemberTrial`: the group's
 trial with the member's id, config (what the member would have had as an unfused trial) and its own
 log directory (`member_<k>` in the group's). A member's run starts with its first result, gets its
 results with the group's iteration, and ends when the group goes on without it (its configuration was

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
+from optsweep.sweeps.record import study_record
+from optsweep.sweeps.search import spaces
+from optsweep.sweeps.spec import FIELDS, StudySpec, spec_values
 from optsweep.vocabulary import STUDY_YAML
-
-from . import spaces, study_record
-from .spec import FIELDS, StudySpec, spec_values
 
 RUNTIME_ONLY = ("address", "trust_storage", "smoke")
 """Settings of one run, not of the study: a rerun elsewhere chooses its own."""
@@ -39,7 +39,7 @@ def study_file(
             )
     references = [contender.reference for contender in contenders]
     values["optimizers"] = references
-    from .shipping import user_code_paths
+    from optsweep.sweeps.cluster.shipping import user_code_paths
 
     roots = user_code_paths([spec.task, *references], task)  # local code by import path, not installed
     values["python_path"] = list(dict.fromkeys([*spec.python_path, *(os.path.dirname(r) for r in roots)]))

@@ -1,6 +1,6 @@
 """Run callables side by side, one thread each, with one graceful stop shared by all of them.
 
-The study runs its optimizers' Tune experiments this way (`sweeps.study.execute`): every `Tuner.fit`
+The study runs its optimizers' Tune experiments this way (`sweeps.runner.study.execute`): every `Tuner.fit`
 in its own thread of the driver, all at once, so that every optimizer's trials see the same cluster
 for the same time and the cluster does not idle through each experiment's tail.
 
@@ -28,7 +28,7 @@ Ray Tune's module-level state is not made for fits in several threads, so `run` 
   would iterate or clear under another thread's feet. The loops then run together.
 
 What stops the runners gracefully:
-- SIGUSR1 (Tune's own graceful-stop signal, which `sweeps.interrupts` raises on the first Ctrl-C or
+- SIGUSR1 (Tune's own graceful-stop signal, which `sweeps.cluster.interrupts` raises on the first Ctrl-C or
   SIGTERM): `run` listens to it in the main thread while its runners run;
 - a runner that raises: the others stop gracefully, and once all have returned its exception is raised
   in the calling thread (a `BaseException` too, e.g. `KeyboardInterrupt`).
@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, TextIO, TypeVar
 
-from . import _ray_compat
+from optsweep.sweeps import _ray_compat
 
 T = TypeVar("T")
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from optsweep.errors import OptsweepError
-
-from . import _ray_compat
+from optsweep.sweeps import _ray_compat
 
 ADDRESS_ENV = "RAY_ADDRESS"
 CONNECT_TIMEOUT_S = 5.0

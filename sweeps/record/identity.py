@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from optsweep.errors import OptsweepError
+from optsweep.sweeps.record import study_record
+from optsweep.sweeps.search.contenders import Contender
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import tasks
 from optsweep.trainables.tasks import Task
 from optsweep.vocabulary import STUDY_BUDGET_FIELDS, TARGET_RECORD_KEY
-
-from . import study_record
-from .contenders import Contender
 
 STUDY_FILE = study_record.STUDY_FILE
 CREATED = "created"

@@ -30,8 +30,7 @@ import pyarrow.fs
 
 from optsweep import atomic_files
 from optsweep.errors import OptsweepError
-
-from .study_record import TUNER_FILE
+from optsweep.sweeps.record.study_record import TUNER_FILE
 
 STATE_DIR_ENV = "OPTSWEEP_STATE_DIR"
 

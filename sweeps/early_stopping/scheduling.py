@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from optsweep.sweeps.early_stopping.halving import ConfigurationHalving
 from optsweep.trainables import decisions
 from optsweep.vocabulary import DEFAULT_TARGET, Target
-
-from .halving import ConfigurationHalving
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController

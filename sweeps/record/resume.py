@@ -31,8 +31,7 @@ import pyarrow.fs
 
 from optsweep import atomic_files
 from optsweep.errors import OptsweepError
-
-from . import _ray_compat
+from optsweep.sweeps import _ray_compat
 
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED", "ERROR"}
 STATE_GLOB = "experiment_state-*.json"

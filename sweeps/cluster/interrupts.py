@@ -5,7 +5,7 @@ to its next optimizer and finally exit 0. So the study turns Tune's own handler 
 (`TUNE_DISABLE_SIGINT_HANDLER`) and handles SIGINT and SIGTERM here: the first signal asks the running
 `Tuner.fit` to stop the way Tune's handler would (through SIGUSR1, which Tune always listens to: it
 saves the experiment state and stops its trials, so the study stays resumable; optimizers run side by
-side in threads hear it through `sweeps.side_by_side`, which stops them all) and, once `fit` returns,
+side in threads hear it through `sweeps.runner.side_by_side`, which stops them all) and, once `fit` returns,
 `raise_if_stopped` ends the study with `StudyInterrupted`. Outside `fit` (starting Ray, writing the
 report) the first signal raises `StudyInterrupted` at once. A second signal raises it
 wherever the study is, without waiting for Tune's last snapshot. (Ray's core worker installs a SIGTERM
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from . import _ray_compat, startup
+from optsweep.sweeps import _ray_compat, startup
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -190,7 +190,7 @@ _active: StopOnSignal | None = None
 def tune_running() -> contextlib.AbstractContextManager[None]:
     """`StopOnSignal.in_tune` of the active handler (none outside a study run: Tune's own applies).
 
-    Outside the main thread (a fit run side by side with others, see `sweeps.side_by_side`) this does
+    Outside the main thread (a fit run side by side with others, see `sweeps.runner.side_by_side`) this does
     nothing: signals reach the main thread, whose own `tune_running` spans every concurrent fit and
     whose SIGUSR1 stops them all."""
     if _active is None or threading.current_thread() is not threading.main_thread():

@@ -20,8 +20,7 @@ from typing import Any
 from ray import tune
 
 from optsweep.errors import OptsweepError
-
-from . import _ray_compat
+from optsweep.sweeps import _ray_compat
 
 WAIT_NOTE_ENV = "OPTSWEEP_WAIT_NOTE_S"
 DEFAULT_WAIT_NOTE_S = 180.0

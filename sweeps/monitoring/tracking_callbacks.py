@@ -1,4 +1,5 @@
-"""The Tune logger callbacks behind `--log-to` (`sweeps.tracking` builds them, only for a study that logs).
+"""The Tune logger callbacks behind `--log-to` (`sweeps.monitoring.tracking` builds them, only for a
+study that logs).
 
 Each is Ray Tune's own logger callback (TBXLoggerCallback, MLflowLoggerCallback, WandbLoggerCallback),
 made fail-soft and given the report's identity of every trial. Ray's MLflow and W&B integrations import
@@ -17,9 +18,9 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
-from . import _ray_compat
-from .member_tracking import MemberRuns
-from .tracking import (
+from optsweep.sweeps import _ray_compat
+from optsweep.sweeps.monitoring.member_tracking import MemberRuns
+from optsweep.sweeps.monitoring.tracking import (
     KIND_TAG,
     MLFLOW,
     TAG_PREFIX,
@@ -30,7 +31,7 @@ from .tracking import (
     describe_error,
     ensure_mlflow_experiment,
 )
-from .trial_identity import ConfigurationIds
+from optsweep.sweeps.record.trial_identity import ConfigurationIds
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -40,7 +41,7 @@ class _FailSoft:
     """Mixed into a Ray logger callback: every hook is guarded, so that an error in the backend costs
     one warning line (through the study's tracking) and switches the backend off, never a trial. Also
     gives the callback the report's identity of every trial, and hands it a fused group's members as
-    trials of their own (`sweeps.member_tracking`)."""
+    trials of their own (`sweeps.monitoring.member_tracking`)."""
 
     backend: str
 

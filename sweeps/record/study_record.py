@@ -32,12 +32,9 @@ def _fs(experiment_dir: str) -> tuple[pyarrow.fs.FileSystem, str]:
 
 def read(experiment_dir: str) -> dict[str, Any] | None:
     """The recorded settings, or None when there is no record yet."""
-    fs, root = _fs(experiment_dir)
-    path = f"{root}/{STUDY_FILE}"
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+    raw = atomic_files.read_bytes_at(f"{experiment_dir}/{STUDY_FILE}")
+    if raw is None:
         return None
-    with fs.open_input_stream(path) as f:
-        raw = f.read()
     try:
         record = json.loads(raw.decode())
     except (UnicodeDecodeError, ValueError):

@@ -9,7 +9,7 @@ heartbeat every `heartbeat_s` seconds, and always at the end.
 
 ETA: the remaining trials of this optimizer at the rate its trials have finished so far (trials
 stopped early count as finished, as they free their slot). The optimizers run side by side
-(`sweeps.side_by_side`), each at the rate its share of the cluster gives it: the study ends with the
+(`sweeps.runner.side_by_side`), each at the rate its share of the cluster gives it: the study ends with the
 last of their ETAs.
 
 A fused group (one Tune trial, `trainables.fused_trial`) counts as its members, each as the trial it
@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from optsweep.sweeps.record.trial_identity import ConfigurationIds
 from optsweep.vocabulary import (
     DEFAULT_TARGET,
     DIVERGED_FLAG,
@@ -37,8 +38,6 @@ from optsweep.vocabulary import (
     member_configs,
     member_results,
 )
-
-from .trial_identity import ConfigurationIds
 
 TERMINAL_REDRAW_S = 1.0
 

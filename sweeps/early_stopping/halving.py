@@ -32,9 +32,8 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Repeater, Searcher
 
 from optsweep import atomic_files
+from optsweep.sweeps import _ray_compat
 from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
-
-from . import _ray_compat
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController

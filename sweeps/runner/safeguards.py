@@ -1,4 +1,4 @@
-"""The study's checks around Ray, in the order the study calls them (see `sweeps.study.execute`).
+"""The study's checks around Ray, in the order the study calls them (see `sweeps.runner.study.execute`).
 
 Each check ends a doomed run with one line (an `OptsweepError`: the command line prints it and exits 2)
 before the work it would waste; the modules named in each function do the actual work.
@@ -12,20 +12,12 @@ from typing import Any
 
 from ray import tune
 
+from optsweep.sweeps import _ray_compat
+from optsweep.sweeps.cluster import feasibility, interrupts, ray_connect, retention, storage_guard
+from optsweep.sweeps.early_stopping import halving
+from optsweep.sweeps.record import resume, trust
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import faults
-
-from . import (
-    _ray_compat,
-    feasibility,
-    halving,
-    interrupts,
-    ray_connect,
-    resume,
-    retention,
-    storage_guard,
-    trust,
-)
 
 
 def before_ray(args: StudySpec) -> tuple[str | None, str]:

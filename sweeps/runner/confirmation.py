@@ -1,6 +1,6 @@
 """The confirmation stage: each optimizer's chosen configuration retrained on fresh seeds, to the full budget.
 
-The search stage (`sweeps.study`) tunes each optimizer and chooses its best configuration by the mean
+The search stage (`sweeps.runner.study`) tunes each optimizer and chooses its best configuration by the mean
 over its search seeds; that mean is the largest of many noisy means, so it overstates the configuration
 (the winner's curse). The confirmation retrains each optimizer's chosen configuration on
 `confirm_seeds` fresh seeds (`CONFIRM_SEED_BASE + i`, never used by a search), every seed for the full
@@ -39,6 +39,12 @@ from ray.tune.schedulers import FIFOScheduler
 
 from optsweep import analysis, atomic_files
 from optsweep.errors import OptsweepError
+from optsweep.sweeps.cluster import feasibility, interrupts, retention, storage_guard
+from optsweep.sweeps.cluster.storage_guard import StorageGuard
+from optsweep.sweeps.monitoring import tracking
+from optsweep.sweeps.monitoring.progress import ProgressLine
+from optsweep.sweeps.runner import fusion, safeguards, side_by_side
+from optsweep.sweeps.search.contenders import Contender
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.trial import run_trial, trial_resources
@@ -54,22 +60,8 @@ from optsweep.vocabulary import (
     member_configs,
 )
 
-from . import (
-    feasibility,
-    fusion,
-    interrupts,
-    retention,
-    safeguards,
-    side_by_side,
-    storage_guard,
-    tracking,
-)
-from .contenders import Contender
-from .progress import ProgressLine
-from .storage_guard import StorageGuard
-
 if TYPE_CHECKING:
-    from .study import Plan
+    from optsweep.sweeps.runner.study import Plan
 
 CHOICE_FILE = "confirmation.json"
 SUFFIX = "-confirm"
@@ -90,12 +82,9 @@ def experiment_name(optimizer: str) -> str:
 def read_choice(experiment_dir: str) -> dict[str, Any] | None:
     """The recorded choice, or None before any optimizer's search has finished (or without a confirmation
     stage)."""
-    fs, root = pyarrow.fs.FileSystem.from_uri(_absolute(experiment_dir))
-    path = f"{root}/{CHOICE_FILE}"
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+    raw = atomic_files.read_bytes_at(f"{_absolute(experiment_dir)}/{CHOICE_FILE}")
+    if raw is None:
         return None
-    with fs.open_input_stream(path) as f:
-        raw = f.read()
     try:
         choice = json.loads(raw.decode())
         if not isinstance(choice, dict) or not isinstance(choice.get("optimizers"), dict):
@@ -238,7 +227,7 @@ class SearchWaiting(tune.Callback):
 
 
 def run_stages(plan: Plan, contender: Contender, search: Callable[[], Any], *, parallel: int) -> None:
-    """An optimizer's part of the study, in its runner's thread (`sweeps.side_by_side`): its search
+    """An optimizer's part of the study, in its runner's thread (`sweeps.runner.side_by_side`): its search
     (`search`, unless the recorded choice says it has finished), then, with `confirm_seeds`, its choice
     recorded and, once no other search waits for a trial slot (`SearchesDone`), its confirmation.
     `parallel`: the optimizer's share of the trial slots (how many fused groups keep them busy)."""

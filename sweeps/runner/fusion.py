@@ -36,14 +36,13 @@ from typing import Any
 import torch
 
 from optsweep.optimizers import members as fused_members
+from optsweep.sweeps.search.contenders import Contender
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import data, optimizer_choice
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.fused_model import FusedModel, UnfusableModelError
 from optsweep.trainables.tasks import Task, param_groups
 from optsweep.vocabulary import CONFIGURATION_KEY
-
-from .contenders import Contender
 
 MAX_GROUP = 128
 STATE_COPIES = 5  # weights, gradients, two optimizer-state tensors, a frozen member's saved copy

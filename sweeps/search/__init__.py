@@ -1,0 +1,1 @@
+"""What a study searches: the contending optimizers and their search spaces."""

@@ -158,8 +158,7 @@ class WaitingForResources(tune.Callback):
 
 
 def _result_count(trial: Any) -> int:
-    last = getattr(trial, "last_result", None) or {}
-    return int(last.get("training_iteration", 0) or 0)
+    return int(trial.last_result.get("training_iteration", 0) or 0)
 
 
 def _ray_free_resources() -> dict[str, float]:

@@ -164,8 +164,7 @@ class ConfigurationHalving(TrialScheduler):
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         # Tune also calls this when it requeues a failed trial to retry it from its checkpoint (within
         # its max_failures): that trial still reports, and its configurations have not failed.
-        should_recover = getattr(trial, "should_recover", None)
-        if should_recover is not None and should_recover():
+        if trial.should_recover():
             return
         optimizer = str(trial.config.get("optimizer"))
         for _, configuration, _ in self._units(trial):

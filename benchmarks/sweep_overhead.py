@@ -190,7 +190,7 @@ def run_options(workers: int, cores: int) -> dict[str, Any]:
 def trial_configs(planned: optsweep.Study, storage: str, cores: int) -> list[dict[str, Any]]:
     """The trial configs the study's random search draws (seed 0), as Tune hands them to the trainable:
     from the study's own plan (`Study.plan`, no Ray)."""
-    from optsweep.sweeps.runner.study import random_search_trials
+    from optsweep.sweeps.runner.plan import random_search_trials
     from optsweep.sweeps.search import spaces
 
     args = planned.plan(storage, **run_options(1, cores)).args

@@ -125,15 +125,15 @@ class Study:
         return references
 
     def plan(self, storage_path: str | None = None, **where: Any) -> Any:
-        """The study resolved and checked (no Ray): what `run` would run, as `sweeps.runner.study.Plan`.
+        """The study resolved and checked (no Ray): what `run` would run, as `sweeps.runner.plan.Plan`.
         `where` overrides settings of the spec for this run (resources, address, tracking, fuse, ...)."""
-        from optsweep.sweeps.runner import study
+        from optsweep.sweeps.runner import plan
 
         changes = dict(where)
         if storage_path is not None:
             changes["storage_path"] = storage_path
         spec = _built({**spec_module.spec_values(self._spec), **changes}, named_task=self._task is None)
-        return study.prepare(spec, self._task, self._classes)
+        return plan.prepare(spec, self._task, self._classes)
 
     def run(self, storage_path: str | None = None, **where: Any) -> StudyResult:
         """Run (or resume) the study into `<storage_path>/<name>/`, print its verdict, table and where the

@@ -6,7 +6,7 @@ file, ``num_samples=``), the value and what is allowed, before anything expensiv
 
 Pure Python plus pydantic (no torch, no Ray): the command line's ``--help`` and these checks stay fast.
 Checks that need the user's code (an optimizer's import path, a task factory's arguments) happen when the
-study is prepared (`sweeps.runner.study.prepare`), still before Ray starts.
+study is prepared (`sweeps.runner.plan.prepare`), still before Ray starts.
 """
 
 from __future__ import annotations

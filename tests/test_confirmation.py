@@ -22,7 +22,8 @@ from optsweep import analysis
 from optsweep.errors import OptsweepError
 from optsweep.sweeps import adam_vs_sgd, cli, study_file
 from optsweep.sweeps.record import identity
-from optsweep.sweeps.runner import confirmation, side_by_side, study
+from optsweep.sweeps.runner import confirmation, side_by_side, study, tuner
+from optsweep.sweeps.runner.plan import prepare
 from optsweep.sweeps.spec import StudySpec
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
 
@@ -109,9 +110,9 @@ def test_the_python_door_defaults_match_the_headline_study(tmp_path: Path) -> No
 
 
 def test_confirm_seeds_is_part_of_the_identity(tmp_path: Path) -> None:
-    recorded = study.prepare(_parse("--storage-path", str(tmp_path))).identity()
+    recorded = prepare(_parse("--storage-path", str(tmp_path))).identity()
     assert recorded["confirm_seeds"] == 10
-    other = study.prepare(_parse("--storage-path", str(tmp_path), "--confirm-seeds", "3")).identity()
+    other = prepare(_parse("--storage-path", str(tmp_path), "--confirm-seeds", "3")).identity()
     assert identity.differences(recorded, other) == ["confirm_seeds 10 -> 3"]
 
 
@@ -122,9 +123,9 @@ def test_a_study_recorded_before_the_confirmation_stage_resumes_with_confirm_see
     experiment = tmp_path / "adam_vs_sgd"
     (experiment / "sgd").mkdir(parents=True)
     (experiment / "sgd" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
-    old = study.prepare(_parse("--storage-path", str(tmp_path))).identity()
+    old = prepare(_parse("--storage-path", str(tmp_path))).identity()
     del old["confirm_seeds"]
-    assert identity.differences(old, study.prepare(_parse("--confirm-seeds", "0")).identity()) == []
+    assert identity.differences(old, prepare(_parse("--confirm-seeds", "0")).identity()) == []
     (experiment / study.STUDY_FILE).write_text(json.dumps(old))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -133,7 +134,7 @@ def test_a_study_recorded_before_the_confirmation_stage_resumes_with_confirm_see
 
 
 def test_no_confirmation_seeds_no_stage(tmp_path: Path) -> None:
-    plan = study.prepare(_parse("--smoke", "--storage-path", str(tmp_path)))
+    plan = prepare(_parse("--smoke", "--storage-path", str(tmp_path)))
     assert plan.args.confirm_seeds == 0
     searched = []
     confirmation.run_stages(plan, plan.contenders[0], lambda: searched.append(True), parallel=1)
@@ -145,8 +146,8 @@ def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
     target = optsweep.Target("acc", "max")
     one_stage = _parse("--smoke", "--storage-path", str(tmp_path))
     two_stages = _parse("--smoke", "--confirm-seeds", "2", "--storage-path", str(tmp_path))
-    assert study._callbacks(one_stage, "sgd", target)[0].label == "sgd"  # as before the stage existed
-    assert study._callbacks(two_stages, "sgd", target)[0].label == "sgd search"
+    assert tuner.callbacks(one_stage, "sgd", target)[0].label == "sgd"  # as before the stage existed
+    assert tuner.callbacks(two_stages, "sgd", target)[0].label == "sgd search"
     assert confirmation._callbacks(two_stages, "sgd", 2, target)[0].label == "sgd confirm"
 
 

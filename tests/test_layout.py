@@ -79,6 +79,9 @@ def test_a_pickle_that_names_an_old_path_loads_the_class_at_its_new_path() -> No
 
     # Protocol 0, as a tuner.pkl written before the grouping names the class (by module and name).
     assert pickle.loads(b"coptsweep.sweeps.halving\nConfigurationHalving\n.") is ConfigurationHalving
+    # An Optuna study's searcher holds a partial of the function that defines its space, named in study.
+    define_by_run = pickle.loads(b"coptsweep.sweeps.study\n_define_by_run\n.")
+    assert callable(define_by_run) and define_by_run.__module__ == "optsweep.sweeps.runner.tuner"
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("optsweep.sweeps.no_such_module")
 

@@ -46,11 +46,11 @@ def _fake_cluster(monkeypatch: pytest.MonkeyPatch, hosts: list[str], gpus: float
 def test_multi_host_cluster_needs_shared_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cluster(monkeypatch, ["10.0.0.1", "10.0.0.2"])
     with pytest.raises(OptsweepError, match="spans 2 hosts.*must be shared storage"):
-        study._check_cluster(_args(tmp_path, "--address", "auto"))
+        study.check_cluster(_args(tmp_path, "--address", "auto"))
     remote = StudySpec(name="x", storage_path="s3://bucket/optsweep", address="auto")
-    study._check_cluster(remote)  # shared storage: fine
+    study.check_cluster(remote)  # shared storage: fine
 
 
 def test_nodes_on_one_host_may_share_a_local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cluster(monkeypatch, ["127.0.0.1", "127.0.0.1"])
-    study._check_cluster(_args(tmp_path, "--address", "auto"))
+    study.check_cluster(_args(tmp_path, "--address", "auto"))

@@ -13,6 +13,7 @@ import pytest
 from optsweep.sweeps import adam_vs_sgd, cli
 from optsweep.sweeps.record import identity
 from optsweep.sweeps.runner import study
+from optsweep.sweeps.runner.plan import prepare
 from optsweep.sweeps.search import spaces
 from optsweep.sweeps.spec import StudySpec
 
@@ -112,7 +113,7 @@ def test_smoke_shrinks_the_study_and_explicit_flags_win(tmp_path: Path) -> None:
     assert (tuned.num_samples, tuned.seeds, tuned.optimizers) == (2, 2, ("sgd",))
     default = _parse("--storage-path", str(tmp_path))
     assert (default.num_samples, default.seeds, default.max_epochs) == (24, 3, None)  # None: the task's
-    assert study.prepare(default).args.max_epochs == 20  # the digits task's budget
+    assert prepare(default).args.max_epochs == 20  # the digits task's budget
     assert default.storage_path == str(tmp_path)
     assert default.trials_per_optimizer == 72
     assert (default.confirm_seeds, smoke.confirm_seeds) == (10, 0)  # smoke: the search stage only
@@ -158,7 +159,7 @@ def test_rerun_with_other_study_settings_is_refused(
     experiment = tmp_path / "adam_vs_sgd"
     (experiment / "sgd").mkdir(parents=True)
     (experiment / "sgd" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
-    recorded = study.prepare(_parse("--storage-path", str(tmp_path))).identity()
+    recorded = prepare(_parse("--storage-path", str(tmp_path))).identity()
     recorded["num_samples"] = 8
     (experiment / study.STUDY_FILE).write_text(json.dumps(recorded))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2
@@ -195,12 +196,12 @@ def test_a_record_from_before_tasks_is_compared_in_its_own_terms(
     }
     # The legacy study's own budget: 5 search seeds, and no confirmation stage back then.
     same = ("--seeds", "5", "--confirm-seeds", "0")
-    current = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn", *same)).identity()
+    current = prepare(_parse("--storage-path", str(tmp_path), "--model", "cnn", *same)).identity()
     assert identity.differences(legacy, current) == []
     # The training mode joined the record later: a study recorded without it ran synchronously.
     assert identity.differences({**current, "mode": "zero1"}, current) == ["mode 'zero1' -> 'sync'"]
     assert identity.differences({k: v for k, v in current.items() if k != "mode"}, current) == []
-    other = study.prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp", *same)).identity()
+    other = prepare(_parse("--storage-path", str(tmp_path), "--model", "mlp", *same)).identity()
     assert identity.differences(legacy, other) == ["task_args {'model': 'cnn'} -> {}"]
     (experiment / study.STUDY_FILE).write_text(json.dumps(legacy))
     assert adam_vs_sgd.main(["--storage-path", str(tmp_path)]) == 2

@@ -179,7 +179,7 @@ def test_wandb_offline_runs_are_grouped_by_configuration(tracked: Sweep) -> None
 def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
     from optsweep.sweeps import study_file
     from optsweep.sweeps.record import identity
-    from optsweep.sweeps.runner import study
+    from optsweep.sweeps.runner.plan import prepare
 
     page = (tracked.root / "report" / "report.html").read_text()
     command = html.unescape(page.split('<pre id="rerun-command"><code>', 1)[1].split("</code>", 1)[0])
@@ -188,7 +188,7 @@ def test_report_html_command_reruns_the_same_study(tracked: Sweep) -> None:
     args = study_file.load(study_yaml)
     assert args.experiment_dir == str(tracked.root)
     recorded = json.loads((tracked.root / "study.json").read_text())
-    assert identity.differences(recorded, study.prepare(args).identity()) == []
+    assert identity.differences(recorded, prepare(args).identity()) == []
 
 
 @pytest.mark.slow

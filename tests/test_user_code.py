@@ -12,6 +12,8 @@ import optsweep
 from optsweep.sweeps import __main__ as sweeps_main
 from optsweep.sweeps import adam_vs_sgd, cli, study_file
 from optsweep.sweeps.runner import study
+from optsweep.sweeps.runner.plan import prepare
+from optsweep.trainables import tasks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,14 +125,14 @@ def test_a_user_task_and_optimizer_resolve_by_file_and_import_path(
     args = cli.parse([*argv, "--storage-path", str(tmp_path)], "prog", "", adam_vs_sgd.DEFAULTS)
     assert args.labels == ("adam", "withspace")
     with pytest.raises(ValueError, match="names betas, which WithSpace does not take"):
-        study.prepare(args)
+        prepare(args)
     args = cli.parse(
         ["--task", f"{user_file}:build_task", "--optimizers", "sgd", "--storage-path", str(tmp_path)],
         "prog",
         "",
         adam_vs_sgd.DEFAULTS,
     )
-    plan = study.prepare(args)
+    plan = prepare(args)
     assert plan.task.name == "toy" and plan.args.max_epochs == 2  # the task's own budget
     record = plan.identity()
     assert record["target"] == {"metric": "acc", "mode": "max"}
@@ -161,7 +163,7 @@ def test_study_file_with_flag_overrides(user_file: Path, tmp_path: Path) -> None
     assert defaults.name == "study" and defaults.task == f"{user_file}:build_task"
     args = cli.parse(["--seeds", "1", "--storage-path", str(tmp_path)], "prog", "", defaults)
     assert (args.seeds, args.num_samples, args.scheduler, args.task_args) == (1, 3, "fifo", {"hidden": 12})
-    plan = study.prepare(args)
+    plan = prepare(args)
     assert [c.label for c in plan.contenders] == ["adam", "nospace"]
     space = plan.identity()["optimizers"]["nospace"]["space"]
     assert space == {
@@ -197,7 +199,7 @@ def test_bad_study_files_are_one_line(
 
 def test_the_python_api_checks_its_arguments_before_ray(tmp_path: Path) -> None:
     spec = f"{REPO / 'examples' / 'wine_classifier.py'}:build_task"
-    task = study.tasks.build_task(spec, {"hidden": 8, "max_epochs": 2})
+    task = tasks.build_task(spec, {"hidden": 8, "max_epochs": 2})
     plan = optsweep.Study(task, optimizers=["adam", torch_sgd_subclass()], search_spaces={
         "plainsgd": {"lr": optsweep.LogUniform(1e-3, 1e-1)}
     }).plan(str(tmp_path))

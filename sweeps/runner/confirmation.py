@@ -61,7 +61,7 @@ from optsweep.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from optsweep.sweeps.runner.study import Plan
+    from optsweep.sweeps.runner.plan import Plan
 
 CHOICE_FILE = "confirmation.json"
 SUFFIX = "-confirm"

@@ -88,7 +88,7 @@ def restored(tuner: Any, args: StudySpec) -> None:
         return
     if isinstance(config.scheduler, halving.ConfigurationHalving):
         config.scheduler.max_running = args.max_concurrent
-        config.max_concurrent_trials = None  # see study._tune_concurrency
+        config.max_concurrent_trials = None  # see tuner.tune_concurrency
     else:
         config.max_concurrent_trials = args.max_concurrent
 

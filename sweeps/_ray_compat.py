@@ -150,15 +150,38 @@ def mark_stopped_trial_for_snapshot(tune_controller: Any, trial: Trial) -> None:
     Why no public API: Ray 2.60 re-serialises only the trials it marks, and it marks a stopped trial only
     when it has a live actor; a paused one would stay PAUSED in the experiment state (and read as
     unfinished by the report and by a resume)."""
+    controller = _tunes_controller(tune_controller)
+    if controller is not None:
+        controller._mark_trial_to_checkpoint(trial)
+
+
+def hold_pending_trial(tune_controller: Any, trial: Trial) -> None:
+    """Make a pending trial paused without starting it (a restored seed that must wait at a rung):
+    `TuneController._set_trial_status(trial, PAUSED)`, which also takes it off Tune's queues of pending
+    trials. Tune resumes it from its checkpoint once the scheduler chooses it, as any paused trial. A
+    controller that is not Tune's (a scheduler driven by a test) keeps no queues: the trial's own status
+    changes.
+
+    Why no public API: Ray 2.60 starts every pending trial it has resources for, whether the scheduler's
+    `choose_trial_to_run` chose it or not (`TuneController._maybe_add_actors`), and `pause_trial` only
+    pauses a trial that has a live actor."""
+    from ray.tune.experiment import Trial as TuneTrial
+
+    controller = _tunes_controller(tune_controller)
+    if controller is not None:
+        controller._set_trial_status(trial, TuneTrial.PAUSED)
+    else:
+        trial.set_status(TuneTrial.PAUSED)
+
+
+def _tunes_controller(tune_controller: Any) -> Any | None:
+    """Tune's `TuneController` inside the `TrialRunnerWrapper` that schedulers are handed (its
+    `_tune_controller`), or the controller itself; None for a controller that is not Tune's."""
     from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
 
-    controller = (
-        tune_controller._tune_controller
-        if isinstance(tune_controller, TrialRunnerWrapper)
-        else tune_controller
-    )
-    if isinstance(controller, TuneController):
-        controller._mark_trial_to_checkpoint(trial)
+    if isinstance(tune_controller, TrialRunnerWrapper):
+        tune_controller = tune_controller._tune_controller
+    return tune_controller if isinstance(tune_controller, TuneController) else None
 
 
 def restored_tune_config(tuner: Tuner) -> TuneConfig | None:

@@ -32,6 +32,9 @@ class FakeTrial:
     best: float = -1.0
     last_result: dict[str, Any] = field(default_factory=dict)
 
+    def set_status(self, status: str) -> None:
+        self.status = status
+
 
 @dataclass
 class FakeController:
@@ -110,6 +113,10 @@ def simulate(
                 break
             chosen.status = Trial.RUNNING
             running.append(chosen)
+        # Then Tune starts every pending trial it has resources for, whether the scheduler chose it or not.
+        for trial in [t for t in trials if t.status == Trial.PENDING][: slots - len(running)]:
+            trial.status = Trial.RUNNING
+            running.append(trial)
         if not running and not pausing:
             break
         reporting = [t for t in running if t not in pausing]

@@ -128,6 +128,33 @@ def test_a_stopped_trial_is_marked_for_the_next_experiment_snapshot() -> None:
     _ray_compat.mark_stopped_trial_for_snapshot(object(), trial)  # not Tune's: nothing to mark
 
 
+def test_a_pending_trial_is_held_paused_off_tunes_queues() -> None:
+    """`hold_pending_trial`: Tune starts every pending trial it has resources for (the scheduler's choice
+    only comes first), so a restored seed waiting at a rung is moved to PAUSED through the controller's
+    `_set_trial_status`, which keeps its sets of trials by status."""
+    from collections import defaultdict
+
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
+    from ray.tune.experiment import Trial
+
+    starts_pending = inspect.getsource(TuneController._maybe_add_actors)
+    assert "Then, we handle all trials that are pending." in starts_pending
+    assert _parameters(TuneController._set_trial_status) == ["self", "trial", "status"]
+    controller = TuneController.__new__(TuneController)  # no experiment: only the status sets
+    trial = Trial("t", config={}, stub=True)
+    controller._pending_trials, controller._paused_trials = {trial}, set()
+    controller._running_trials, controller._stopped_trials, controller._failed_trials = set(), set(), set()
+    controller._pending_trials_list = [trial]
+    controller._resources_to_pending_trials = defaultdict(set, {trial.placement_group_factory: {trial}})
+    _ray_compat.hold_pending_trial(TrialRunnerWrapper(controller, trial_executor=None), trial)
+    assert trial.status == Trial.PAUSED and controller._paused_trials == {trial}
+    queued = controller._resources_to_pending_trials[trial.placement_group_factory]
+    assert not controller._pending_trials and not queued
+    loose = Trial("u", config={}, stub=True)
+    _ray_compat.hold_pending_trial(object(), loose)  # not Tune's: the trial's own status
+    assert loose.status == Trial.PAUSED
+
+
 def test_a_restored_tuners_config_can_be_changed_in_place() -> None:
     """`restored_tune_config`: the TuneConfig a Tuner's fit uses, on its local TunerInternal."""
     from ray import tune

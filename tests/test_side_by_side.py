@@ -260,19 +260,21 @@ def test_tune_running_is_the_main_threads_business() -> None:
 def test_the_queue_share_splits_the_clusters_trial_slots_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
+    import ray
+
     from optsweep.sweeps.cluster import feasibility
-    from optsweep.sweeps.runner import study
+    from optsweep.sweeps.runner import tuner
 
     cluster = feasibility.Cluster(nodes=[{"CPU": 8.0, "GPU": 1.0}])
-    monkeypatch.setattr(study.feasibility, "snapshot", lambda local: cluster)
-    monkeypatch.setattr(study.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    monkeypatch.setattr(feasibility, "snapshot", lambda local: cluster)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
     args = StudySpec(name="x", optimizers=("sgd", "adam", "adamw"))
-    assert study._queue_share(args) == 3  # 8 slots: ceil(8 / 3)
-    assert study._queue_share(dataclasses.replace(args, optimizers=("sgd",))) == 8
-    assert study._queue_share(dataclasses.replace(args, cpus_per_worker=2.0, workers_per_trial=2)) == 1
-    assert study._queue_share(dataclasses.replace(args, gpus_per_worker=0.5)) == 1  # 2 GPU slots
+    assert tuner.queue_share(args) == 3  # 8 slots: ceil(8 / 3)
+    assert tuner.queue_share(dataclasses.replace(args, optimizers=("sgd",))) == 8
+    assert tuner.queue_share(dataclasses.replace(args, cpus_per_worker=2.0, workers_per_trial=2)) == 1
+    assert tuner.queue_share(dataclasses.replace(args, gpus_per_worker=0.5)) == 1  # 2 GPU slots
     cluster = feasibility.Cluster(nodes=[{"CPU": 8.0}], node_types=[({"CPU": 8.0}, 10)])
-    assert study._queue_share(args) is None  # autoscaling: Tune's own queue makes it add nodes
+    assert tuner.queue_share(args) is None  # autoscaling: Tune's own queue makes it add nodes
 
 
 # --------------------------------------------------------------------------- with a real Ray Tune
@@ -409,7 +411,7 @@ def test_optimizers_trials_run_at_the_same_time(two_side_by_side_runs: tuple[Pat
         spans = _spans(experiment)
         # One after another, each optimizer would start after the previous one's last result. (On 2 cores
         # the third optimizer may wait: an optimizer keeps the slots its trials hold while it has trials
-        # to start, see study._queue_share.)
+        # to start, see tuner.queue_share.)
         overlaps = [
             min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
             for a in E2E_OPTIMIZERS
@@ -482,12 +484,6 @@ def test_ctrl_c_stops_every_optimizer_resumably_and_the_rerun_resumes_them_all(
     out = capsys.readouterr().out
     for optimizer in E2E_OPTIMIZERS:
         assert f"Resuming {optimizer}" in out, out
-    resumed, uninterrupted = _trials(experiment), _trials(two_side_by_side_runs[0])
-    same = resumed["epochs"] == uninterrupted["epochs"]
-    pd.testing.assert_frame_equal(resumed[same], uninterrupted[same])
-    who = ["optimizer", "config_id", "seed", "status", "lr"]
-    pd.testing.assert_frame_equal(resumed[who], uninterrupted[who])
-    # Known defect (open): a trial paused at a rung when the Ctrl-C came may train one more epoch after the
-    # resume before the rung's stop reaches it; the decisions, statuses and chosen results are the same.
-    extra = resumed["epochs"] - uninterrupted["epochs"]
-    assert ((extra == 0) | ((extra == 1) & (resumed["status"] == "stopped_early"))).all(), extra
+    # Every trial ends where it ended uninterrupted: a seed restored while it waited at a rung waits on
+    # paused (Tune would otherwise start it, and it would train one epoch past the rung).
+    pd.testing.assert_frame_equal(_trials(experiment), _trials(two_side_by_side_runs[0]))

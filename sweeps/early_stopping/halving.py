@@ -183,6 +183,11 @@ class ConfigurationHalving(TrialScheduler):
         for trial in trials:
             if trial.status in (Trial.PAUSED, Trial.PENDING) and self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
+            elif trial.status == Trial.PENDING and self._waiting(trial):
+                # A seed restored while it waited at a rung (Tune restores it as pending). Tune starts every
+                # pending trial it has resources for, chosen here or not, and a started seed would train on
+                # past its rung: it waits paused, as it did before the restore.
+                _ray_compat.hold_pending_trial(tune_controller, trial)
         running = sum(trial.status == Trial.RUNNING for trial in trials)
         if self.max_running is not None and running >= self.max_running:
             return None
@@ -190,8 +195,7 @@ class ConfigurationHalving(TrialScheduler):
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
                 return trial
         for trial in trials:
-            # A seed restored while it waited at a rung (Tune restores it as pending) waits on.
-            if trial.status == Trial.PENDING and not self._waiting(trial):
+            if trial.status == Trial.PENDING:
                 return trial
         for trial in trials:  # paused before a restore: resume them once their rungs are decided
             if trial.status == Trial.PAUSED and self._waiting_is_over(trial):
@@ -315,11 +319,13 @@ class ConfigurationHalving(TrialScheduler):
         return any((optimizer, r) not in self.survivors for r in self._rungs_reached(trial))
 
     def _waiting_is_over(self, trial: Trial) -> bool:
-        """Whether every rung this paused trial reached is decided, with a configuration of it going on."""
+        """Whether a paused trial may run on: every rung it reached is decided, and a configuration of it
+        goes on, or it has still to train up to the rung where its configurations stopped (results of an
+        earlier run that a killed driver lost)."""
         optimizer = str(trial.config.get("optimizer"))
         reached = self._rungs_reached(trial)
         decided = all((optimizer, r) in self.survivors for r in reached)
-        return bool(reached) and decided and not self._trial_eliminated(trial)
+        return bool(reached) and decided and not self._has_trained_its_share(trial)
 
     @staticmethod
     def _units(trial: Trial) -> list[Unit]:

@@ -77,12 +77,15 @@ def test_an_unfused_study_stopped_early_resumes_every_trial_with_its_configurati
 
     from optsweep.sweeps import adam_vs_sgd
 
-    argv = [*SMALL, *variant, "--storage-path", str(tmp_path)]
+    # No early stopping and 12 epochs: a trial frees its slot (so that Tune creates the next one) only when
+    # it ends, 11 epochs after the study's first result, when the Ctrl-C comes. Until then each optimizer
+    # has created at most its running and its one waiting trial (Tune creates them lazily): the rest are
+    # created after the restore. (Under early stopping a trial paused at the first rung, epoch 1, freed
+    # its slot at once, and on a loaded machine every trial existed before the Ctrl-C took effect.)
+    argv = [*SMALL, *variant, "--scheduler", "fifo", "--max-epochs", "12", "--storage-path", str(tmp_path)]
     experiment = tmp_path / "stopped"
     fault_dir = tmp_path / "faults"
     fault_dir.mkdir()
-    # At the study's first result no trial has ended, so each optimizer has created at most its running and
-    # its one waiting trial (Tune creates them lazily): the rest are created after the restore.
     faults.signal_marker(fault_dir, signal.SIGINT, "group", results=1, scope="any").touch()
     driver = _start([*argv, "--address", ray.get_runtime_context().gcs_address], fault_dir)
     out = _finish(driver)

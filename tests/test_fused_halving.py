@@ -31,6 +31,9 @@ class FakeGroup:
     last_epoch: dict[int, int] = field(default_factory=dict)
     last_result: dict[str, Any] = field(default_factory=dict)
 
+    def set_status(self, status: str) -> None:
+        self.status = status
+
 
 def simulate_fused(
     configurations: int,
@@ -94,6 +97,10 @@ def simulate_fused(
             chosen.status = Trial.RUNNING
             drop_eliminated(chosen)  # as the trial does when it resumes from its checkpoint
             running.append(chosen)
+        # Then Tune starts every pending trial it has resources for, whether the scheduler chose it or not.
+        for trial in [t for t in trials if t.status == Trial.PENDING][: slots - len(running)]:
+            trial.status = Trial.RUNNING
+            running.append(trial)
         assert max_running is None or len(running) <= max_running
         if not running and not pausing:
             break

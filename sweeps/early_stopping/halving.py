@@ -92,6 +92,9 @@ class ConfigurationHalving(TrialScheduler):
         self.survivors: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations going on
         self.entered: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations judged
         self._to_unpause: set[str] = set()
+        # Under the cap: trials held paused before they ever ran, and those let go that have not started yet.
+        self._held: set[str] = set()
+        self._released: set[str] = set()
         # Loaded at first use: Tuner.restore unpickles the scheduler from tuner.pkl, as it was built.
         self._loaded = False
 
@@ -173,9 +176,15 @@ class ConfigurationHalving(TrialScheduler):
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         self._to_unpause.discard(trial.trial_id)
+        self._held.discard(trial.trial_id)
+        self._released.discard(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        """Paused seeds whose configuration goes on first, then new trials, in the experiment's order."""
+        """Paused seeds whose configuration goes on first, then new trials, in the experiment's order.
+
+        Tune starts every pending trial it has resources for, whether chosen here or not (the choice only
+        comes first). So a pending trial that must not start is made paused: a seed restored while it
+        waited at a rung, and, under the cap on running trials, every new trial beyond it."""
         self._ensure_loaded()
         trials = tune_controller.get_trials()
         # Tune carries out a PAUSE later than the result that asked for it: a seed may have finished
@@ -184,18 +193,32 @@ class ConfigurationHalving(TrialScheduler):
             if trial.status in (Trial.PAUSED, Trial.PENDING) and self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
             elif trial.status == Trial.PENDING and self._waiting(trial):
-                # A seed restored while it waited at a rung (Tune restores it as pending). Tune starts every
-                # pending trial it has resources for, chosen here or not, and a started seed would train on
-                # past its rung: it waits paused, as it did before the restore.
+                # Restored as pending, it would otherwise train on past its rung: it waits paused, as it
+                # did before the restore.
                 _ray_compat.hold_pending_trial(tune_controller, trial)
-        running = sum(trial.status == Trial.RUNNING for trial in trials)
-        if self.max_running is not None and running >= self.max_running:
-            return None
+        pending = {trial.trial_id for trial in trials if trial.status == Trial.PENDING}
+        self._released &= pending  # let go, and not started yet
+        if self.max_running is not None:
+            for trial in trials:
+                if trial.status == Trial.PENDING and trial.trial_id not in self._released:
+                    _ray_compat.hold_pending_trial(tune_controller, trial)
+                    self._held.add(trial.trial_id)
+            running = sum(trial.status == Trial.RUNNING for trial in trials) + len(self._released)
+            if running >= self.max_running:
+                return None
+        chosen = self._next_to_run(trials)
+        if chosen is not None and self.max_running is not None:
+            self._held.discard(chosen.trial_id)
+            self._released.add(chosen.trial_id)
+        return chosen
+
+    def _next_to_run(self, trials: list[Trial]) -> Trial | None:
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
                 return trial
-        for trial in trials:
-            if trial.status == Trial.PENDING:
+        for trial in trials:  # new trials, or held under the cap before they ever ran
+            new = trial.status == Trial.PENDING and trial.trial_id not in self._released
+            if new or (trial.status == Trial.PAUSED and trial.trial_id in self._held):
                 return trial
         for trial in trials:  # paused before a restore: resume them once their rungs are decided
             if trial.status == Trial.PAUSED and self._waiting_is_over(trial):
@@ -207,6 +230,8 @@ class ConfigurationHalving(TrialScheduler):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("max_running", None)  # pickled (tuner.pkl) before the cap existed
+        state.setdefault("_held", set())
+        state.setdefault("_released", set())
         self.__dict__.update(state)
 
     # -------------------------------------------------------------------------------- decisions
@@ -346,7 +371,8 @@ class ConfigurationHalving(TrialScheduler):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (Tune's tuner.pkl) without its records: an unpickled scheduler reads its state file."""
         state = dict(self.__dict__)
-        state.update(records={}, failed=set(), survivors={}, entered={}, _to_unpause=set(), _loaded=False)
+        state.update(records={}, failed=set(), survivors={}, entered={}, _loaded=False)
+        state.update(_to_unpause=set(), _held=set(), _released=set())
         return state
 
     def _ensure_loaded(self) -> None:

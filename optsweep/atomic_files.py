@@ -4,8 +4,9 @@ then `os.replace` it, so a crash leaves either the old file or the new one, neve
 - The file gets the permissions an ordinary `open` would give it (the umask's, not mkstemp's 0600).
 - A temporary file that a killed writer left behind is removed by the next write of the same target.
 - `durable=True` also fsyncs the file before the rename (for files that must survive a power cut).
-- `write_bytes_at`, `write_text_at` and `read_text_at` take a location that may be a storage URI (``s3://``, ``gs://``,
-  ``file://``) or a local path; an object store puts an object whole, so it needs no rename.
+- `write_bytes_at`, `write_text_at`, `read_bytes_at` and `read_text_at` take a location that may be a
+  storage URI (``s3://``, ``gs://``, ``file://``) or a local path; an object store puts an object whole,
+  so it needs no rename.
 
 Standard library only (pyarrow is imported only for a non-local URI), so every layer may use it.
 """

@@ -56,8 +56,7 @@ def _package_folders() -> dict[str, Path]:
     for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items():
         for init in sorted((REPO / folder).rglob("__init__.py")):
             relative = init.parent.relative_to(REPO / folder).parts
-            if "__pycache__" not in relative and "notebooks" not in relative:
-                found[".".join([package, *relative])] = init.parent
+            found[".".join([package, *relative])] = init.parent
     return found
 
 

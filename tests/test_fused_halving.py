@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from ray.tune.experiment import Trial
-from test_halving import TARGET, FakeController, accuracy, simulate
+from test_halving import TARGET, TWO, FakeController, accuracy, alone_and_together, simulate
 
 from optsweep.sweeps.early_stopping.halving import ConfigurationHalving, StateFileDecisions
 from optsweep.sweeps.spec import StudySpec
@@ -46,20 +46,27 @@ def simulate_fused(
     state_file: Path,
     diverge: frozenset[tuple[int, int]] = frozenset(),
     max_running: int | None = None,
+    optimizers: tuple[str, ...] = ("adam",),
+    running_log: list[list[int]] | None = None,
 ) -> tuple[dict, dict[str, int]]:
-    """Returns (decisions, last epoch per member named as the unfused trial t<cc>_<s>)."""
+    """Returns (decisions, last epoch per member named as the unfused trial t<cc>_<s>, with the optimizer's
+    name after it when there are several). `optimizers`: one experiment, every optimizer's groups created
+    round-robin over them (a group trains one optimizer's members); `max_running` is checked per
+    optimizer at every step; `running_log` gets each step's running groups per optimizer."""
     units = list(itertools.product(range(configurations), range(seeds)))
     groups = [units[i : i + group_size] for i in range(0, len(units), group_size)]
+    suffix = {o: f"_{o}" if len(optimizers) > 1 else "" for o in optimizers}
     trials = [
         FakeGroup(
-            f"g{g}",
+            f"g{g}{suffix[o]}",
             {
-                "optimizer": "adam",
+                "optimizer": o,
                 "__members": [{"__configuration": c, "seed": s, "lr": 0.1} for c, s in members],
             },
             active=list(range(len(members))),
         )
         for g, members in enumerate(groups)
+        for o in optimizers
     ]
     controller = FakeController(trials)  # type: ignore[arg-type]
     scheduler = ConfigurationHalving(
@@ -75,7 +82,7 @@ def simulate_fused(
         return m["__configuration"], m["seed"]
 
     def drop_eliminated(trial: FakeGroup) -> None:
-        eliminated = decisions.eliminated("adam", trial.epoch)
+        eliminated = decisions.eliminated(trial.config["optimizer"], trial.epoch)
         trial.active = [k for k in trial.active if member(trial, k)[0] not in eliminated]
 
     def finish(trial: FakeGroup, result: dict[str, Any]) -> None:
@@ -101,7 +108,10 @@ def simulate_fused(
         for trial in [t for t in trials if t.status == Trial.PENDING][: slots - len(running)]:
             trial.status = Trial.RUNNING
             running.append(trial)
-        assert max_running is None or len(running) <= max_running
+        by_optimizer = [sum(t.config["optimizer"] == o for t in running) for o in optimizers]
+        assert max_running is None or max(by_optimizer) <= max_running, by_optimizer
+        if running_log is not None:
+            running_log.append(by_optimizer)
         if not running and not pausing:
             break
         reporting = [t for t in running if t not in pausing]
@@ -115,7 +125,7 @@ def simulate_fused(
         reports: dict[str, dict[str, Any]] = {}
         for k in list(trial.active):
             c, s = member(trial, k)
-            value = accuracy(c, s, trial.epoch, set(diverge))
+            value = accuracy(c, s, trial.epoch, set(diverge), trial.config["optimizer"])
             trial.last_epoch[k] = trial.epoch
             if value is None:
                 trial.active.remove(k)  # frozen, reported diverged once
@@ -144,7 +154,7 @@ def simulate_fused(
     for trial in trials:
         for k in range(len(trial.config["__members"])):
             c, s = member(trial, k)
-            epochs[f"t{c:02d}_{s}"] = trial.last_epoch.get(k, 0)
+            epochs[f"t{c:02d}_{s}{suffix[trial.config['optimizer']]}"] = trial.last_epoch.get(k, 0)
     return scheduler.decisions(), epochs
 
 
@@ -209,16 +219,43 @@ def test_a_cap_on_running_trials_never_hangs_the_rungs(tmp_path: Path, group_siz
     assert (decisions, epochs) == (unfused_decisions, unfused_epochs)
 
 
+@pytest.mark.parametrize(("group_size", "slots", "max_running"), [(5, 2, None), (3, 6, 1), (1, 4, 2)])
+def test_two_optimizers_fused_groups_in_one_experiment_decide_as_each_alone_unfused(
+    tmp_path: Path, group_size: int, slots: int, max_running: int | None
+) -> None:
+    """adam's and sgd's fused groups in one experiment, one state file: each optimizer's decisions and
+    members' epochs are those of its unfused sweep alone, and its groups never exceed its cap (which is
+    each optimizer's: both run up to it side by side)."""
+    log: list[list[int]] = []
+    decisions, epochs = simulate_fused(
+        8,
+        3,
+        20,
+        group_size,
+        order_seed=group_size,
+        slots=slots,
+        state_file=tmp_path / "state.json",
+        max_running=max_running,
+        optimizers=TWO,
+        running_log=log,
+    )
+    assert max_running is None or [max_running] * 2 in log
+    for optimizer in TWO:
+        alone = simulate(8, 3, 20, order_seed=0, slots=2, optimizers=(optimizer,))
+        assert alone_and_together((decisions, epochs, {}), optimizer) == alone[:2]
+
+
 def test_a_resumed_study_takes_this_runs_cap_and_an_old_pickle_has_none(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from optsweep.sweeps.runner import safeguards
 
     scheduler = ConfigurationHalving(TARGET, 20, 2, 1, max_running=3)
-    config = SimpleNamespace(scheduler=scheduler, max_concurrent_trials=3)
+    config = SimpleNamespace(scheduler=scheduler, search_alg=None, max_concurrent_trials=3)
     tuner = SimpleNamespace(_local_tuner=SimpleNamespace(_tune_config=config))
     safeguards.restored(tuner, StudySpec(name="x", storage_path=str(tmp_path), max_concurrent=1))
-    assert scheduler.max_running == 1 and config.max_concurrent_trials is None
+    # (Tune's own cap beside it is the runner's business: tested with the runner.)
+    assert scheduler.max_running == 1
     state = scheduler.__getstate__()
     del state["max_running"]  # as pickled in a tuner.pkl written before the cap existed
     old = ConfigurationHalving.__new__(ConfigurationHalving)

@@ -52,12 +52,25 @@ class FakeController:
         self.scheduler.on_trial_remove(self, trial)  # as Tune does for a paused trial
 
 
-def accuracy(configuration: int, seed: int, epoch: int, diverge: set[tuple[int, int]]) -> float | None:
-    """A deterministic learning curve; None: this seed diverges at this epoch."""
+def accuracy(
+    configuration: int, seed: int, epoch: int, diverge: set[tuple[int, int]], optimizer: str = "adam"
+) -> float | None:
+    """A deterministic learning curve; None: this seed diverges at this epoch. Each optimizer ranks the
+    configurations differently and learns at its own pace (sgd higher overall: mixed, it would win)."""
     if (configuration, seed) in diverge and epoch == 3:
         return None
-    quality = ((configuration * 7919) % 13) / 13  # configurations of different quality, not in index order
-    return quality * (1 - 0.5**epoch) + 0.01 * seed
+    shift, pace, floor = (0, 0.5, 0.0) if optimizer == "adam" else (sum(map(ord, optimizer)), 0.8, 0.5)
+    # Configurations of different quality, not in index order.
+    quality = ((configuration * 7919 + shift) % 13) / 13
+    return floor + quality * (1 - pace**epoch) + 0.01 * seed
+
+
+def could_run(trial: FakeTrial, rungs: list[int], decided: dict[tuple[str, int], list[int]]) -> bool:
+    """Pending, or paused where every rung it reached is decided and its configuration goes on."""
+    optimizer, configuration = trial.config["optimizer"], trial.config["__configuration"]
+    reached = [r for r in rungs if r <= trial.epoch]
+    goes_on = all(configuration in decided.get((optimizer, r), []) for r in reached)
+    return trial.status == Trial.PENDING or (trial.status == Trial.PAUSED and goes_on)
 
 
 def simulate(
@@ -71,20 +84,36 @@ def simulate(
     restart_after: int | None = None,
     lost_steps: int = 0,
     diverge: frozenset[tuple[int, int]] = frozenset(),
+    optimizers: tuple[str, ...] = ("adam",),
+    max_running: int | None = None,
+    observe: list[dict[str, tuple[int, bool]]] | None = None,
 ) -> tuple[dict, dict[str, int], dict[str, str]]:
     """Run a whole sweep; returns (decisions, last epoch per trial, final status per trial).
 
     `restart_after`: the driver is killed after that many results, and the last `lost_steps` of them
-    are lost to Tune (its experiment snapshot is older), though the scheduler's state file has them."""
+    are lost to Tune (its experiment snapshot is older), though the scheduler's state file has them.
+    `optimizers`: one experiment whose trials are created round-robin over them (trial ids get the
+    optimizer's name when there are several). `max_running`: the scheduler's cap, checked per optimizer
+    at every step. `observe`: gets, at every step, optimizer -> (its running trials, whether it has a trial
+    that could run: pending, or paused with every rung it reached decided)."""
     trials = [
-        FakeTrial(f"t{c:02d}_{s}", {"optimizer": "adam", "__configuration": c, "seed": s})
+        FakeTrial(
+            f"t{c:02d}_{s}" + (f"_{o}" if len(optimizers) > 1 else ""),
+            {"optimizer": o, "__configuration": c, "seed": s},
+        )
         for c, s in itertools.product(range(configurations), range(seeds))
+        for o in optimizers
     ]
     controller = FakeController(trials)
 
     def new_scheduler() -> ConfigurationHalving:
         scheduler = ConfigurationHalving(
-            TARGET, max_epochs, configurations, seeds, state_file=str(state_file) if state_file else None
+            TARGET,
+            max_epochs,
+            configurations,
+            seeds,
+            state_file=str(state_file) if state_file else None,
+            max_running=max_running,
         )
         controller.scheduler = scheduler
         for trial in trials:
@@ -117,6 +146,24 @@ def simulate(
         for trial in [t for t in trials if t.status == Trial.PENDING][: slots - len(running)]:
             trial.status = Trial.RUNNING
             running.append(trial)
+        by_optimizer = {o: sum(t.config["optimizer"] == o for t in running) for o in optimizers}
+        assert max_running is None or max(by_optimizer.values()) <= max_running, by_optimizer
+        if observe is not None:
+            decided = scheduler.decisions()
+
+            observe.append(
+                {
+                    o: (
+                        n,
+                        any(
+                            could_run(t, scheduler.rungs, decided)
+                            for t in trials
+                            if t.config["optimizer"] == o
+                        ),
+                    )
+                    for o, n in by_optimizer.items()
+                }
+            )
         if not running and not pausing:
             break
         reporting = [t for t in running if t not in pausing]
@@ -124,7 +171,10 @@ def simulate(
             continue
         trial = rng.choice(reporting)  # which running trial reports next: timing, here random
         trial.epoch += 1
-        value = accuracy(trial.config["__configuration"], trial.config["seed"], trial.epoch, set(diverge))
+        config = trial.config
+        value = accuracy(
+            config["__configuration"], config["seed"], trial.epoch, set(diverge), config["optimizer"]
+        )
         result: dict[str, Any] = {"epoch": trial.epoch, "diverged": value is None}
         if value is not None:
             trial.best = max(trial.best, value)
@@ -215,6 +265,88 @@ def test_trials_the_killed_driver_lost_after_a_decision_train_again_up_to_their_
     # Without its state file a resumed sweep still ends (rungs decided on what the seeds report then).
     _, _, statuses = simulate(9, 2, 20, order_seed=6, slots=2, state_file=None, restart_after=40)
     assert set(statuses.values()) == {Trial.TERMINATED}
+
+
+TWO = ("adam", "sgd")
+
+
+def alone_and_together(
+    run: tuple[dict, dict[str, int], dict[str, str]], optimizer: str
+) -> tuple[dict, dict[str, int]]:
+    """One optimizer's decisions and epochs out of a two-optimizer run, named as in a run of it alone."""
+    decisions, epochs, _ = run
+    suffix = f"_{optimizer}"
+    return (
+        {key: kept for key, kept in decisions.items() if key[0] == optimizer},
+        {t.removesuffix(suffix): e for t, e in epochs.items() if t.endswith(suffix)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("order_seed", "slots", "max_running"), [(0, 1, None), (1, 2, None), (2, 5, 2), (3, 8, 1)]
+)
+def test_two_optimizers_in_one_experiment_decide_as_each_alone(
+    order_seed: int, slots: int, max_running: int | None
+) -> None:
+    """One scheduler, one trial list with adam's and sgd's trials interleaved: each optimizer's rungs are
+    decided on its own trials (sgd's curves are higher: mixed in, they would eliminate all of adam's)."""
+    together = simulate(9, 2, 20, order_seed=order_seed, slots=slots, optimizers=TWO, max_running=max_running)
+    assert set(together[2].values()) == {Trial.TERMINATED}
+    for optimizer in TWO:
+        decisions, epochs, _ = simulate(9, 2, 20, order_seed=7, slots=2, optimizers=(optimizer,))
+        assert alone_and_together(together, optimizer) == (decisions, epochs)
+    # The two optimizers differ (else the comparison above could not tell them apart).
+    assert alone_and_together(together, "adam")[1] != alone_and_together(together, "sgd")[1]
+    assert together[0][("adam", 2)] != together[0][("sgd", 2)]
+
+
+def test_the_cap_on_running_trials_is_per_optimizer() -> None:
+    """--max-concurrent N: at most N trials of each optimizer run at once (simulate checks it at every
+    step), and the optimizers run side by side: one global cap would let only N run in all."""
+    seen: list[dict[str, tuple[int, bool]]] = []
+    together = simulate(6, 2, 20, order_seed=4, slots=4, optimizers=TWO, max_running=1, observe=seen)
+    assert all(n <= 1 for step in seen for n, _ in step.values())
+    both = [step for step in seen if all(work for _, work in step.values())]
+    assert both and all(step["adam"][0] == step["sgd"][0] == 1 for step in both)
+    for optimizer in TWO:
+        decisions, epochs, _ = simulate(6, 2, 20, order_seed=0, slots=1, optimizers=(optimizer,))
+        assert alone_and_together(together, optimizer) == (decisions, epochs)
+
+
+@pytest.mark.parametrize("order_seed", range(4))
+def test_optimizers_share_the_slots_while_both_have_trials_to_run(order_seed: int) -> None:
+    """Two slots, two optimizers, no cap: while both have a trial that could run, each runs one. (Paused
+    seeds going on came first whatever their optimizer: one optimizer's rung decision took both slots.)"""
+    seen: list[dict[str, tuple[int, bool]]] = []
+    simulate(9, 3, 20, order_seed=order_seed, slots=2, optimizers=TWO, observe=seen)
+    both = [step for step in seen if all(work for _, work in step.values())]
+    assert len(both) > 20
+    assert [step for step in both if step["adam"][0] != 1 or step["sgd"][0] != 1] == []
+
+
+@pytest.mark.parametrize("restart_after", [7, 40, 90, 150])
+def test_a_resumed_two_optimizer_experiment_decides_as_an_uninterrupted_one(
+    tmp_path: Path, restart_after: int
+) -> None:
+    """One state file holds both optimizers' records and decisions; after a restart each optimizer's
+    trials end where the uninterrupted experiment ends them."""
+    whole = simulate(9, 2, 20, order_seed=5, slots=3, optimizers=TWO, state_file=tmp_path / "whole.json")
+    resumed = simulate(
+        9,
+        2,
+        20,
+        order_seed=6,
+        slots=3,
+        optimizers=TWO,
+        state_file=tmp_path / "resumed.json",
+        restart_after=restart_after,
+        lost_steps=3,
+        max_running=2,
+    )
+    assert resumed[:2] == whole[:2]
+    assert set(resumed[2].values()) == {Trial.TERMINATED}
+    recorded = json.loads((tmp_path / "resumed.json").read_text())
+    assert {optimizer for optimizer, *_ in recorded["decisions"]} == set(TWO)
 
 
 def test_a_configuration_with_a_diverged_seed_stops_at_the_next_rung() -> None:

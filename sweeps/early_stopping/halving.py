@@ -17,7 +17,10 @@ depend on which trial reports first (the same command gives different winners). 
 - the records and decisions are written to a state file after every change, so a resumed sweep
   (Tune does not restore its schedulers' state) makes exactly the decisions an uninterrupted one makes.
 
-Trials are grouped by their config's `optimizer` and `__configuration`; their seed is `seed`.
+Trials are grouped by their config's `optimizer` and `__configuration`; their seed is `seed`. One
+scheduler serves a whole study (one Tune experiment for all its optimizers): every optimizer has its own
+rungs and decisions, judged on its own trials only, its own cap on running trials, and the optimizers
+share the slots evenly.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
 STATE_FILE = "optsweep_halving.json"
-"""In the optimizer's Tune experiment directory: the rung records and decisions."""
+"""The rung records and decisions (of every optimizer); the study keeps it beside its Tune experiment."""
 
 Group = tuple[str, int]  # (optimizer, configuration)
 Unit = tuple[str, int, int]  # (optimizer, configuration, seed): one run, alone or a fused group's member
@@ -58,8 +61,11 @@ def rungs_for(max_epochs: int, reduction_factor: int = 3) -> list[int]:
 
 
 class ConfigurationHalving(TrialScheduler):
-    """See the module docstring. `seeds` is the number of seeds of every configuration; `state_file`
-    (None: kept in memory only) persists the records and decisions across a resume."""
+    """See the module docstring. One instance serves every optimizer of a study (one Tune experiment whose
+    trials carry `config["optimizer"]`): rungs are decided per optimizer, each on its own trials only.
+    `configurations` and `seeds` are those of every optimizer; `state_file` (None: kept in memory only)
+    persists the records and decisions across a resume; `max_running` caps the running trials of each
+    optimizer (--max-concurrent)."""
 
     def __init__(
         self,
@@ -82,9 +88,10 @@ class ConfigurationHalving(TrialScheduler):
         self.reduction_factor = reduction_factor
         self.rungs = rungs_for(max_epochs, reduction_factor)
         self.state_file = state_file  # a local path or a storage URI (s3://...)
-        # At most this many trials running at once (--max-concurrent). Tune's own max_concurrent_trials
-        # counts the trials paused at a rung, which wait for the others: a cap below the number of trials
-        # would stop every trial from ever reaching the rung (a silent hang).
+        # At most this many trials of each optimizer running at once (--max-concurrent). Tune's own
+        # max_concurrent_trials counts the trials paused at a rung, which wait for the others: a cap below
+        # the number of trials would stop every trial from ever reaching the rung (a silent hang); and it
+        # is one cap for the whole experiment, which one optimizer's trials could fill.
         self.max_running = max_running
         # rung -> group -> seed -> best target value so far at that rung
         self.records: dict[int, dict[Group, dict[int, float]]] = {}
@@ -92,7 +99,8 @@ class ConfigurationHalving(TrialScheduler):
         self.survivors: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations going on
         self.entered: dict[tuple[str, int], list[int]] = {}  # (optimizer, rung) -> configurations judged
         self._to_unpause: set[str] = set()
-        # Under the cap: trials held paused before they ever ran, and those let go that have not started yet.
+        # Under the cap: trials held paused before they ever ran. Trials chosen (let go) that have not
+        # started yet: they count as running, against their optimizer's cap and in the fair choice.
         self._held: set[str] = set()
         self._released: set[str] = set()
         # Loaded at first use: Tuner.restore unpickles the scheduler from tuner.pkl, as it was built.
@@ -108,7 +116,7 @@ class ConfigurationHalving(TrialScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         self._ensure_loaded()
-        optimizer = str(trial.config.get("optimizer"))
+        optimizer = _optimizer(trial)
         self._to_unpause.discard(trial.trial_id)  # it runs again
         epoch = int(result.get(EPOCH, 0))
         if self._has_trained_its_share(trial, epoch):
@@ -153,7 +161,7 @@ class ConfigurationHalving(TrialScheduler):
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> None:
-        optimizer = str(trial.config.get("optimizer"))
+        optimizer = _optimizer(trial)
         for (_, configuration, _), reported in self._reports(trial, result or {}):
             if reported.get(DIVERGED_FLAG):
                 self.failed.add((optimizer, configuration))
@@ -169,7 +177,7 @@ class ConfigurationHalving(TrialScheduler):
         # its max_failures): that trial still reports, and its configurations have not failed.
         if trial.should_recover():
             return
-        optimizer = str(trial.config.get("optimizer"))
+        optimizer = _optimizer(trial)
         for _, configuration, _ in self._units(trial):
             self.failed.add((optimizer, configuration))
         self._after_change(tune_controller, optimizer)
@@ -180,7 +188,10 @@ class ConfigurationHalving(TrialScheduler):
         self._released.discard(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        """Paused seeds whose configuration goes on first, then new trials, in the experiment's order.
+        """The optimizer with the fewest running trials first (ties: the one that appears first among the
+        trials), so that optimizers share the slots evenly while each has trials to run; and of its trials,
+        paused seeds whose configuration goes on first, then new trials, then trials paused before a
+        restore whose rungs are decided, each in the experiment's order.
 
         Tune starts every pending trial it has resources for, whether chosen here or not (the choice only
         comes first). So a pending trial that must not start is made paused: a seed restored while it
@@ -203,26 +214,55 @@ class ConfigurationHalving(TrialScheduler):
                 if trial.status == Trial.PENDING and trial.trial_id not in self._released:
                     _ray_compat.hold_pending_trial(tune_controller, trial)
                     self._held.add(trial.trial_id)
-            running = sum(trial.status == Trial.RUNNING for trial in trials) + len(self._released)
-            if running >= self.max_running:
-                return None
         chosen = self._next_to_run(trials)
-        if chosen is not None and self.max_running is not None:
+        if chosen is not None:
             self._held.discard(chosen.trial_id)
             self._released.add(chosen.trial_id)
         return chosen
 
-    def _next_to_run(self, trials: list[Trial]) -> Trial | None:
+    def _running_by_optimizer(self, trials: list[Trial]) -> dict[str, int]:
+        """optimizer -> its running trials and those let go that have not started yet (what the cap counts;
+        trials paused at a rung do not count), for every optimizer among `trials` (in their order)."""
+        running: dict[str, int] = {}
         for trial in trials:
-            if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
-                return trial
-        for trial in trials:  # new trials, or held under the cap before they ever ran
-            new = trial.status == Trial.PENDING and trial.trial_id not in self._released
-            if new or (trial.status == Trial.PAUSED and trial.trial_id in self._held):
-                return trial
-        for trial in trials:  # paused before a restore: resume them once their rungs are decided
-            if trial.status == Trial.PAUSED and self._waiting_is_over(trial):
-                return trial
+            optimizer = _optimizer(trial)
+            started = trial.status == Trial.RUNNING
+            let_go = trial.status == Trial.PENDING and trial.trial_id in self._released
+            running[optimizer] = running.get(optimizer, 0) + int(started or let_go)
+        return running
+
+    def _next_to_run(self, trials: list[Trial]) -> Trial | None:
+        """The optimizer with the fewest running trials that has one to run (under the cap, one with room),
+        and its trial by the priority of `_candidate` (then the experiment's order)."""
+        running = self._running_by_optimizer(trials)
+        appearance = {optimizer: k for k, optimizer in enumerate(running)}
+        best: tuple[int, int, int, int] | None = None  # (running, appearance, category, index)
+        for index, trial in enumerate(trials):
+            optimizer = _optimizer(trial)
+            if self.max_running is not None and running[optimizer] >= self.max_running:
+                continue
+            if best is not None and (running[optimizer], appearance[optimizer]) > best[:2]:
+                continue
+            category = self._candidate(trial)
+            if category is None:
+                continue
+            key = (running[optimizer], appearance[optimizer], category, index)
+            if best is None or key < best:
+                best = key
+        return None if best is None else trials[best[3]]
+
+    def _candidate(self, trial: Trial) -> int | None:
+        """Whether the trial may be chosen, and how urgently (lower first): 0, a paused seed whose
+        configuration goes on; 1, a new trial, or one held under the cap before it ever ran; 2, one paused
+        before a restore whose rungs are decided now."""
+        if trial.status == Trial.PAUSED and trial.trial_id in self._to_unpause:
+            return 0
+        if trial.status == Trial.PENDING and trial.trial_id not in self._released:
+            return 1
+        if trial.status == Trial.PAUSED and trial.trial_id in self._held:
+            return 1
+        if trial.status == Trial.PAUSED and self._waiting_is_over(trial):
+            return 2
         return None
 
     def debug_string(self) -> str:
@@ -289,7 +329,7 @@ class ConfigurationHalving(TrialScheduler):
         for trial in tune_controller.get_trials():
             if trial.status not in (Trial.PAUSED, Trial.PENDING) and not trial.is_saving:
                 continue
-            if str(trial.config.get("optimizer")) != optimizer:
+            if _optimizer(trial) != optimizer:
                 continue
             if self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
@@ -340,14 +380,14 @@ class ConfigurationHalving(TrialScheduler):
 
     def _waiting(self, trial: Trial) -> bool:
         """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
-        optimizer = str(trial.config.get("optimizer"))
+        optimizer = _optimizer(trial)
         return any((optimizer, r) not in self.survivors for r in self._rungs_reached(trial))
 
     def _waiting_is_over(self, trial: Trial) -> bool:
         """Whether a paused trial may run on: every rung it reached is decided, and a configuration of it
         goes on, or it has still to train up to the rung where its configurations stopped (results of an
         earlier run that a killed driver lost)."""
-        optimizer = str(trial.config.get("optimizer"))
+        optimizer = _optimizer(trial)
         reached = self._rungs_reached(trial)
         decided = all((optimizer, r) in self.survivors for r in reached)
         return bool(reached) and decided and not self._has_trained_its_share(trial)
@@ -462,6 +502,11 @@ class SeedRepeater(Repeater):
         if not result and not kwargs.get("error"):
             result = last
         super().on_trial_complete(trial_id, result, **kwargs)
+
+
+def _optimizer(trial: Trial) -> str:
+    """The optimizer a trial belongs to: its config's label ("adam", "sgd")."""
+    return str(trial.config.get("optimizer"))
 
 
 def _stop(tune_controller: TuneController, trial: Trial) -> None:

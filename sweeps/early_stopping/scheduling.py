@@ -1,4 +1,5 @@
-"""Early stopping: Ray Tune's ASHA (or FIFO), made safe for multi-worker trials.
+"""Early stopping: per-configuration halving, Ray Tune's ASHA per optimizer (made safe for multi-worker
+trials), or FIFO.
 
 Ray Tune's ASHA never stops a trial whose metric is NaN; the training loop reports finite sentinels
 for diverged runs and ends them itself, so ASHA sees numbers it can compare. For trials that run a
@@ -9,11 +10,14 @@ placement group and the next trial never starts).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from optsweep.sweeps.early_stopping.halving import ConfigurationHalving
+from optsweep.sweeps.early_stopping.per_optimizer import PerOptimizer
 from optsweep.trainables import decisions
 from optsweep.vocabulary import DEFAULT_TARGET, Target
 
@@ -39,20 +43,33 @@ def build_scheduler(
     seeds: int = 1,
     state_file: str | None = None,
     max_running: int | None = None,
+    optimizers: Sequence[str] | None = None,
 ) -> TrialScheduler:
     """Early stopping per configuration (`halving.ConfigurationHalving`: all seeds of a configuration go on
     or stop together, decided on their mean at each rung, independently of timing), or FIFO (every trial
     runs all its epochs). Multi-worker trials cannot be paused (a paused Tune trial would leak its Train
     placement group, see `trainables.decisions`), so they keep Ray's ASHA, per trial, stopped at the end
-    of an epoch."""
+    of an epoch: one ASHA per optimizer (`PerOptimizer`), so that a trial is judged only against trials
+    of its own optimizer.
+
+    One scheduler serves a whole study (one Tune experiment, trials labelled by `config["optimizer"]`):
+    `configurations` and `seeds` are each optimizer's, `max_running` caps each optimizer's running
+    trials, `optimizers` (optional: labels are also learned from the trials) gives the study's order of
+    the optimizers, which the round-robin choice of the next trial to run follows."""
     if kind == "fifo":
-        return FIFOScheduler()
+        return FIFOScheduler()  # it judges nothing, so nothing to keep apart per optimizer
     if kind != "asha":
         raise ValueError(f"Unknown scheduler {kind!r}; valid: asha, fifo")
     if workers_per_trial == 1:
         return ConfigurationHalving(
             target, max_epochs, configurations, seeds, state_file=state_file, max_running=max_running
         )
+    return PerOptimizer(functools.partial(asha_at_epoch_end, max_epochs), optimizers or ())
+
+
+def asha_at_epoch_end(max_epochs: int) -> StopAtEpochEnd:
+    """One optimizer's early stopping for multi-worker trials: Ray's ASHA, its STOPs delivered at the end
+    of an epoch. Module-level (and bound with functools.partial) so that `PerOptimizer` pickles."""
     asha = ASHAScheduler(
         time_attr=TIME_ATTR,
         max_t=max_epochs,

@@ -80,7 +80,9 @@ def rungs_reached(experiment_dir: str | os.PathLike[str], trials: pd.DataFrame) 
     """Rows (optimizer, rung, judged, went_on): configurations judged at each rung and the ones that went
     on from it."""
     rows = []
-    for state_file in sorted(Path(experiment_dir).glob(f"*/{HALVING_STATE_FILE}")):
+    # In the study's directory; studies run one Tune experiment per optimizer kept one in each.
+    root = Path(experiment_dir)
+    for state_file in sorted([*root.glob(HALVING_STATE_FILE), *root.glob(f"*/{HALVING_STATE_FILE}")]):
         try:
             state = json.loads(state_file.read_text())
             for optimizer, rung, entered, survivors in state["decisions"]:

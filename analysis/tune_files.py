@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from optsweep.errors import OptsweepError
+from optsweep.vocabulary import CONFIGURATION_KEY, SEARCH, STAGE_KEY, member_configs
 
 REPORT_DIR_NAME = "report"
 MAX_DEPTH = 4  # how deep below the experiment directory to look for Tune experiments
@@ -81,11 +82,39 @@ def read_tune_experiment(tune_dir: Path) -> list[RawTrial]:
         if trial_dir is None and trial_id in unclaimed:
             trial_dir = unclaimed.pop(trial_id).trial_dir
         trials.append(_read_trial(tune_dir, trial_id, entry.get("status"), entry.get("config"), trial_dir))
-    # A directory of a trial the state names with another directory is an earlier run of that trial: one
-    # a killed driver started after its last snapshot, which the resumed sweep created and ran again.
+    # A directory the state does not name, of a trial that trains what a trial the state names trains, is
+    # an earlier run of it: one a killed driver started after its last snapshot, which the resumed sweep
+    # created and ran again (under the same id, or a new one from a searcher that does not number trials).
     named = {trial.trial_id for trial in trials}
-    trials.extend(trial for trial_id, trial in unclaimed.items() if trial_id not in named)
+    named_runs = {run_key(trial.config) for trial in trials} - {None}
+    trials.extend(
+        trial
+        for trial_id, trial in unclaimed.items()
+        if trial_id not in named and run_key(trial.config) not in named_runs
+    )
     return trials
+
+
+def run_key(config: dict[str, Any] | None) -> tuple[tuple[str, str, int, int], ...] | None:
+    """What a trial trains, whatever its Tune id: (optimizer, stage, configuration, seed) of each of its runs
+    (itself, or a fused group's members); None for a config without them."""
+    if not isinstance(config, dict):
+        return None
+    units = member_configs(config) or [config]
+    try:
+        return tuple(
+            sorted(
+                (
+                    str(config.get("optimizer")),
+                    str(unit.get(STAGE_KEY, config.get(STAGE_KEY, SEARCH))),
+                    int(unit[CONFIGURATION_KEY]),
+                    int(unit.get("seed", unit.get("__trial_index__"))),
+                )
+                for unit in units
+            )
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def read_experiment_state(tune_dir: Path) -> list[dict[str, Any]] | None:

@@ -1,10 +1,11 @@
-"""How busy a study keeps the cluster: its optimizers side by side (one study) vs one after another.
+"""How busy a study keeps the cluster: its optimizers side by side (one study, one Tune experiment whose
+trials are every optimizer's) vs one after another.
 
     python benchmarks/side_by_side.py [--cpus 2] [--storage DIR] [--quick] [--num-samples N] [--seeds S]
         [--max-epochs E]
 
 Starts one local Ray with `--cpus` CPUs and runs the same 3-optimizer study twice through the public API
-(`optsweep.Study(...).run`): side by side (one study of the three optimizers, as the study runs now) and
+(`optsweep.Study(...).run`): side by side (one study of the three optimizers, as the study runs) and
 in the old order (one study per optimizer, one after another: each optimizer's trials run to their end
 before the next starts). While each runs, the CPU time of Ray's worker processes (the trials) is sampled
 from /proc every `--interval` seconds. Printed per mode: the wall time; the time during which fewer than

@@ -19,7 +19,6 @@ MOVED = {
     "study": "runner",
     "confirmation": "runner",
     "fusion": "runner",
-    "side_by_side": "runner",
     "safeguards": "runner",
     "spaces": "search",
     "contenders": "search",

@@ -9,8 +9,6 @@ where it is used (AttributeError, ImportError), never a default.
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +17,6 @@ if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 PRIVATE_NAMES = (
-    "_setup_signal_catching",
-    "_make_key",
     "_private",
     "ENABLE_RAY_CLUSTER",
     "generate_new_authentication_token",
@@ -40,43 +36,6 @@ PRIVATE_NAMES = (
     "_trial_logging_futures",
 )
 """The Ray-private names reached here (the contract test greps the rest of the tree for them)."""
-
-_TUNE_RUN_MODULE = "ray.tune.tune"
-_REGISTRY_MODULE = "ray.tune.registry"
-
-InterruptEventFactory = Callable[[], threading.Event]
-RegistryKey = Callable[[str, str, str], bytes]
-
-
-# ------------------------------------------------------------------ several Tune fits in one driver
-
-
-def swap_fit_interrupt_event_factory(factory: InterruptEventFactory) -> InterruptEventFactory:
-    """Install `factory` as the function Tune's `run` calls, as its loop begins, for the Event whose
-    setting ends the loop gracefully (last experiment snapshot written, unfinished trials resumable):
-    `ray.tune.tune._setup_signal_catching`. Returns the function it replaced.
-
-    Why no public API: Tune sets that Event only from the SIGINT/SIGUSR1 handler it installs in the main
-    thread; a fit in another thread creates its Event but nothing public reaches it
-    (`Stopper.stop_all()` marks unfinished trials TERMINATED, so a resume would not continue them)."""
-    module = importlib.import_module(_TUNE_RUN_MODULE)
-    previous: InterruptEventFactory = module._setup_signal_catching
-    module._setup_signal_catching = factory
-    return previous
-
-
-def swap_trainable_registry_key(make_key: RegistryKey) -> RegistryKey:
-    """Install `make_key(prefix, category, key) -> bytes` as the key function of Tune's trainable and
-    parameter registries (`ray.tune.registry._make_key`); returns the one it replaced.
-
-    Why no public API: Tune registers a fit's trainable by name in one registry per Ray job and looks it
-    up each time it starts a trial actor; two fits in one driver whose trainables share a name (every
-    optimizer's is `run_trial`) would start each other's. Tune offers no per-fit namespace."""
-    module = importlib.import_module(_REGISTRY_MODULE)
-    previous: RegistryKey = module._make_key
-    module._make_key = make_key
-    return previous
-
 
 # ------------------------------------------------------------------ starting and sizing Ray
 

@@ -171,6 +171,32 @@ def test_trials_missing_from_a_stale_state_are_still_found(tmp_path: Path) -> No
     assert len(trials) == 2 and trials["status"].tolist() == ["completed", "completed"]
 
 
+def test_an_earlier_run_of_a_trial_the_resumed_sweep_created_again_is_not_a_second_trial(
+    tmp_path: Path,
+) -> None:
+    """A killed driver's trial started after its last snapshot leaves a directory the state does not name;
+    the resumed sweep creates the same trial again (the same optimizer, configuration and seed), under a new
+    id when its searcher does not number trials. The earlier run is not a trial of its own."""
+    configured = {**SGD, "__configuration": 0}
+    root = write_experiment(
+        tmp_path / "exp", [FakeTrial("sgd", s, configured, rising(0.9)) for s in range(2)]
+    )
+    tune_dir = root / "sgd"
+    state = json.loads(next(tune_dir.glob("experiment_state-*.json")).read_text())
+    trial_id = json.loads(state["trial_data"][1][0])["trial_id"]
+    [second] = [d for d in tune_dir.iterdir() if trial_id in d.name]
+    earlier = tune_dir / second.name.replace(trial_id, "0badcafe")
+    shutil.copytree(second, earlier)
+    for path in earlier.iterdir():
+        path.write_text(path.read_text().replace(trial_id, "0badcafe"))
+    assert len(analysis.load(root)) == 2
+    # Without a trial that trains the same, the directory is a trial of its own (a snapshot that lags).
+    (earlier / "params.json").write_text(
+        (earlier / "params.json").read_text().replace('"seed": 1', '"seed": 7')
+    )
+    assert sorted(analysis.load(root)["seed"]) == [0, 1, 7]
+
+
 def test_report_dir_and_nested_trial_output_are_not_experiments(tmp_path: Path) -> None:
     root = standard_experiment(tmp_path / "exp")
     shutil.copytree(root / "sgd", root / "report" / "sgd")  # e.g. a user's copy inside report/

@@ -55,10 +55,11 @@ def test_a_budget_within_five_percent_is_not_flagged() -> None:
     ]
 
 
-def test_rungs_come_from_the_halving_record_or_else_from_the_epochs(tmp_path: Path) -> None:
-    (tmp_path / "adam").mkdir()
+@pytest.mark.parametrize("where", [".", "adam"], ids=["the study's record", "an older study's per optimizer"])
+def test_rungs_come_from_the_halving_record_or_else_from_the_epochs(tmp_path: Path, where: str) -> None:
+    (tmp_path / where).mkdir(exist_ok=True)
     record = {"decisions": [["adam", 2, [0, 1, 2, 3, 4, 5], [1, 4]], ["adam", 6, [1, 4], [4]]]}
-    (tmp_path / "adam" / spent.HALVING_STATE_FILE).write_text(json.dumps(record))
+    (tmp_path / where / spent.HALVING_STATE_FILE).write_text(json.dumps(record))
     sgd = [("sgd", "s1", 2, 1.0), ("sgd", "s1", 2, 1.0), ("sgd", "s2", 6, 1.0), ("sgd", "s3", 20, 1.0)]
     trials = _trials([("adam", "a1", 2, 1.0), *sgd, ("sgd", "s3", 20, 1.0)])
     table = spent.rungs_reached(tmp_path, trials)

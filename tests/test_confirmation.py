@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from optsweep import analysis
 from optsweep.errors import OptsweepError
 from optsweep.sweeps import adam_vs_sgd, cli, study_file
 from optsweep.sweeps.record import identity
-from optsweep.sweeps.runner import confirmation, side_by_side, study, tuner
+from optsweep.sweeps.runner import confirmation, study, tuner
 from optsweep.sweeps.runner.plan import prepare
 from optsweep.sweeps.spec import StudySpec
 from optsweep.vocabulary import CONFIRM, CONFIRM_SEED_BASE, DIVERGED, SEARCH, STAGE_COLUMN
@@ -121,8 +120,8 @@ def test_a_study_recorded_before_the_confirmation_stage_resumes_with_confirm_see
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     experiment = tmp_path / "adam_vs_sgd"
-    (experiment / "sgd").mkdir(parents=True)
-    (experiment / "sgd" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
+    (experiment / "search").mkdir(parents=True)
+    (experiment / "search" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
     old = prepare(_parse("--storage-path", str(tmp_path))).identity()
     del old["confirm_seeds"]
     assert identity.differences(old, prepare(_parse("--confirm-seeds", "0")).identity()) == []
@@ -133,48 +132,42 @@ def test_a_study_recorded_before_the_confirmation_stage_resumes_with_confirm_see
     assert err.count("\n") == 1
 
 
-def test_no_confirmation_seeds_no_stage(tmp_path: Path) -> None:
+def test_no_confirmation_seeds_no_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = prepare(_parse("--smoke", "--storage-path", str(tmp_path)))
     assert plan.args.confirm_seeds == 0
-    searched = []
-    confirmation.run_stages(plan, plan.contenders[0], lambda: searched.append(True), parallel=1)
-    assert searched == [True]  # the search, as before, and nothing after it
+    stages = []
+    monkeypatch.setattr(tuner, "run_search", lambda plan: stages.append("search"))
+    monkeypatch.setattr(confirmation, "run", lambda plan: stages.append("confirm"))
+    study.run_stages(plan)
+    assert stages == ["search"]  # the search, as before, and nothing after it
     assert not list(tmp_path.iterdir())
+
+
+def test_a_recorded_choice_of_every_optimizer_skips_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["--smoke", "--optimizers", "sgd,adam", "--confirm-seeds", "2", "--storage-path", str(tmp_path)]
+    plan = prepare(_parse(*argv))
+    stages = []
+    monkeypatch.setattr(tuner, "run_search", lambda plan: stages.append("search"))
+    monkeypatch.setattr(confirmation, "run", lambda plan: stages.append("confirm"))
+    experiment = plan.args.experiment_dir
+    Path(experiment).mkdir(parents=True)
+    confirmation.write_choice(experiment, {"seeds": [10_000], "optimizers": {"sgd": []}})
+    study.run_stages(plan)
+    assert stages == ["search", "confirm"]  # adam's choice is missing: the search resumes
+    confirmation.write_choice(experiment, {"seeds": [10_000], "optimizers": {"sgd": [], "adam": []}})
+    study.run_stages(plan)
+    assert stages == ["search", "confirm", "confirm"]
 
 
 def test_progress_lines_say_which_stage_runs(tmp_path: Path) -> None:
     target = optsweep.Target("acc", "max")
     one_stage = _parse("--smoke", "--storage-path", str(tmp_path))
     two_stages = _parse("--smoke", "--confirm-seeds", "2", "--storage-path", str(tmp_path))
-    assert tuner.callbacks(one_stage, "sgd", target)[0].label == "sgd"  # as before the stage existed
-    assert tuner.callbacks(two_stages, "sgd", target)[0].label == "sgd search"
-    assert confirmation._callbacks(two_stages, "sgd", 2, target)[0].label == "sgd confirm"
-
-
-def test_a_runner_takes_the_set_up_turn_again_for_its_second_fit_and_sees_the_stop() -> None:
-    import ray.tune.tune
-
-    from optsweep.sweeps.runner import side_by_side
-
-    seen: list[tuple[str, bool, bool]] = []
-
-    def runner(name: str) -> None:
-        ray.tune.tune._setup_signal_catching()  # its first fit's loop begins: the turn is released
-        state = side_by_side._runners[threading.get_ident()]
-        seen.append((name, state.setting_up, side_by_side.stopping()))
-        side_by_side.another_fit()
-        seen.append((name, state.setting_up, side_by_side.stopping()))
-        ray.tune.tune._setup_signal_catching()  # the second fit's loop begins
-        seen.append((name, state.setting_up, side_by_side.stopping()))
-
-    side_by_side.run([lambda: runner("a"), lambda: runner("b")], names=["a", "b"])
-    for name in ("a", "b"):
-        assert [(up, stop) for n, up, stop in seen if n == name] == [
-            (False, False),
-            (True, False),
-            (False, False),
-        ]
-    assert not side_by_side.stopping()  # outside a run
+    assert [line.label for line in tuner.callbacks(one_stage, target)[:2]] == ["sgd", "adam"]
+    assert [line.label for line in tuner.callbacks(two_stages, target)[:2]] == ["sgd search", "adam search"]
+    assert confirmation._callbacks(two_stages, {"sgd": 2}, target)[0].label == "sgd confirm"
 
 
 # ------------------------------------------------------------------------------------- end to end
@@ -197,13 +190,8 @@ class InterruptOnce(tune.Callback):
 
 
 def _search_state(experiment: Path) -> dict[str, float]:
-    """Every file of the optimizers' search experiments (not their trials) with its modification time."""
-    return {
-        str(path): path.stat().st_mtime
-        for optimizer in ("sgd", "adam")
-        for path in (experiment / optimizer).iterdir()
-        if path.is_file()
-    }
+    """Every file of the search experiment (not its trials) with its modification time."""
+    return {str(path): path.stat().st_mtime for path in (experiment / "search").iterdir() if path.is_file()}
 
 
 def _check_confirmation(experiment: Path, max_epochs: int, confirm_seeds: int) -> pd.DataFrame:
@@ -223,7 +211,7 @@ def _check_confirmation(experiment: Path, max_epochs: int, confirm_seeds: int) -
             assert (rows[key] == value).all(), key
         finished = rows[rows["status"] != DIVERGED]
         assert (finished["epochs"] == max_epochs).all() and (finished["status"] == "completed").all()
-        assert (experiment / confirmation.experiment_name(optimizer)).is_dir()
+    assert (experiment / "confirm").is_dir() and not (experiment / "sgd-confirm").exists()
     assert not set(confirm["seed"]) & set(search["seed"])
     assert set(search["seed"]) == {0, 1}
     return trials
@@ -252,9 +240,8 @@ def test_a_ctrl_c_in_the_fused_confirmation_resumes_it_without_the_search(
 
     assert adam_vs_sgd.main(argv) == 0
     out = capsys.readouterr().out
-    assert "Starting" not in out and "Resuming sgd in" not in out and "Resuming adam in" not in out
-    assert "sgd's search has finished" in out and "adam's search has finished" in out
-    assert "Resuming sgd's confirmation" in out or "Resuming adam's confirmation" in out
+    assert "Starting" not in out and "Resuming the search" not in out
+    assert "The search has finished" in out and "Resuming the confirmation" in out
     assert (experiment / confirmation.CHOICE_FILE).read_text() == choice  # reused, not recomputed
     assert _search_state(experiment) == searched  # no search experiment was restored or rewritten
     _check_confirmation(experiment, max_epochs=4, confirm_seeds=3)
@@ -284,7 +271,7 @@ def test_an_unfused_confirmation_through_the_python_door(tmp_path: Path) -> None
     experiment = Path(result.experiment_dir)
     trials = _check_confirmation(experiment, max_epochs=4, confirm_seeds=2)
     confirm = trials[trials[STAGE_COLUMN] == CONFIRM]
-    assert len(confirm) == 4 and confirm["trial_id"].str.fullmatch(r"[0-9a-f]{5}_\d{5}").all()  # unfused
+    assert len(confirm) == 4 and not confirm["trial_id"].str.contains("-").any()  # unfused (no members)
 
 
 def test_the_selection_quality_simulation_runs_and_more_search_seeds_choose_better() -> None:
@@ -298,48 +285,3 @@ def test_the_selection_quality_simulation_runs_and_more_search_seeds_choose_bett
         (five,) = [r for r in rows if r[:2] == (tau, 5)]
         (three,) = [r for r in rows if r[:2] == (tau, 3)]
         assert 0.9 < three[2] <= five[2] + 0.01 and five[3] < three[3]
-
-
-def test_a_confirmation_waits_while_another_search_has_a_trial_waiting_for_a_slot() -> None:
-    import threading
-
-    searches = confirmation.SearchesDone(["adam", "sgd", "adamw"])
-    waited: list[bool] = []
-    waiter = threading.Thread(target=lambda: waited.append(searches.wait("adam")))
-    searches.arrive("adam")
-    searches.note_waiting("sgd", False)  # sgd's trials all hold slots; adamw has not said yet
-    waiter.start()
-    waiter.join(timeout=0.5)
-    assert waiter.is_alive() and not waited  # adamw's search may be waiting: no confirmation starts
-    searches.note_waiting("adamw", False)
-    waiter.join(timeout=30)
-    assert waited == [True]
-    searches.note_waiting("sgd", True)  # a paused trial of sgd's asks for a slot again
-    blocked = threading.Thread(target=lambda: waited.append(searches.wait("adamw")))
-    blocked.start()
-    blocked.join(timeout=0.5)
-    assert blocked.is_alive()
-    searches.arrive("sgd")  # its search ended
-    blocked.join(timeout=30)
-    assert waited == [True, True]
-
-
-@pytest.mark.timeout(60)
-def test_a_runner_waiting_for_the_others_gives_way_to_their_set_up() -> None:
-    """A resumed study whose first optimizer's search had finished waits for the others' searches: it
-    must not hold the set-up turn they need to start them."""
-    import ray.tune.tune
-
-    searches = confirmation.SearchesDone(["done", "searching"])
-
-    def finished_search() -> None:
-        searches.arrive("done")
-        side_by_side.give_way()
-        assert searches.wait("done")
-
-    def searching() -> None:
-        ray.tune.tune._setup_signal_catching()  # its fit's loop begins: it had the set-up turn
-        searches.note_waiting("searching", False)
-        searches.arrive("searching")
-
-    side_by_side.run([finished_search, searching], names=["done", "searching"])

@@ -52,8 +52,8 @@ def _finish(driver: subprocess.Popen[str]) -> str:
 
 
 def _created_trials(experiment: Path, optimizer: str) -> int:
-    state = json.loads(next((experiment / optimizer).glob("experiment_state-*.json")).read_text())
-    return len(state["trial_data"])
+    state = json.loads(next((experiment / "search").glob("experiment_state-*.json")).read_text())
+    return sum(json.loads(trial)["config"]["optimizer"] == optimizer for trial, _ in state["trial_data"])
 
 
 def _search_trials(experiment: Path) -> Any:
@@ -97,7 +97,7 @@ def test_an_unfused_study_stopped_early_resumes_every_trial_with_its_configurati
 
     assert adam_vs_sgd.main(argv) == 0
     resumed = capsys.readouterr().out
-    assert all(f"Resuming {o}" in resumed for o in OPTIMIZERS), resumed
+    assert "Resuming the search" in resumed, resumed
     trials = _search_trials(experiment)
     assert sorted(trials["optimizer"]) == sorted(OPTIMIZERS * planned)
     assert set(trials["status"]) <= {"completed", "stopped_early", "diverged"}, trials

@@ -24,7 +24,6 @@ OLD_PATHS = {
     "study": "runner.study",
     "confirmation": "runner.confirmation",
     "fusion": "runner.fusion",
-    "side_by_side": "runner.side_by_side",
     "safeguards": "runner.safeguards",
     "spaces": "search.spaces",
     "contenders": "search.contenders",

@@ -248,7 +248,7 @@ def test_smoke_sweep_on_a_two_node_ray_start_cluster_runs_trials_on_both_nodes(
     assert ran_on.notna().all(), f"node ids {set(trials['node_id'])} are not the nodes started: {nodes}"
     assert set(ran_on) == {"head", "worker"}, trials[["trial_id", "node_id"]].to_string()
     # Every epoch of a trial ran where its trial did (no trial moved: nothing failed).
-    for result_json in (tmp_path / "two-nodes" / "sgd").glob("*/result.json"):
+    for result_json in (tmp_path / "two-nodes" / "search").glob("*/result.json"):
         assert len({line["node_id"] for line in result_lines(result_json)}) == 1, result_json
 
 
@@ -379,7 +379,7 @@ def test_trials_of_a_removed_node_resume_from_their_checkpoint_on_the_other_node
     # Its stderr (log_to_file=True) is not in its trial dir: Tune keeps it in the trial's working dir
     # in the Ray session dir of the node that ran it (a Cluster's nodes share one session dir).
     artifacts = ray_dir / "ray" / "session_latest" / "artifacts"
-    (stderr_file,) = artifacts.glob(f"*/sgd/working_dirs/{trial_dir.name}/stderr")
+    (stderr_file,) = artifacts.glob(f"*/search/working_dirs/{trial_dir.name}/stderr")
     stderr = stderr_file.read_text()
     assert re.search(
         rf"optsweep: resuming from checkpoint checkpoint_\d+ \(epoch {after[0] - 1}\)", stderr

@@ -15,7 +15,6 @@ import importlib
 import inspect
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,50 +34,6 @@ def _parameters(function: Any) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the contract
-
-
-def test_tune_ends_its_loop_through_the_event_of_its_interrupt_event_factory() -> None:
-    """`swap_fit_interrupt_event_factory`: Tune's `run` asks the module global for its Event as the loop
-    begins, ends the loop when the Event is set and then writes its last snapshot."""
-    import ray.tune.tune
-
-    assert _parameters(ray.tune.tune._setup_signal_catching) == []
-    assert isinstance(ray.tune.tune._setup_signal_catching(), threading.Event)
-    source = inspect.getsource(ray.tune.tune.run)
-    assert "experiment_interrupted_event = _setup_signal_catching()" in source
-    assert "while not runner.is_finished() and not experiment_interrupted_event.is_set():" in source
-    assert "runner.checkpoint(force=True, wait=True)" in source
-
-    original = ray.tune.tune._setup_signal_catching
-    event = threading.Event()
-    replaced = _ray_compat.swap_fit_interrupt_event_factory(lambda: event)
-    try:
-        assert replaced is original and ray.tune.tune._setup_signal_catching() is event
-    finally:
-        assert _ray_compat.swap_fit_interrupt_event_factory(replaced)() is event
-    assert ray.tune.tune._setup_signal_catching is original
-
-
-def test_tunes_registries_key_every_entry_through_the_module_key_function() -> None:
-    """`swap_trainable_registry_key`: register, unregister, contains and get of Tune's registry call the
-    module's `_make_key(prefix, category, key)`; a trial looks its trainable up by name."""
-    import ray.tune.experiment.trial
-    import ray.tune.registry
-
-    assert _parameters(ray.tune.registry._make_key) == ["prefix", "category", "key"]
-    assert ray.tune.registry._make_key("job", "trainable_class", "t") == b"TuneRegistry:job:trainable_class/t"
-    registry = inspect.getsource(ray.tune.registry._Registry)
-    assert registry.count("_make_key(self.prefix, category, key)") == 4
-    trial = inspect.getsource(ray.tune.experiment.trial.Trial.get_trainable_cls)
-    assert "get_trainable_cls(self.trainable_name)" in trial
-
-    original = ray.tune.registry._make_key
-    replaced = _ray_compat.swap_trainable_registry_key(lambda prefix, category, key: b"x")
-    try:
-        assert replaced is original and ray.tune.registry._make_key("a", "b", "c") == b"x"
-    finally:
-        _ray_compat.swap_trainable_registry_key(replaced)
-    assert ray.tune.registry._make_key is original
 
 
 def test_a_local_rays_start_reads_the_cluster_binding_flag_when_it_starts() -> None:

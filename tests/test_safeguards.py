@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import ray
 
+import optsweep
 from optsweep.analysis import atomic
 from optsweep.sweeps import adam_vs_sgd, spec
 from optsweep.sweeps.cluster import feasibility, interrupts, ray_connect, retention, storage_guard
@@ -65,12 +66,12 @@ def _state(trial_ids: list[str]) -> str:
 
 
 def test_an_experiment_where_no_trial_started_is_started_afresh(tmp_path: Path) -> None:
-    experiment = tmp_path / "sgd"
+    experiment = tmp_path / "search"
     experiment.mkdir()
     (experiment / "tuner.pkl").write_bytes(b"tuner")  # killed right after Tune created the experiment
-    plan = resume.prepare_restore(experiment, "sgd")
+    plan = resume.prepare_restore(experiment, "search")
     assert not plan.restore and not experiment.exists()
-    assert "no trial had started; starting sgd afresh" in plan.notes[0]
+    assert "no trial had started; starting the search afresh" in plan.notes[0]
 
 
 def test_a_damaged_newest_state_is_set_aside_for_the_older_whole_one(tmp_path: Path) -> None:
@@ -92,8 +93,8 @@ def test_a_damaged_experiment_with_trial_results_is_refused(tmp_path: Path, stat
     (experiment / "run_trial_x_00000" / "params.json").write_text("{}")
     if state is not None:
         (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text(state)
-    with pytest.raises(resume.DamagedExperimentError, match=r"cannot resume sgd .* move .* aside"):
-        resume.prepare_restore(experiment, "sgd")
+    with pytest.raises(resume.DamagedExperimentError, match=r"cannot resume search .* move .* aside"):
+        resume.prepare_restore(experiment, "search")
     assert (experiment / "run_trial_x_00000" / "params.json").is_file()  # nothing deleted
 
 
@@ -410,9 +411,9 @@ def test_a_failed_first_run_does_not_block_the_corrected_command(
     with pytest.raises(RuntimeError, match="reached Ray"):
         adam_vs_sgd.main(["--smoke", "--storage-path", str(tmp_path)])
     assert json.loads((experiment / "study.json").read_text())["num_samples"] == 2
-    # Once an optimizer's experiment exists, other settings are refused as before.
-    (experiment / "sgd").mkdir()
-    (experiment / "sgd" / "tuner.pkl").write_bytes(b"x")
+    # Once the study's experiment exists, other settings are refused as before.
+    (experiment / "search").mkdir()
+    (experiment / "search" / "tuner.pkl").write_bytes(b"x")
     assert adam_vs_sgd.main(["--smoke", "--num-samples", "3", "--storage-path", str(tmp_path)]) == 2
     assert "holds a study with other settings" in _one_line_error(capsys)
 
@@ -462,17 +463,29 @@ def test_signal_handling_stays_out_of_a_study_run_from_another_thread() -> None:
 
 
 def test_a_resumed_tuner_takes_this_runs_max_concurrent(tmp_path: Path) -> None:
-    """Tune restores the stored TuneConfig; Ray 2.60 has no public setter, so this guards the private
-    attribute the study sets (a Ray upgrade that moves it fails here, not silently)."""
+    """Tune restores the stored TuneConfig with its searcher and scheduler; Ray 2.60 has no public setter,
+    so the study sets this run's per-optimizer cap on them in place: the searcher's live cap, or, under
+    per-configuration halving (which caps the running trials itself), the scheduler's."""
     from ray import tune
 
+    from optsweep.sweeps import _ray_compat
+    from optsweep.sweeps.early_stopping.halving import ConfigurationHalving
     from optsweep.sweeps.runner import safeguards
+    from optsweep.sweeps.search.study_search import PerOptimizerSearch, PresetTrials
 
-    tuner = tune.Tuner(
-        lambda config: None,
-        tune_config=tune.TuneConfig(max_concurrent_trials=3),
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="t"),
-    )
+    def tuner(scheduler: Any) -> tune.Tuner:
+        searcher = PerOptimizerSearch({"sgd": PresetTrials([{"x": 1}])}, {"sgd": 1}, max_live=3)
+        return tune.Tuner(
+            lambda config: None,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="t"),
+        )
+
     args = StudySpec(name="x", storage_path=str(tmp_path), max_concurrent=1)
-    safeguards.restored(tuner, args)
-    assert tuner._local_tuner._tune_config.max_concurrent_trials == 1
+    fifo = tuner(None)
+    safeguards.restored(fifo, args)
+    assert _ray_compat.restored_tune_config(fifo).search_alg.max_live == 1
+    halving = tuner(ConfigurationHalving(optsweep.Target("acc", "max"), 4, 2, 1, max_running=3))
+    safeguards.restored(halving, args)
+    config = _ray_compat.restored_tune_config(halving)
+    assert config.scheduler.max_running == 1 and config.search_alg.max_live is None

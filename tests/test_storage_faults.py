@@ -105,7 +105,7 @@ def test_unwritable_storage_stops_cleanly_and_resumes(
 
     def freeze_after_first_results() -> None:
         deadline = time.monotonic() + 120
-        while not list(experiment.glob("sgd/*/result.json")) and time.monotonic() < deadline:
+        while not list(experiment.glob("search/*/result.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
         _chattr("+i", experiment)
 

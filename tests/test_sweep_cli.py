@@ -157,8 +157,8 @@ def test_rerun_with_other_study_settings_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     experiment = tmp_path / "adam_vs_sgd"
-    (experiment / "sgd").mkdir(parents=True)
-    (experiment / "sgd" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
+    (experiment / "search").mkdir(parents=True)
+    (experiment / "search" / "tuner.pkl").write_bytes(b"")  # the study has started: its record is binding
     recorded = prepare(_parse("--storage-path", str(tmp_path))).identity()
     recorded["num_samples"] = 8
     (experiment / study.STUDY_FILE).write_text(json.dumps(recorded))
@@ -175,8 +175,8 @@ def test_a_record_from_before_tasks_is_compared_in_its_own_terms(
     """study.json written before tasks named a dataset and a model: the same study is recognised (it would
     resume), another one is refused naming the difference."""
     experiment = tmp_path / "adam_vs_sgd"
-    (experiment / "sgd").mkdir(parents=True)
-    (experiment / "sgd" / "tuner.pkl").write_bytes(b"")
+    (experiment / "search").mkdir(parents=True)
+    (experiment / "search" / "tuner.pkl").write_bytes(b"")
     legacy = {
         "optimizers": ["sgd", "adam", "adamw"],
         "num_samples": 24,

@@ -102,7 +102,7 @@ def test_rerun_of_a_finished_study_only_rewrites_its_report(
     (smoke_experiment / "report" / "report.md").unlink()
     result_lines = {p: len(p.read_text().splitlines()) for p in smoke_experiment.glob("*/*/result.json")}
     assert adam_vs_sgd.main(["--smoke", "--storage-path", str(smoke_experiment.parent)]) == 0
-    assert "Resuming sgd" in capsys.readouterr().out
+    assert "Resuming the search" in capsys.readouterr().out
     assert (smoke_experiment / "report" / "report.md").is_file()
     assert {
         p: len(p.read_text().splitlines()) for p in smoke_experiment.glob("*/*/result.json")
@@ -165,7 +165,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_s
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and driver.poll() is None and not list(experiment.glob("sgd/*/")):
+    while time.monotonic() < deadline and driver.poll() is None and not list(experiment.glob("search/*/")):
         time.sleep(0.1)  # the driver holds the study's lock once its first trial exists
     # While it runs, a second sweep on the same experiment is refused instead of interleaving writes.
     # (Checked before waiting for the kill moment: the refusal takes seconds, in which trials finish.)
@@ -188,7 +188,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials_and_refuses_a_s
             (checkpoint / "state.pt").write_bytes(b"torn write")
 
     assert adam_vs_sgd.main(argv) == 0
-    assert "Resuming sgd" in capsys.readouterr().out
+    assert "Resuming the search" in capsys.readouterr().out
     for result, lines in finished_before.items():
         assert len(result.read_text().splitlines()) == lines, f"{result.parent.name} was run again"
     trials = pd.read_csv(experiment / "report" / "trials.csv")
@@ -245,7 +245,7 @@ def test_multi_worker_trials_under_asha_run_to_the_end(tmp_path: Path) -> None:
     assert len(trials) == 3
     assert set(trials["status"]) <= {"completed", "stopped_early"}
     assert "stopped_early" in set(trials["status"])  # ASHA really stopped one, and the next ones still ran
-    assert (tmp_path / "ddp" / "sgd" / "train_runs").is_dir()
+    assert (tmp_path / "ddp" / "search" / "train_runs").is_dir()
 
 
 def _early_snapshot(experiment: Path, stop: threading.Event) -> dict[str, str]:
@@ -276,7 +276,7 @@ def test_resume_when_the_snapshot_names_a_deleted_checkpoint(
     unwritable-storage stop). The resume must continue from the trial's newest checkpoint instead."""
     argv = ["--optimizers", "sgd", "--smoke", "--model", "cnn", "--max-epochs", "10", "--scheduler", "fifo",
             "--name", "stale", "--storage-path", str(tmp_path)]  # fmt: skip
-    experiment = tmp_path / "stale" / "sgd"
+    experiment = tmp_path / "stale" / "search"
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         watcher = pool.submit(_early_snapshot, experiment, stop)

@@ -43,7 +43,7 @@ def test_a_damaged_or_planted_experiment_is_refused_or_started_afresh_never_run_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--smoke", "--optimizers", "sgd", "--name", "damaged", "--storage-path", str(tmp_path)]
-    experiment = tmp_path / "damaged" / "sgd"
+    experiment = tmp_path / "damaged" / "search"
     assert adam_vs_sgd.main(argv) == 0
     capsys.readouterr()
 
@@ -63,7 +63,7 @@ def test_a_damaged_or_planted_experiment_is_refused_or_started_afresh_never_run_
         state.unlink()
     assert adam_vs_sgd.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot resume sgd" in err and "move" in err
+    assert err.count("\n") == 1 and "cannot resume search" in err and "move" in err
     assert len(list(experiment.glob("*/result.json"))) == 2
 
     # Killed right after Tune created the experiment (no trial started): it starts afresh, and every
@@ -71,7 +71,7 @@ def test_a_damaged_or_planted_experiment_is_refused_or_started_afresh_never_run_
     for trial_dir in experiment.glob("run_trial_*"):
         shutil.rmtree(trial_dir)
     assert adam_vs_sgd.main(argv) == 0
-    assert "no trial had started; starting sgd afresh" in capsys.readouterr().out
+    assert "no trial had started; starting the search afresh" in capsys.readouterr().out
     trials = pd.read_csv(tmp_path / "damaged" / "report" / "trials.csv")
     assert len(trials) == 2 and set(trials["optimizer"]) == {"sgd"}
     assert trials["lr"].notna().all() and trials["momentum"].notna().all()
@@ -89,7 +89,7 @@ def test_workers_that_fill_the_node_exactly_run_and_ones_that_never_fit_are_refu
     assert adam_vs_sgd.main([*base, "--workers-per-trial", "3", "--name", "three"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--workers-per-trial 3" in err and "wait forever" in err
-    assert not (tmp_path / "three" / "sgd").exists()  # refused before any trial
+    assert not (tmp_path / "three" / "search").exists()  # refused before any trial
 
     assert adam_vs_sgd.main([*base, "--workers-per-trial", "2", "--name", "exact"]) == 0
     trials = pd.read_csv(tmp_path / "exact" / "report" / "trials.csv")
@@ -98,7 +98,7 @@ def test_workers_that_fill_the_node_exactly_run_and_ones_that_never_fit_are_refu
 
 def _stopped_early(experiment: Path, max_epochs: int) -> list[Path]:
     stopped = []
-    for result in experiment.glob("sgd/*/result.json"):
+    for result in experiment.glob("search/*/result.json"):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if lines and lines[-1].get("done") is True and lines[-1]["epoch"] < max_epochs:
             stopped.append(result.parent)
@@ -142,7 +142,7 @@ def test_ctrl_c_stops_the_whole_study_and_the_resume_reports_asha_stopped_trials
     # Resumed with corrected resources: they reach the unfinished trials instead of being ignored.
     assert adam_vs_sgd.main([*argv, "--cpus-per-worker", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "Resuming sgd" in out and "unfinished trial(s) resume with this run's resources" in out
+    assert "Resuming the search" in out and "unfinished trial(s) resume with this run's resources" in out
     trials = pd.read_csv(experiment / "report" / "trials.csv")
     assert len(trials) == 12 and trials["trial_id"].is_unique
     assert "incomplete" not in set(trials["status"])
@@ -248,7 +248,7 @@ def test_sigterm_stops_the_study_resumably_with_the_hint(tmp_path: Path) -> None
     while (
         time.monotonic() < deadline
         and driver.poll() is None
-        and not list(tmp_path.glob("term/sgd/*/result.json"))
+        and not list(tmp_path.glob("term/search/*/result.json"))
     ):
         time.sleep(0.05)
     assert driver.poll() is None, driver.communicate()[0].decode()

@@ -8,6 +8,7 @@ Tune trial, so a restarted trial finds its Train run's checkpoints again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import fused_trial, loop, param_server, sessions
@@ -47,17 +48,18 @@ def check_trial_config(config: dict[str, Any]) -> None:
 def run_trial(
     config: dict[str, Any],
     task: Task | None = None,
-    optimizer: type | None = None,
+    optimizers: Mapping[str, type] | None = None,
     run_settings: dict[str, Any] | None = None,
     decisions: fused_trial.MemberDecisions | None = None,
 ) -> None:
     """Tune function trainable: train the trial `config` (flat trial config, see `TrainConfig`, or a fused
     group's: `trainables.fused_trial`, which learns the scheduler's `decisions`).
 
-    `task` and `optimizer` (given with `tune.with_parameters`) are what is trained and a user's optimizer
-    class; None builds the config's task and optimizer. `run_settings` (resources, data directory) are
-    this run's and win over the stored config's: a trial resumed by a rerun with corrected resources
-    (or generated from the stored search space) uses them.
+    `task` and `optimizers` (given with `tune.with_parameters`) are what is trained and the user's optimizer
+    classes by the label that trial configs name in `optimizer` (one experiment holds every optimizer's
+    trials); None, or a label without a class, builds the config's task and optimizer. `run_settings`
+    (resources, data directory) are this run's and win over the stored config's: a trial resumed by a
+    rerun with corrected resources (or generated from the stored search space) uses them.
     """
     if fused_trial.is_fused(config):
         fused_trial.run_fused_trial(config, task, run_settings, decisions)
@@ -66,6 +68,7 @@ def run_trial(
     if run_settings:
         config = {**config, "settings": {**config["settings"], **run_settings}}
     train_config = TrainConfig.from_trial_config(config)
+    optimizer = (optimizers or {}).get(str(config["optimizer"]))
     if train_config.mode == "async-ps":
         param_server.run(train_config, sessions.TuneSession(), task, optimizer)
     elif train_config.workers == 1:

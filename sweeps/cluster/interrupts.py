@@ -4,8 +4,7 @@ Ray Tune catches SIGINT itself and ends only the running experiment, after which
 to its next optimizer and finally exit 0. So the study turns Tune's own handler off
 (`TUNE_DISABLE_SIGINT_HANDLER`) and handles SIGINT and SIGTERM here: the first signal asks the running
 `Tuner.fit` to stop the way Tune's handler would (through SIGUSR1, which Tune always listens to: it
-saves the experiment state and stops its trials, so the study stays resumable; optimizers run side by
-side in threads hear it through `sweeps.runner.side_by_side`, which stops them all) and, once `fit` returns,
+saves the experiment state and stops its trials, so the study stays resumable) and, once `fit` returns,
 `raise_if_stopped` ends the study with `StudyInterrupted`. Outside `fit` (starting Ray, writing the
 report) the first signal raises `StudyInterrupted` at once. A second signal raises it
 wherever the study is, without waiting for Tune's last snapshot. (Ray's core worker installs a SIGTERM
@@ -188,11 +187,8 @@ _active: StopOnSignal | None = None
 
 
 def tune_running() -> contextlib.AbstractContextManager[None]:
-    """`StopOnSignal.in_tune` of the active handler (none outside a study run: Tune's own applies).
-
-    Outside the main thread (a fit run side by side with others, see `sweeps.runner.side_by_side`) this does
-    nothing: signals reach the main thread, whose own `tune_running` spans every concurrent fit and
-    whose SIGUSR1 stops them all."""
+    """`StopOnSignal.in_tune` of the active handler (none outside a study run: Tune's own applies). Outside
+    the main thread this does nothing: signals reach the main thread only."""
     if _active is None or threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()
     return _active.in_tune()

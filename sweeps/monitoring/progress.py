@@ -8,9 +8,8 @@ plain line is printed only when something changed, at most every `interval_s` se
 heartbeat every `heartbeat_s` seconds, and always at the end.
 
 ETA: the remaining trials of this optimizer at the rate its trials have finished so far (trials
-stopped early count as finished, as they free their slot). The optimizers run side by side
-(`sweeps.runner.side_by_side`), each at the rate its share of the cluster gives it: the study ends with the
-last of their ETAs.
+stopped early count as finished, as they free their slot). The optimizers' trials run in one experiment,
+each optimizer at the rate its share of the cluster gives it: the study ends with the last of their ETAs.
 
 A fused group (one Tune trial, `trainables.fused_trial`) counts as its members, each as the trial it
 would have been alone: a member the group went on without was stopped early (or diverged).
@@ -43,13 +42,15 @@ TERMINAL_REDRAW_S = 1.0
 
 
 class ProgressLine(tune.Callback):
-    """Progress of one optimizer's Tune experiment; `position` is (k, n): the k-th optimizer of n."""
+    """Progress of one optimizer in the study's Tune experiment (`optimizer`: the trials whose config names
+    it; None: every trial); `position` is (k, n): the k-th optimizer of n."""
 
     def __init__(
         self,
         label: str,
         total: int,
         *,
+        optimizer: str | None = None,
         max_epochs: int | None = None,
         position: tuple[int, int] | None = None,
         target: Target = DEFAULT_TARGET,
@@ -60,6 +61,7 @@ class ProgressLine(tune.Callback):
     ) -> None:
         self.label = label
         self.total = total
+        self.optimizer = optimizer
         self.max_epochs = max_epochs
         self.position = position
         self.target = target
@@ -102,6 +104,8 @@ class ProgressLine(tune.Callback):
     def line(self, trials: list[Any]) -> str:
         """The progress line for these trials (Tune's Trial objects, or anything with trial_id,
         status, config and last_result)."""
+        if self.optimizer is not None:
+            trials = [t for t in trials if (t.config or {}).get("optimizer") == self.optimizer]
         trials = self._members(trials)
         counts = self._counts(trials)
         done = counts["completed"] + counts["stopped"] + counts["diverged"] + counts["errors"]

@@ -8,7 +8,6 @@ their packages (seconds each), so this module is imported only when a backend is
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -168,9 +167,6 @@ def _log_identity_hparams(callback: TensorBoardCallback, trial: Trial, result: d
 _ray_compat.replace_tensorboard_hparams(TensorBoardCallback, _log_identity_hparams)
 
 
-_MLFLOW_SETUP = threading.Lock()
-
-
 class MLflowCallback(_FailSoft, MLflowLoggerCallback):
     """Tune's MLflow logger: one run per trial (params: its config; metrics: every reported number
     per epoch), tagged optsweep.optimizer / .config_id / .seed and named <config_id>-seed<seed>."""
@@ -189,12 +185,11 @@ class MLflowCallback(_FailSoft, MLflowLoggerCallback):
         def create_then_setup() -> None:
             from mlflow import MlflowClient
 
-            # The optimizers' Tuners start side by side: one creates the experiment, the others find it
-            # (and Ray's setup sets MLflow's process-wide tracking URI and experiment).
-            with _MLFLOW_SETUP:
-                client = MlflowClient(self.tracking.mlflow_uri)
-                ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
-                MLflowLoggerCallback.setup(self, *args, **kwargs)
+            # The search creates the MLflow experiment, the confirmation finds it (and Ray's setup sets
+            # MLflow's process-wide tracking URI and experiment).
+            client = MlflowClient(self.tracking.mlflow_uri)
+            ensure_mlflow_experiment(client, self.tracking.name, self.tracking.mlflow_artifact_location)
+            MLflowLoggerCallback.setup(self, *args, **kwargs)
 
         self._guard(create_then_setup)
 

@@ -82,7 +82,7 @@ class RestorePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_restore(experiment: str | Path, optimizer: str) -> RestorePlan:
+def prepare_restore(experiment: str | Path, name: str) -> RestorePlan:
     """Check the state Tune would restore; set damaged states aside when an older whole one exists.
     `experiment` is a local path or a URI (s3://...): the same checks on any storage.
 
@@ -109,18 +109,16 @@ def prepare_restore(experiment: str | Path, optimizer: str) -> RestorePlan:
         notes = []
         for damaged, problem in problems:
             fs.move(damaged.path, f"{root}/.{damaged.base_name}{DAMAGED_SUFFIX}")
-            notes.append(f"{optimizer}: {problem}; set aside, resuming from the older {state.base_name}")
+            notes.append(f"{name}: {problem}; set aside, resuming from the older {state.base_name}")
         return RestorePlan(True, notes)
     what = "; ".join(problem for _, problem in problems) or "its experiment state is missing"
     trials = _trial_dirs(fs, entries)
     if not trials:
         fs.delete_dir(root)
-        return RestorePlan(
-            False, [f"{optimizer}: {what}, and no trial had started; starting {optimizer} afresh"]
-        )
+        return RestorePlan(False, [f"{name}: {what}, and no trial had started; starting the {name} afresh"])
     raise DamagedExperimentError(
-        f"cannot resume {optimizer} in {experiment}: {what}, and {trials} trial(s) have results there "
-        f"whose configurations cannot be trusted; move {experiment} aside to run {optimizer} afresh "
+        f"cannot resume {name} in {experiment}: {what}, and {trials} trial(s) have results there "
+        f"whose configurations cannot be trusted; move {experiment} aside to run the {name} afresh "
         "(python -m optsweep.analysis.report still reads the moved trials)"
     )
 

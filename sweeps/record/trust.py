@@ -2,11 +2,12 @@
 
 Whoever can write to the storage path can plant a `tuner.pkl` that runs as the user who resumes. So:
 
-- When a study creates an optimizer's experiment, the sha256 of its `tuner.pkl` (Tune writes it once,
-  at creation) is recorded outside the storage, in this user's state directory (0700/0600), where the
-  storage's other writers cannot reach. A resume refuses a `tuner.pkl` that differs from the record
-  (planted, replaced or damaged), and one with no record (written elsewhere: another machine, an older
-  optsweep) unless the user vouches for the storage with `--trust-storage` (then it is recorded).
+- When a study creates one of its Tune experiments (its search, its confirmation), the sha256 of its
+  `tuner.pkl` (Tune writes it once, at creation) is recorded outside the storage, in this user's state
+  directory (0700/0600), where the storage's other writers cannot reach. A resume refuses a `tuner.pkl`
+  that differs from the record (planted, replaced or damaged), and one with no record (written elsewhere:
+  another machine, an older optsweep) unless the user vouches for the storage with `--trust-storage`
+  (then it is recorded).
 - A local experiment directory (or a directory above it) that others may write to is refused
   before anything in it is read.
 
@@ -73,32 +74,32 @@ def _load_record(experiment_dir: str) -> dict[str, str]:
 _PIN_LOCK = threading.Lock()
 
 
-def pin(experiment_dir: str, optimizer: str) -> None:
-    """Record the digest of the `tuner.pkl` this study just wrote for `optimizer`."""
-    digest = _tuner_digest(f"{experiment_dir}/{optimizer}")
+def pin(experiment_dir: str, experiment: str) -> None:
+    """Record the digest of the `tuner.pkl` this study just wrote for its Tune experiment `experiment`."""
+    digest = _tuner_digest(f"{experiment_dir}/{experiment}")
     if digest is None:
         return
     path = _record_path(experiment_dir)
-    with _PIN_LOCK:  # the optimizers run side by side: one record, read and rewritten by each
-        record = {**_load_record(experiment_dir), optimizer: digest, "experiment": experiment_dir}
+    with _PIN_LOCK:
+        record = {**_load_record(experiment_dir), experiment: digest, "experiment": experiment_dir}
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         atomic_files.write_bytes(path, json.dumps(record, indent=2).encode(), durable=True)
         os.chmod(path, 0o600)
 
 
-def check(experiment_dir: str, optimizer: str, trust_storage: bool) -> None:
-    """Raise UntrustedExperimentError unless `optimizer`'s `tuner.pkl` is the one this study wrote."""
-    tune_dir = f"{experiment_dir}/{optimizer}"
+def check(experiment_dir: str, experiment: str, trust_storage: bool) -> None:
+    """Raise UntrustedExperimentError unless the `tuner.pkl` of the study's experiment `experiment` is the
+    one this study wrote."""
+    tune_dir = f"{experiment_dir}/{experiment}"
     found = _tuner_digest(tune_dir)
-    recorded = _load_record(experiment_dir).get(optimizer)
+    recorded = _load_record(experiment_dir).get(experiment)
     if found is not None and found == recorded:
         return
     if recorded is not None:
         raise UntrustedExperimentError(
             f"{tune_dir}/{TUNER_FILE} is not the file this study wrote (replaced or damaged; resuming "
-            f"would unpickle it, which runs code); it was not loaded: move {tune_dir} aside to run "
-            f"{optimizer} afresh"
+            f"would unpickle it, which runs code); it was not loaded: move {tune_dir} aside to run it afresh"
         )
     if not trust_storage:
         raise UntrustedExperimentError(
@@ -106,7 +107,7 @@ def check(experiment_dir: str, optimizer: str, trust_storage: bool) -> None:
             "unpickles it (which runs code); if only people you trust can write to the storage path, rerun "
             "with --trust-storage"
         )
-    pin(experiment_dir, optimizer)  # vouched for once: later resumes compare against this one
+    pin(experiment_dir, experiment)  # vouched for once: later resumes compare against this one
 
 
 def check_local_permissions(experiment_dir: str) -> None:

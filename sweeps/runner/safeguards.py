@@ -16,6 +16,7 @@ from optsweep.sweeps import _ray_compat
 from optsweep.sweeps.cluster import feasibility, interrupts, ray_connect, retention, storage_guard
 from optsweep.sweeps.early_stopping import halving
 from optsweep.sweeps.record import resume, trust
+from optsweep.sweeps.search.study_search import PerOptimizerSearch
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables import faults
 
@@ -45,16 +46,17 @@ def check_feasible(args: StudySpec, joined: bool) -> None:
     feasibility.check(cluster, args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker)
 
 
-def prepare_restore(args: StudySpec, optimizer: str, resources: dict[str, float]) -> bool:
-    """Before `Tuner.restore`: repair or refuse damage, refuse a `tuner.pkl` this study did not write,
-    and give unfinished trials this run's resources. False: nothing had run, start afresh."""
-    path = f"{args.experiment_dir}/{optimizer}"
-    plan = resume.prepare_restore(path, optimizer)
+def prepare_restore(args: StudySpec, experiment: str, resources: dict[str, float]) -> bool:
+    """Before `Tuner.restore` of the study's experiment `experiment` (`layout.SEARCH`, `layout.CONFIRM`):
+    repair or refuse damage, refuse a `tuner.pkl` this study did not write, and give unfinished trials this
+    run's resources. False: nothing had run, start afresh."""
+    path = f"{args.experiment_dir}/{experiment}"
+    plan = resume.prepare_restore(path, experiment)
     for note in plan.notes:
         print(f"  {note}", flush=True)
     if not plan.restore:
         return False
-    trust.check(args.experiment_dir, optimizer, args.trust_storage)
+    trust.check(args.experiment_dir, experiment, args.trust_storage)
     if args.is_remote_storage:
         print(
             "  (on remote storage, trials already created keep their stored Tune resource request; their "
@@ -79,8 +81,9 @@ def prepare_restore(args: StudySpec, optimizer: str, resources: dict[str, float]
 
 
 def restored(tuner: Any, args: StudySpec) -> None:
-    """After `Tuner.restore`: this run's --max-concurrent (Tune restores the stored TuneConfig; Ray 2.60
-    has no public way to change it, so the restored Tuner's config is updated in place)."""
+    """After `Tuner.restore`: this run's --max-concurrent (Tune restores the stored TuneConfig, with its
+    scheduler and searcher; Ray 2.60 has no public way to change it, so the restored Tuner's config is
+    updated in place)."""
     config = _ray_compat.restored_tune_config(tuner)
     if config is None:
         if args.max_concurrent is not None:
@@ -88,45 +91,48 @@ def restored(tuner: Any, args: StudySpec) -> None:
         return
     if isinstance(config.scheduler, halving.ConfigurationHalving):
         config.scheduler.max_running = args.max_concurrent
-        config.max_concurrent_trials = None  # see tuner.tune_concurrency
+        live = None  # the halving caps the running trials itself, see tuner.tune_concurrency
     else:
-        config.max_concurrent_trials = args.max_concurrent
+        live = args.max_concurrent
+    if isinstance(config.search_alg, PerOptimizerSearch):
+        config.search_alg.max_live = live
 
 
-def created(args: StudySpec, optimizer: str) -> None:
+def created(args: StudySpec, experiment: str) -> None:
     """After a new Tuner wrote its `tuner.pkl`: pin it for later resumes."""
-    trust.pin(args.experiment_dir, optimizer)
+    trust.pin(args.experiment_dir, experiment)
 
 
 class _FaultPoints(tune.Callback):
-    """The fault-tolerance tests' driver signals (`trainables.faults.signal_marker`)."""
+    """The fault-tolerance tests' driver signals (`trainables.faults.signal_marker`), counted per
+    optimizer (a marker may wait for every optimizer to have some results)."""
 
-    def __init__(self, study: str, experiment: str, experiments: int) -> None:
-        self.study, self.experiment, self.experiments = study, experiment, experiments
+    def __init__(self, study: str, optimizers: int) -> None:
+        self.study, self.optimizers = study, optimizers
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
-        faults.count_result(self.study, self.experiment, self.experiments)
+        faults.count_result(self.study, str(trial.config.get("optimizer")), self.optimizers)
 
 
-def callbacks(args: StudySpec, optimizer: str) -> list[Any]:
+def callbacks(args: StudySpec, forecast_trials: int | None = None) -> list[Any]:
+    """The checks that watch an experiment of the study; `forecast_trials`: the trials whose checkpoints the
+    disk must hold (the search's, forecast once as it starts; None: no forecast)."""
     found: list[Any] = [
         retention.KeepCheckpoints(args.keep_checkpoints),
         feasibility.WaitingForResources(demand_text(args), feasibility.wait_note_seconds()),
     ]
     if os.environ.get(faults.ENV):
-        found.append(_FaultPoints(args.experiment_dir, optimizer, len(args.labels)))
-    if not args.is_remote_storage:
-        position = args.labels.index(optimizer)
-        trials_left = (len(args.labels) - position) * args.trials_per_optimizer
+        found.append(_FaultPoints(args.experiment_dir, len(args.labels)))
+    if not args.is_remote_storage and forecast_trials is not None:
         existing = retention.checkpoint_size(Path(args.experiment_dir))
-        if existing is not None and position == 0:
+        if existing is not None:
             retention.warn_if_short(
-                args.experiment_dir, existing, trials_left, _running_guess(args), args.keep_checkpoints
+                args.experiment_dir, existing, forecast_trials, _running_guess(args), args.keep_checkpoints
             )
-        elif existing is None:
-            found.append(retention.DiskForecast(args.experiment_dir, trials_left, args.keep_checkpoints))
+        else:
+            found.append(retention.DiskForecast(args.experiment_dir, forecast_trials, args.keep_checkpoints))
     return found
 
 

@@ -1,16 +1,13 @@
-"""Run an optimizer study on Ray Tune: one Tune experiment per optimizer, the same budget for each.
+"""Run an optimizer study on Ray Tune: one Tune experiment for its search, every optimizer's trials in it
+with the same budget for each, then one for its confirmation.
 
 `plan.prepare` resolves the study without Ray; `execute` runs it: it records the study, connects to Ray,
-checks the cluster, runs every optimizer's experiment (`sweeps.runner.tuner`) and confirmation stage
-(`sweeps.runner.confirmation`) side by side, and writes the report.
-
-Layout: `<storage>/<name>/study.json` (the settings, to refuse a resume with different ones),
-`<storage>/<name>/<optimizer>/` (Ray Tune's experiment of that optimizer's search), with a confirmation
-stage `<storage>/<name>/confirmation.json` and `<storage>/<name>/<optimizer>-confirm/`, and
-`<storage>/<name>/report/`. Each optimizer gets its own Tuner, so its configurations compete only with
-each other under early stopping and its searcher (random, grid or Optuna TPE) spends exactly
-`num_samples` configurations x `seeds` trials. Running the same command again resumes: finished trials
-are kept, unfinished ones continue from their last checkpoint, a finished study just rewrites its report.
+checks the cluster, runs the search (`sweeps.runner.tuner`) and the confirmation
+(`sweeps.runner.confirmation`), and writes the report. The layout on storage is `sweeps.record.layout`'s.
+Each optimizer's configurations compete only with each other under early stopping, and its searcher
+(random, grid or Optuna TPE) spends exactly `num_samples` configurations x `seeds` trials. Running the same
+command again resumes: finished trials are kept, unfinished ones continue from their last checkpoint, a
+finished study just rewrites its report.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,8 +25,8 @@ import ray
 from optsweep.errors import OptsweepError
 from optsweep.sweeps.cluster import interrupts, shipping, storage_guard
 from optsweep.sweeps.monitoring import tracking
-from optsweep.sweeps.record import identity, reproduce, study_record
-from optsweep.sweeps.runner import confirmation, safeguards, side_by_side, tuner
+from optsweep.sweeps.record import identity, layout, reproduce, study_record
+from optsweep.sweeps.runner import confirmation, safeguards, tuner
 from optsweep.sweeps.runner.plan import Plan
 
 # Old experiments' tuner.pkl name these here (an Optuna searcher's space is a partial of it).
@@ -62,40 +58,33 @@ def execute(plan: Plan, connection: tuple[str | None, str] | None = None) -> Pat
         if not args.is_remote_storage:
             storage_guard.check(args.experiment_dir, storage_guard.min_free_bytes())
         identity.record_or_check(args.experiment_dir, plan.identity())
+        layout.refuse_per_optimizer_layout(args.experiment_dir, list(args.labels))
         no_study_file = reproduce.write(args, plan.task, plan.contenders, task_is_named=plan.task_is_named)
         if no_study_file:
             print(f"No {reproduce.STUDY_YAML} (the study file that reruns this study): {no_study_file}.")
         _connect_ray(args, plan.user_code, address, source)
         check_cluster(args)
         safeguards.check_feasible(args, joined=address is not None)
-        tracking.for_study(args).active()  # its once-per-study checks, before the optimizers' threads
+        tracking.for_study(args).active()  # its once-per-study checks, before any experiment starts
         _say_why_unfused(plan)
-        # Every optimizer's stages at once, each in a thread (see sweeps.runner.side_by_side): its search,
-        # then, once no other search waits for a slot, its confirmation (sweeps.runner.confirmation); the
-        # first Ctrl-C (SIGUSR1, see sweeps.cluster.interrupts) or one optimizer's error stops them all
-        # resumably.
-        parallel = min(tuner.optimizer_share(args), args.max_concurrent or args.confirm_seeds or 1)
-        try:
-            with interrupts.tune_running():
-                side_by_side.run(
-                    [
-                        functools.partial(
-                            confirmation.run_stages,
-                            plan,
-                            contender,
-                            functools.partial(tuner.run_optimizer, plan, contender),
-                            parallel=parallel,
-                        )
-                        for contender in plan.contenders
-                    ],
-                    names=[contender.label for contender in plan.contenders],
-                    pending_trials=tuner.queue_share(args),
-                )
-        finally:
-            confirmation.forget_searches(args)  # a rerun in this process starts afresh
+        run_stages(plan)
         report_dir = _write_report(args)
         tracking.for_study(args).log_study(report_dir)
     return report_dir
+
+
+def run_stages(plan: Plan) -> None:
+    """The search (one Tune experiment, every optimizer's trials), unless its choices are recorded already,
+    then the confirmation (`sweeps.runner.confirmation`). Each `fit` runs in this (the main) thread: the
+    first Ctrl-C stops it resumably and ends the study (`sweeps.cluster.interrupts`)."""
+    args = plan.args
+    recorded = confirmation.read_choice(args.experiment_dir) if args.confirm_seeds else None
+    if recorded is not None and set(args.labels) <= set(recorded["optimizers"]):
+        print(f"The search has finished (its choices are in {confirmation.CHOICE_FILE}).", flush=True)
+    else:
+        tuner.run_search(plan)
+    if args.confirm_seeds:
+        confirmation.run(plan)
 
 
 def _say_why_unfused(plan: Plan) -> None:

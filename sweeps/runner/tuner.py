@@ -1,14 +1,25 @@
-"""One optimizer's Tune experiment in a study: its trainable, searcher, scheduler and callbacks, and its
-share of the cluster beside the other optimizers' experiments (see `sweeps.runner.study`)."""
+"""The study's search as one Tune experiment, every optimizer's trials in it, and what the study's Tune
+experiments share (the trainable, the run config, the callbacks, `fit`); see `sweeps.runner.study`.
+
+The optimizer is a dimension of the trials (`config["optimizer"]`), as Ray's own examples make any
+categorical choice. Each optimizer keeps its own budget and its own search: `PerOptimizerSearch` gives each
+exactly its configurations x seeds, from its own searcher (the configurations drawn up front, its fused
+groups, or its own Optuna study), creating trials round-robin over the optimizers; the scheduler decides
+early stopping per optimizer (`sweeps.early_stopping`). So the optimizers share the cluster for the same
+time, and Ctrl-C, resume and the graceful stop are Tune's own, in the main thread.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.search import Searcher
 
 from optsweep.sweeps.cluster import feasibility, interrupts, storage_guard
 from optsweep.sweeps.cluster.storage_guard import StorageGuard
@@ -16,68 +27,112 @@ from optsweep.sweeps.early_stopping import halving
 from optsweep.sweeps.early_stopping.scheduling import build_scheduler, halving_caps_running
 from optsweep.sweeps.monitoring import tracking
 from optsweep.sweeps.monitoring.progress import ProgressLine
-from optsweep.sweeps.runner import confirmation, fusion, safeguards
+from optsweep.sweeps.record import layout
+from optsweep.sweeps.runner import fusion, safeguards
 from optsweep.sweeps.runner.plan import Plan, draw_configurations, random_search_trials, search_space
 from optsweep.sweeps.search import spaces
 from optsweep.sweeps.search.contenders import Contender
+from optsweep.sweeps.search.study_search import PerOptimizerSearch, PresetTrials
 from optsweep.sweeps.spec import StudySpec
 from optsweep.trainables.config import TrainConfig
 from optsweep.trainables.trial import run_trial, trial_resources
 from optsweep.vocabulary import MEMBERS_KEY, Target
 
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+AUTOSCALING_QUEUE = 200  # Tune's own queue for its random search: enough to show the autoscaler the demand
 
-def run_optimizer(plan: Plan, contender: Contender) -> tune.ResultGrid:
-    args, optimizer = plan.args, contender.label
-    path = f"{args.experiment_dir}/{optimizer}"
-    settings = args.settings()
-    if contender.reference != contender.label:
-        settings["optimizer_class"] = contender.reference
-    config = TrainConfig(optimizer=optimizer, **settings)
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            task=plan.task,
-            optimizer=contender.cls,
-            run_settings=safeguards.run_settings(args),
-            # Fused groups learn the per-configuration decisions from the scheduler's state file.
-            decisions=halving.StateFileDecisions(halving_state(args, optimizer)),
-        ),
-        trial_resources(config),
-    )
-    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, optimizer, trial_resources(config)):
+
+def run_search(plan: Plan) -> None:
+    """The study's search: one Tune experiment (`<experiment>/search/`) whose trials are every optimizer's
+    configurations x seeds, `config["optimizer"]` naming each trial's optimizer. Created, or resumed when
+    a run of the same study left it (finished trials are kept, unfinished ones continue)."""
+    args = plan.args
+    path = layout.search_dir(args.experiment_dir)
+    trainable = study_trainable(plan, decisions=halving.StateFileDecisions(halving_state(args)))
+    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, layout.SEARCH, resources(plan)):
         print(
-            f"Resuming {optimizer} in {path}: finished trials are kept, unfinished ones continue.", flush=True
+            f"Resuming the search in {path}: finished trials are kept, unfinished ones continue.", flush=True
         )
         # Errored trials resume from their last checkpoint too: the error may have been the storage or a
         # lost node, fixed since; a trial that fails for good fails again within its max_failures.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         safeguards.restored(tuner, args)
     else:
-        groups = _fused_groups(plan, contender, settings)
-        layout = f" in {len(groups)} fused group(s) of up to {max(map(len, groups))}" if groups else ""
-        print(
-            f"Starting {optimizer}: {args.num_samples} configurations x {args.seeds} seeds = "
-            f"{args.trials_per_optimizer} trials{layout}, up to {args.max_epochs} epochs each.",
-            flush=True,
-        )
-        tuner = _new_tuner(plan, contender, trainable, settings, groups)
-        safeguards.created(args, optimizer)
-    with interrupts.tune_running():
+        searchers: dict[str, Searcher] = {}
+        counts: dict[str, int] = {}
+        for contender in plan.contenders:
+            searchers[contender.label], counts[contender.label], grouping = _optimizer_search(plan, contender)
+            print(
+                f"Starting {contender.label}: {args.num_samples} configurations x {args.seeds} seeds = "
+                f"{args.trials_per_optimizer} trials{grouping}, up to {args.max_epochs} epochs each.",
+                flush=True,
+            )
+        searcher = PerOptimizerSearch(searchers, counts, max_live=tune_concurrency(args))
+        tuner = _new_tuner(plan, trainable, searcher, sum(counts.values()))
+        safeguards.created(args, layout.SEARCH)
+    fit(tuner, args)
+
+
+def study_trainable(plan: Plan, decisions: Any = None) -> Any:
+    """The trainable of a study's experiments: `run_trial` with the task, the user's optimizer classes by
+    label, this run's settings and (fused groups) the early-stopping decisions, reserving a trial's
+    resources."""
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            task=plan.task,
+            optimizers={c.label: c.cls for c in plan.contenders if c.cls is not None},
+            run_settings=safeguards.run_settings(plan.args),
+            decisions=decisions,
+        ),
+        resources(plan),
+    )
+
+
+def resources(plan: Plan) -> dict[str, float]:
+    """What each trial of the study reserves (the same for every optimizer)."""
+    contender = plan.contenders[0]
+    return trial_resources(TrainConfig(optimizer=contender.label, **trial_settings(plan.args, contender)))
+
+
+def trial_settings(args: StudySpec, contender: Contender, **overrides: Any) -> dict[str, Any]:
+    """The `settings` of a trial of `contender` (a user's optimizer is named by its import path)."""
+    settings = {**args.settings(), **overrides}
+    if contender.reference != contender.label:
+        settings["optimizer_class"] = contender.reference
+    return settings
+
+
+def fit(tuner: tune.Tuner, args: StudySpec) -> tune.ResultGrid:
+    """`tuner.fit()` in the main thread, stopped resumably by the study's first Ctrl-C (Tune's own graceful
+    stop, see `sweeps.cluster.interrupts`), with Tune's queue of trials waiting for resources kept to the
+    cluster's share (see `queue_share`)."""
+    with _pending_trials(queue_share(args)), interrupts.tune_running():
         return tuner.fit()
 
 
-def queue_share(args: StudySpec) -> int | None:
-    """The optimizers' equal share of the cluster, as Ray Tune allows it: each optimizer's experiment keeps
-    at most ceil(slots / optimizers) trials waiting for resources (slots: the trials the cluster's CPUs
-    and GPUs hold at once), so the optimizers' first trials queue together and freed slots go to them in
-    turn. Not a cap on running trials: Tune's `max_concurrent_trials` counts trials paused at a rung,
-    which per-configuration halving keeps until every configuration has reached it (a cap below the
-    trials per optimizer deadlocks), and an optimizer whose trial ends goes on in its actor (actor
-    reuse) while it has trials to start. None (Tune's own queue of up to 200 trials each) on an autoscaling
-    cluster: the queued trials are what makes the autoscaler add nodes."""
+@contextlib.contextmanager
+def _pending_trials(count: int | None) -> Iterator[None]:
+    if count is None or PENDING_TRIALS_ENV in os.environ:
+        yield
+        return
+    os.environ[PENDING_TRIALS_ENV] = str(count)
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING_TRIALS_ENV, None)
+
+
+def queue_share(args: StudySpec) -> int:
+    """How many trials Tune keeps waiting for resources (its `TUNE_MAX_PENDING_TRIALS_PG`): as many as the
+    cluster runs at once. The searcher creates trials round-robin over the optimizers and Tune starts the
+    waiting trials in the order they were created, so the first trials fill the cluster in equal shares
+    and each freed slot goes to the next optimizer in turn (Tune's own queue for a searcher is one trial:
+    the cluster would fill one trial per step of its loop). On an autoscaling cluster the queue is what
+    makes the autoscaler add nodes, so it is long there."""
     if feasibility.snapshot(local=True).autoscaling:
-        return None
-    return optimizer_share(args)
+        return AUTOSCALING_QUEUE
+    return trial_slots(args)
 
 
 def trial_slots(args: StudySpec) -> int:
@@ -95,13 +150,48 @@ def optimizer_share(args: StudySpec) -> int:
 
 
 def tune_concurrency(args: StudySpec) -> int | None:
-    """Tune's max_concurrent_trials: --max-concurrent, except under per-configuration halving, which caps
-    the running trials itself (Tune's cap counts trials paused at a rung and would hang the sweep)."""
+    """The searcher's cap on each optimizer's live trials: --max-concurrent, except under per-configuration
+    halving, which caps the running trials itself (a cap on live trials counts trials paused at a rung,
+    which wait for the others, and would hang the sweep)."""
     return None if halving_caps_running(args) else args.max_concurrent
 
 
-def halving_state(args: StudySpec, optimizer: str) -> str:
-    return f"{args.experiment_dir}/{optimizer}/{halving.STATE_FILE}"
+def halving_state(args: StudySpec) -> str:
+    """The per-configuration halving's state file: in the study's directory, not in its Tune experiment's.
+    On a restore Tune copies the .json files at the top of its experiment directory to a staging directory
+    and uploads them back at every snapshot, which would put the restore's copy of the file back over the
+    decisions made since (measured: a resumed study's rung decisions were lost, and fused groups, which
+    read them from the file, trained eliminated members on)."""
+    return f"{args.experiment_dir}/{halving.STATE_FILE}"
+
+
+def _optimizer_search(plan: Plan, contender: Contender) -> tuple[Searcher, int, str]:
+    """An optimizer's searcher in the study's, how many trials it creates, and how they are grouped (for
+    the start line): its fused groups, its configurations x seeds spelled out, or Optuna's suggestions."""
+    args, label = plan.args, contender.label
+    settings = trial_settings(args, contender)
+    space = search_space(args, contender)
+    groups = _fused_groups(plan, contender, settings)
+    if groups:
+        configs = [{"optimizer": label, MEMBERS_KEY: group, "settings": settings} for group in groups]
+        grouping = f" in {len(groups)} fused group(s) of up to {max(map(len, groups))}"
+        return PresetTrials(configs), len(configs), grouping
+    if args.search == "optuna":
+        constants = {"optimizer": label, "settings": settings}
+        optuna = _optuna_search()(
+            space=functools.partial(_define_by_run, space, constants),
+            # The seeds' best so far where their configuration stopped: what early stopping judged.
+            metric=plan.task.target.best_key,
+            mode=plan.task.target.mode,
+            seed=args.search_seed,
+        )
+        return halving.SeedRepeater(optuna, repeat=args.seeds, set_index=True), args.trials_per_optimizer, ""
+    # Every (configuration, seed) trial spelled out with its values, none left for Tune to resolve: Tune
+    # does not resolve a sample_from function for trials it creates after a restore.
+    configs = [
+        {"optimizer": label, **trial, "settings": settings} for trial in random_search_trials(space, args)
+    ]
+    return PresetTrials(configs), len(configs), ""
 
 
 def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -123,56 +213,10 @@ def _fused_groups(plan: Plan, contender: Contender, settings: dict[str, Any]) ->
     )
 
 
-def _new_tuner(
-    plan: Plan,
-    contender: Contender,
-    trainable: Any,
-    settings: dict[str, Any],
-    groups: list[list[dict[str, Any]]],
-) -> tune.Tuner:
-    args, optimizer, target = plan.args, contender.label, plan.task.target
-    space = search_space(args, contender)
-    if groups:
-        searcher = None
-        param_space = {
-            "optimizer": optimizer,
-            # The groups themselves, not a function of a group number: Tune does not resolve a sample_from
-            # function for trials it creates after a restore (their config keeps the placeholder).
-            MEMBERS_KEY: tune.grid_search(groups),
-            "settings": settings,
-        }
-        num_samples = 1
-    elif args.search == "optuna":
-        constants = {"optimizer": optimizer, "settings": settings}
-        searcher = halving.SeedRepeater(
-            _optuna_search()(
-                space=functools.partial(_define_by_run, space, constants),
-                # The seeds' best so far where their configuration stopped: what early stopping judged.
-                metric=target.best_key,
-                mode=target.mode,
-                seed=args.search_seed,
-            ),
-            repeat=args.seeds,
-            set_index=True,
-        )
-        param_space: dict[str, Any] = {}
-        num_samples = args.trials_per_optimizer
-    else:
-        # Every (configuration, seed) trial spelled out with its values, none left for Tune to resolve:
-        # Tune does not resolve a sample_from function for trials it creates after a restore (their config
-        # keeps the placeholder ["__fn_ph", hash]), and it creates trials lazily, so a Ctrl-C in the first
-        # seconds left most of them to be created after the restore.
-        trials = random_search_trials(space, args)
-        searcher = BasicVariantGenerator(
-            points_to_evaluate=trials, max_concurrent=tune_concurrency(args) or 0
-        )
-        # Tune wants every preset key in the space; each trial takes its own value from its point.
-        values = {key: tune.choice(list(dict.fromkeys(t[key] for t in trials))) for key in trials[0]}
-        param_space = {"optimizer": optimizer, **values, "settings": settings}
-        num_samples = len(trials)
+def _new_tuner(plan: Plan, trainable: Any, searcher: PerOptimizerSearch, trials: int) -> tune.Tuner:
+    args, target = plan.args, plan.task.target
     return tune.Tuner(
         trainable,
-        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=target.key,
             mode=target.mode,
@@ -183,49 +227,70 @@ def _new_tuner(
                 target=target,
                 configurations=args.num_samples,
                 seeds=args.seeds,
-                state_file=halving_state(args, optimizer),
+                state_file=halving_state(args),
                 max_running=args.max_concurrent,
+                optimizers=args.labels,
             ),
             search_alg=searcher,
-            num_samples=num_samples,
-            # The random search's generator keeps the cap itself (Tune ignores this one beside it).
-            max_concurrent_trials=(
-                None if isinstance(searcher, BasicVariantGenerator) else tune_concurrency(args)
-            ),
+            num_samples=trials,
             # A fresh trial process re-imports torch (seconds); single-worker trials reuse their actors.
             reuse_actors=args.workers_per_trial == 1,
         ),
-        run_config=tune.RunConfig(
-            name=optimizer,
-            storage_path=args.experiment_dir,
-            verbose=0,
-            log_to_file=True,
-            # Trial stdout/stderr (e.g. "checkpoint ... is unusable; resuming from ...") land in the trial's
-            # directory in storage, not only on the node that ran it.
-            sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=callbacks(args, optimizer, target),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=2),
-        ),
+        run_config=run_config(args, layout.SEARCH, callbacks(args, target)),
     )
 
 
-def callbacks(args: StudySpec, optimizer: str, target: Target) -> list[tune.Callback]:
-    callbacks: list[tune.Callback] = [
+def run_config(args: StudySpec, name: str, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    """The RunConfig of the study's experiment `name` (`layout.SEARCH` or `layout.CONFIRM`)."""
+    return tune.RunConfig(
+        name=name,
+        storage_path=args.experiment_dir,
+        verbose=0,
+        log_to_file=True,
+        # Trial stdout/stderr (e.g. "checkpoint ... is unusable; resuming from ...") land in the trial's
+        # directory in storage, not only on the node that ran it.
+        sync_config=tune.SyncConfig(sync_artifacts=True),
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=2),
+    )
+
+
+def callbacks(args: StudySpec, target: Target) -> list[tune.Callback]:
+    """The search's callbacks: a progress line per optimizer, the storage guard, trackers, safeguards."""
+    return [
+        *progress_lines(
+            args, target, stage=layout.SEARCH, totals=dict.fromkeys(args.labels, args.trials_per_optimizer)
+        ),
+        *stage_callbacks(args),
+        *safeguards.callbacks(args, args.trials_per_optimizer * len(args.labels)),
+    ]
+
+
+def progress_lines(
+    args: StudySpec, target: Target, *, stage: str, totals: dict[str, int]
+) -> list[ProgressLine]:
+    """One progress line per optimizer of the experiment (a fused group counts as its members)."""
+    stage_word = "search" if stage == layout.SEARCH else "confirm"
+    return [
         ProgressLine(
-            f"{optimizer} search" if args.confirm_seeds else optimizer,
-            args.trials_per_optimizer,  # a fused group counts as its members
+            f"{label} {stage_word}" if args.confirm_seeds else label,
+            total,
+            optimizer=label,
             max_epochs=args.max_epochs,
-            position=(args.labels.index(optimizer) + 1, len(args.labels)),
+            position=(args.labels.index(label) + 1, len(args.labels)),
             target=target,
         )
+        for label, total in totals.items()
     ]
+
+
+def stage_callbacks(args: StudySpec) -> list[tune.Callback]:
+    """What every experiment of the study watches: free storage, and the study's trackers."""
+    found: list[tune.Callback] = []
     if not args.is_remote_storage:
-        callbacks.append(StorageGuard(args.experiment_dir, storage_guard.min_free_bytes()))
-    callbacks += tracking.for_study(args).callbacks()
-    callbacks += safeguards.callbacks(args, optimizer)
-    callbacks.append(confirmation.SearchWaiting(args.experiment_dir, optimizer))
-    return callbacks
+        found.append(StorageGuard(args.experiment_dir, storage_guard.min_free_bytes()))
+    return found + tracking.for_study(args).callbacks()
 
 
 def _define_by_run(space: spaces.SearchSpace, constants: dict[str, Any], trial: Any) -> dict[str, Any]:

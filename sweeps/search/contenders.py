@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optsweep.errors import OptsweepError
+from optsweep.sweeps.record import layout
 from optsweep.sweeps.search import spaces
 from optsweep.trainables import optimizer_choice
 
@@ -60,6 +61,11 @@ def resolve(
         if not re.fullmatch(LABEL_PATTERN, label):
             raise OptsweepError(
                 f"optimizer label {label!r} is invalid: use lowercase letters, digits, '_', '.' and '-'"
+            )
+        if label in layout.RESERVED:
+            raise OptsweepError(
+                f"optimizer label {label!r} is invalid: {', '.join(layout.RESERVED)} name a study's own "
+                "directories; choose another label"
             )
         cls = objects[label] if label in objects else optimizer_choice.resolve(reference)
         if label in declared:

@@ -36,6 +36,7 @@ from ray.tune.search import Repeater, Searcher
 
 from optsweep import atomic_files
 from optsweep.sweeps import _ray_compat
+from optsweep.sweeps.early_stopping.per_optimizer import optimizer_label
 from optsweep.vocabulary import CONFIGURATION_KEY, DIVERGED_FLAG, EPOCH, MEMBERS_KEY, Target, member_results
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class ConfigurationHalving(TrialScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         self._ensure_loaded()
-        optimizer = _optimizer(trial)
+        optimizer = optimizer_label(trial)
         self._to_unpause.discard(trial.trial_id)  # it runs again
         epoch = int(result.get(EPOCH, 0))
         if self._has_trained_its_share(trial, epoch):
@@ -161,7 +162,7 @@ class ConfigurationHalving(TrialScheduler):
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> None:
-        optimizer = _optimizer(trial)
+        optimizer = optimizer_label(trial)
         for (_, configuration, _), reported in self._reports(trial, result or {}):
             if reported.get(DIVERGED_FLAG):
                 self.failed.add((optimizer, configuration))
@@ -177,7 +178,7 @@ class ConfigurationHalving(TrialScheduler):
         # its max_failures): that trial still reports, and its configurations have not failed.
         if trial.should_recover():
             return
-        optimizer = _optimizer(trial)
+        optimizer = optimizer_label(trial)
         for _, configuration, _ in self._units(trial):
             self.failed.add((optimizer, configuration))
         self._after_change(tune_controller, optimizer)
@@ -225,7 +226,7 @@ class ConfigurationHalving(TrialScheduler):
         trials paused at a rung do not count), for every optimizer among `trials` (in their order)."""
         running: dict[str, int] = {}
         for trial in trials:
-            optimizer = _optimizer(trial)
+            optimizer = optimizer_label(trial)
             started = trial.status == Trial.RUNNING
             let_go = trial.status == Trial.PENDING and trial.trial_id in self._released
             running[optimizer] = running.get(optimizer, 0) + int(started or let_go)
@@ -238,7 +239,7 @@ class ConfigurationHalving(TrialScheduler):
         appearance = {optimizer: k for k, optimizer in enumerate(running)}
         best: tuple[int, int, int, int] | None = None  # (running, appearance, category, index)
         for index, trial in enumerate(trials):
-            optimizer = _optimizer(trial)
+            optimizer = optimizer_label(trial)
             if self.max_running is not None and running[optimizer] >= self.max_running:
                 continue
             if best is not None and (running[optimizer], appearance[optimizer]) > best[:2]:
@@ -329,7 +330,7 @@ class ConfigurationHalving(TrialScheduler):
         for trial in tune_controller.get_trials():
             if trial.status not in (Trial.PAUSED, Trial.PENDING) and not trial.is_saving:
                 continue
-            if _optimizer(trial) != optimizer:
+            if optimizer_label(trial) != optimizer:
                 continue
             if self._has_trained_its_share(trial):
                 _stop(tune_controller, trial)
@@ -380,14 +381,14 @@ class ConfigurationHalving(TrialScheduler):
 
     def _waiting(self, trial: Trial) -> bool:
         """Whether the trial reached a rung that is not decided yet (so it must not run on)."""
-        optimizer = _optimizer(trial)
+        optimizer = optimizer_label(trial)
         return any((optimizer, r) not in self.survivors for r in self._rungs_reached(trial))
 
     def _waiting_is_over(self, trial: Trial) -> bool:
         """Whether a paused trial may run on: every rung it reached is decided, and a configuration of it
         goes on, or it has still to train up to the rung where its configurations stopped (results of an
         earlier run that a killed driver lost)."""
-        optimizer = _optimizer(trial)
+        optimizer = optimizer_label(trial)
         reached = self._rungs_reached(trial)
         decided = all((optimizer, r) in self.survivors for r in reached)
         return bool(reached) and decided and not self._has_trained_its_share(trial)
@@ -396,7 +397,7 @@ class ConfigurationHalving(TrialScheduler):
     def _units(trial: Trial) -> list[Unit]:
         """(optimizer, configuration, seed) of each run the trial trains (itself, or a group's members)."""
         config = trial.config
-        optimizer = str(config.get("optimizer"))
+        optimizer = optimizer_label(trial)
         if MEMBERS_KEY in config:
             return [
                 (optimizer, int(m.get(CONFIGURATION_KEY, -1)), int(m.get("seed", 0)))
@@ -502,11 +503,6 @@ class SeedRepeater(Repeater):
         if not result and not kwargs.get("error"):
             result = last
         super().on_trial_complete(trial_id, result, **kwargs)
-
-
-def _optimizer(trial: Trial) -> str:
-    """The optimizer a trial belongs to: its config's label ("adam", "sgd")."""
-    return str(trial.config.get("optimizer"))
 
 
 def _stop(tune_controller: TuneController, trial: Trial) -> None:

@@ -22,6 +22,8 @@ from optsweep.sweeps.record.study_record import TUNER_FILE
 
 SEARCH = "search"
 CONFIRM = "confirm"
+STAGE_NAMES = {SEARCH: "search", CONFIRM: "confirmation"}
+"""What the study's output calls the stage each experiment holds."""
 RESERVED = (SEARCH, CONFIRM, "report")
 """Directory names in a study; no optimizer label may take them."""
 _OLD_CONFIRM_SUFFIX = "-confirm"
@@ -29,10 +31,6 @@ _OLD_CONFIRM_SUFFIX = "-confirm"
 
 def search_dir(experiment_dir: str) -> str:
     return f"{experiment_dir}/{SEARCH}"
-
-
-def confirm_dir(experiment_dir: str) -> str:
-    return f"{experiment_dir}/{CONFIRM}"
 
 
 def per_optimizer_experiments(experiment_dir: str, labels: list[str]) -> list[str]:

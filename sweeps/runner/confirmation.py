@@ -168,27 +168,20 @@ def run(plan: Plan) -> None:
             print(f"{label}: no configuration finished its search; nothing to confirm.", flush=True)
     if not any(chosen.values()):
         return
-    path = layout.confirm_dir(args.experiment_dir)
     trainable = tuner.study_trainable(plan)
-    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(
-        args, layout.CONFIRM, tuner.resources(plan)
-    ):
-        print(f"Resuming the confirmation in {path}: finished trials are kept.", flush=True)
-        restored = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        safeguards.restored(restored, args)
-        tuner.fit(restored, args)
-        return
-    trials: dict[str, list[dict[str, Any]]] = {}
-    runs: dict[str, int] = {}
-    for contender in plan.contenders:
-        entries = chosen[contender.label]
-        if entries:
-            trials[contender.label], runs[contender.label] = _optimizer_trials(
-                plan, contender, entries, choice["seeds"]
-            )
-    new = _new_tuner(plan, trainable, trials, runs)
-    safeguards.created(args, layout.CONFIRM)
-    tuner.fit(new, args)
+
+    def create() -> tune.Tuner:
+        trials: dict[str, list[dict[str, Any]]] = {}
+        runs: dict[str, int] = {}
+        for contender in plan.contenders:
+            entries = chosen[contender.label]
+            if entries:
+                trials[contender.label], runs[contender.label] = _optimizer_trials(
+                    plan, contender, entries, choice["seeds"]
+                )
+        return _new_tuner(plan, trainable, trials, runs)
+
+    tuner.run_experiment(plan, layout.CONFIRM, trainable, create)
 
 
 def _record(args: StudySpec, labels: list[str], target: Target) -> dict[str, Any]:

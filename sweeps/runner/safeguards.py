@@ -15,6 +15,7 @@ from ray import tune
 from optsweep.sweeps import _ray_compat
 from optsweep.sweeps.cluster import feasibility, interrupts, ray_connect, retention, storage_guard
 from optsweep.sweeps.early_stopping import halving
+from optsweep.sweeps.early_stopping.per_optimizer import optimizer_label
 from optsweep.sweeps.record import resume, trust
 from optsweep.sweeps.search.study_search import PerOptimizerSearch
 from optsweep.sweeps.spec import StudySpec
@@ -113,7 +114,7 @@ class _FaultPoints(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
-        faults.count_result(self.study, str(trial.config.get("optimizer")), self.optimizers)
+        faults.count_result(self.study, optimizer_label(trial), self.optimizers)
 
 
 def callbacks(args: StudySpec, forecast_trials: int | None = None) -> list[Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -47,17 +47,9 @@ def run_search(plan: Plan) -> None:
     configurations x seeds, `config["optimizer"]` naming each trial's optimizer. Created, or resumed when
     a run of the same study left it (finished trials are kept, unfinished ones continue)."""
     args = plan.args
-    path = layout.search_dir(args.experiment_dir)
     trainable = study_trainable(plan, decisions=halving.StateFileDecisions(halving_state(args)))
-    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, layout.SEARCH, resources(plan)):
-        print(
-            f"Resuming the search in {path}: finished trials are kept, unfinished ones continue.", flush=True
-        )
-        # Errored trials resume from their last checkpoint too: the error may have been the storage or a
-        # lost node, fixed since; a trial that fails for good fails again within its max_failures.
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        safeguards.restored(tuner, args)
-    else:
+
+    def create() -> tune.Tuner:
         searchers: dict[str, Searcher] = {}
         counts: dict[str, int] = {}
         for contender in plan.contenders:
@@ -68,9 +60,32 @@ def run_search(plan: Plan) -> None:
                 flush=True,
             )
         searcher = PerOptimizerSearch(searchers, counts, max_live=tune_concurrency(args))
-        tuner = _new_tuner(plan, trainable, searcher, sum(counts.values()))
-        safeguards.created(args, layout.SEARCH)
-    fit(tuner, args)
+        return _new_tuner(plan, trainable, searcher, sum(counts.values()))
+
+    run_experiment(plan, layout.SEARCH, trainable, create)
+
+
+def run_experiment(
+    plan: Plan, name: str, trainable: Any, create: Callable[[], tune.Tuner]
+) -> tune.ResultGrid:
+    """Fit the study's experiment `name` (`layout.SEARCH`, `layout.CONFIRM`): resumed when a run of the same
+    study left it (finished trials are kept, unfinished ones continue), else made by `create` and pinned
+    for later resumes."""
+    args = plan.args
+    path = f"{args.experiment_dir}/{name}"
+    if tune.Tuner.can_restore(path) and safeguards.prepare_restore(args, name, resources(plan)):
+        stage = layout.STAGE_NAMES[name]
+        print(
+            f"Resuming the {stage} in {path}: finished trials are kept, unfinished ones continue.", flush=True
+        )
+        # Errored trials resume from their last checkpoint too: the error may have been the storage or a
+        # lost node, fixed since; a trial that fails for good fails again within its max_failures.
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        safeguards.restored(tuner, args)
+    else:
+        tuner = create()
+        safeguards.created(args, name)
+    return fit(tuner, args)
 
 
 def study_trainable(plan: Plan, decisions: Any = None) -> Any:
@@ -112,8 +127,8 @@ def fit(tuner: tune.Tuner, args: StudySpec) -> tune.ResultGrid:
 
 
 @contextlib.contextmanager
-def _pending_trials(count: int | None) -> Iterator[None]:
-    if count is None or PENDING_TRIALS_ENV in os.environ:
+def _pending_trials(count: int) -> Iterator[None]:
+    if PENDING_TRIALS_ENV in os.environ:
         yield
         return
     os.environ[PENDING_TRIALS_ENV] = str(count)
